@@ -1,0 +1,30 @@
+"""The `ferbench` command line: one small module per command."""
+from __future__ import annotations
+
+import typer
+
+from ferbench.cli import (bench_cmd, compare_cmd, data_cmd, live_cmd, models_cmd, predict_cmd,
+                          register_cmd, run_cmd)
+
+app = typer.Typer(
+    name="ferbench",
+    help="Facial expression recognition: model zoo, benchmark runner, comparisons and live mode.\n\n"
+         "Start with:  ferbench run experiments/quickstart.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("models")(models_cmd.models)
+app.command("register")(register_cmd.register)
+app.command("unregister")(register_cmd.unregister)
+app.add_typer(data_cmd.app, name="data")
+app.command("run")(run_cmd.run)
+app.command("compare")(compare_cmd.compare)
+app.command("live")(live_cmd.live)
+app.command("predict")(predict_cmd.predict)
+app.command("bench")(bench_cmd.bench)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,67 @@
+"""FaceArrays: the one in-memory dataset every reader produces and every trainer consumes."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FaceArrays:
+    """Grayscale uint8 faces (N×H×W), int labels, a split code per image (0 train, 1 val, 2 test)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    class_names: list[str]
+    source: str = ""
+    notes: list[str] = field(default_factory=list)       # e.g. "val carved from train (10%)"
+    problems: dict[str, object] = field(default_factory=dict)  # skipped rows, corrupt files, ...
+
+    def __post_init__(self) -> None:
+        self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.splits = np.asarray(self.splits, dtype=np.int8)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1]) if len(self) else 0
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        mask = self.splits == SPLITS.index(name)
+        return self.images[mask], self.labels[mask]
+
+    def counts(self) -> np.ndarray:
+        """Counts per split × class."""
+        table = np.zeros((len(SPLITS), len(self.class_names)), dtype=np.int64)
+        np.add.at(table, (self.splits.astype(np.int64), self.labels), 1)
+        return table
+
+    def fingerprint(self) -> str:
+        """Content hash of images, labels, splits and class names (recorded in every run)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (self.images, self.labels, self.splits):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update("|".join(self.class_names).encode())
+        return digest.hexdigest()
+
+    def subset(self, mask: np.ndarray) -> "FaceArrays":
+        return FaceArrays(self.images[mask], self.labels[mask], self.splits[mask],
+                          list(self.class_names), self.source, list(self.notes), dict(self.problems))
+
+
+def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask picking `fraction` of each class (at least one image per non-empty class)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        take = max(1, int(round(len(idx) * fraction)))
+        mask[rng.choice(idx, size=take, replace=False)] = True
+    return mask

@@ -1,0 +1,39 @@
+"""Data problems FER2013 is known for: near-blank images and pixel-identical duplicates."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from ferbench.data.arrays import SPLITS, FaceArrays
+
+
+def blank_images(data: FaceArrays, max_std: float = 2.0) -> np.ndarray:
+    """Indices of near-uniform images (standard deviation of pixels below `max_std`)."""
+    flat = data.images.reshape(len(data), -1).astype(np.float32)
+    return np.flatnonzero(flat.std(axis=1) < max_std)
+
+
+def duplicate_report(data: FaceArrays) -> dict:
+    """Groups of pixel-identical images, how many span splits and how many disagree on labels."""
+    digests = [hashlib.blake2b(img.tobytes(), digest_size=12).digest() for img in data.images]
+    groups: dict[bytes, list[int]] = {}
+    for index, digest in enumerate(digests):
+        groups.setdefault(digest, []).append(index)
+    multi = [g for g in groups.values() if len(g) > 1]
+    cross = sum(1 for g in multi if len(set(data.splits[g].tolist())) > 1)
+    conflict = sum(1 for g in multi if len(set(data.labels[g].tolist())) > 1)
+    return {"duplicate groups": len(multi), "images in them": sum(len(g) for g in multi),
+            "groups spanning splits": cross, "groups with conflicting labels": conflict}
+
+
+def summarize_problems(data: FaceArrays) -> dict:
+    problems = dict(data.problems)
+    blanks = blank_images(data)
+    if len(blanks):
+        problems["near-blank images"] = {"count": int(len(blanks)),
+                                         "splits": [SPLITS[s] for s in data.splits[blanks[:5]]]}
+    dup = duplicate_report(data)
+    if dup["duplicate groups"]:
+        problems["pixel-identical duplicates"] = dup
+    return problems
