@@ -48,8 +48,10 @@ def read_csv_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     }
     keep = ~np.logical_or.reduce(list(bad.values()))
     rows = np.flatnonzero(keep)
-    flat = np.fromstring(" ".join(pixels.iloc[rows].tolist()), dtype=np.int32, sep=" ") \
-        if len(rows) else np.zeros(0, np.int32)
+    try:
+        flat = np.fromstring(" ".join(pixels.iloc[rows].tolist()), dtype=np.int32, sep=" ")
+    except ValueError:  # a non-numeric token somewhere: find the rows one by one
+        flat = np.zeros(0, np.int32)
     if flat.size != len(rows) * common * common or (flat.size and (flat.min() < 0 or flat.max() > 255)):
         flat, rows, bad["pixel values not integers 0-255"] = _parse_rows_one_by_one(pixels, rows, common)
     problems = {}

@@ -25,7 +25,7 @@ EXPRESSIONS = {
     "surprise": (0.0, 0.95, 0.75, 1.0, 0.2, 1.45, 0.0, 0.0),
     "neutral":  (0.0, 0.00, 1.00, 0.0, 0.0, 1.00, 0.0, 0.0),
 }
-SPREAD = np.array([0.35, 0.18, 0.15, 0.35, 0.35, 0.2, 0.3, 0.3])
+SPREAD = np.array([0.3, 0.15, 0.12, 0.3, 0.3, 0.18, 0.25, 0.25])
 
 
 def _draw_face(rng: np.random.Generator, params: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def _draw_face(rng: np.random.Generator, params: np.ndarray) -> np.ndarray:
 
 
 def _photometric(rng: np.random.Generator, canvas: np.ndarray, size: int) -> np.ndarray:
-    angle, scale = rng.normal(0, 8), rng.uniform(0.85, 1.15)
+    angle, scale = rng.normal(0, 8), rng.uniform(1.1, 1.35)  # FER2013 crops faces tightly
     matrix = cv2.getRotationMatrix2D((CANVAS / 2, CANVAS / 2), angle, scale)
     matrix[:, 2] += rng.normal(0, 2.0, 2)
     image = cv2.warpAffine(canvas, matrix, (CANVAS, CANVAS), borderMode=cv2.BORDER_REPLICATE)

@@ -1,0 +1,81 @@
+"""Batched augmentation on tensors, on whatever device the batch lives on.
+
+Random crop with padding, flip, rotation and scale are folded into one affine transform per image
+and applied to the whole batch with a single ``grid_sample``; random erasing is a broadcast mask.
+No per-image Python, no PIL.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def augment_batch(x: torch.Tensor, crop_padding: int = 0, flip: bool = False, rotate: float = 0.0,
+                  scale: float = 0.0, erase: float = 0.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Augment a float batch N×C×H×W in place of the reference per-image transforms."""
+    n, _, h, w = x.shape
+    dev = x.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    if crop_padding or flip or rotate or scale:
+        angle = (rand(n) * 2 - 1) * math.radians(rotate)
+        zoom = 1 + (rand(n) * 2 - 1) * scale
+        mirror = torch.where(rand(n) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=dev)
+        # integer pixel shifts, as a pad-and-crop would give, in normalised coordinates
+        shift_x = torch.floor(rand(n) * (2 * crop_padding + 1)) - crop_padding
+        shift_y = torch.floor(rand(n) * (2 * crop_padding + 1)) - crop_padding
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        theta = torch.stack([
+            torch.stack([cos * mirror, -sin, shift_x * 2 / w], 1),
+            torch.stack([sin * mirror, cos, shift_y * 2 / h], 1),
+        ], 1).to(x.dtype)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if erase > 0:
+        x = random_erase(x, erase, rand)
+    return x
+
+
+def random_erase(x: torch.Tensor, probability: float, rand) -> torch.Tensor:
+    """Zero a random rectangle (2-20% of the area, aspect 0.3-3.3) in a fraction of the images."""
+    n, _, h, w = x.shape
+    area = (0.02 + rand(n) * 0.18) * h * w
+    aspect = torch.exp(math.log(0.3) + rand(n) * (math.log(3.3) - math.log(0.3)))
+    eh = torch.sqrt(area * aspect).clamp(1, h)
+    ew = torch.sqrt(area / aspect).clamp(1, w)
+    top = rand(n) * (h - eh)
+    left = rand(n) * (w - ew)
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
+              & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
+    chosen = (rand(n) < probability).view(n, 1, 1)
+    return x.masked_fill((inside & chosen).unsqueeze(1), 0.0)
+
+
+def shifted_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """Ten-crop test-time augmentation for pad-and-crop training: centre and four corner shifts,
+    each also mirrored, all at full input size."""
+    views = []
+    for dy, dx in ((0, 0), (-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift)):
+        views.append(_zero_border(torch.roll(x, shifts=(dy, dx), dims=(2, 3)), dy, dx))
+    return views + [torch.flip(v, dims=(3,)) for v in views]
+
+
+def _zero_border(view: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Blank the rows and columns a roll wrapped around, as a padded crop would."""
+    view = view.clone()
+    if dy > 0:
+        view[:, :, :dy] = 0
+    elif dy < 0:
+        view[:, :, dy:] = 0
+    if dx > 0:
+        view[:, :, :, :dx] = 0
+    elif dx < 0:
+        view[:, :, :, dx:] = 0
+    return view
