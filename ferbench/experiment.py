@@ -261,6 +261,9 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
     if not isinstance(models_raw, list):
         models_raw = [models_raw]
     models = [_validate_model(file, i, m) for i, m in enumerate(models_raw)]
+    names = [m["name"] for m in models]
+    for model in models:  # name fixed per-model overrides only where a model appears twice
+        model["name_overrides"] = names.count(model["name"]) > 1
     train = _validate_section(file, "train.", raw.get("train") or {}, TRAIN_SCHEMA, axis_ok=True)
     evaluation = _validate_section(file, "eval.", raw.get("eval") or {}, EVAL_SCHEMA, axis_ok=False)
     evaluation = {**{k: d for k, (_, d) in EVAL_SCHEMA.items()}, **evaluation}
@@ -281,7 +284,7 @@ def _model_trials(experiment: str, model: dict, data: dict, data_index: int | No
     sizes = model.get("input_size") or model_card(model["name"]).input_size
     sizes = sizes if isinstance(sizes, list) else [sizes]
     axes = {k: v for k, v in settings.items() if isinstance(v, list)}
-    fixed_names = [k for k in model["train"] if k not in axes]  # per-model overrides are named
+    fixed_names = [k for k in model["train"] if k not in axes] if model["name_overrides"] else []
     trials = []
     for size in sizes:
         for combo in itertools.product(*axes.values()) if axes else [()]:
@@ -305,6 +308,7 @@ def _model_trials(experiment: str, model: dict, data: dict, data_index: int | No
             for key in ("classes", "merge", "drop"):
                 if model.get(key) is not None:
                     parts.append(f"{key}={_short(model[key])}")
+            parts += [f"{k}={_short(v)}" for k, v in model.get("args", {}).items()]
             parts += [f"{k}={_short(resolved[k])}" for k in fixed_names]
             parts += [f"{k}={_short(v)}" for k, v in chosen.items() if k != "seed"]
             parts.append(f"seed={resolved['seed']}")

@@ -147,7 +147,7 @@ def _write_status(run_dir: Path, trial: Trial, status: str, **extra) -> None:
     write_json(run_dir / "status.json", {
         "status": status, "trial": trial.name, "config_hash": trial.config_hash(),
         "started": previous.get("started", now()) if status != "running" else now(),
-        "updated": now(), "host": socket.gethostname(), **extra})
+        "updated": now(), "host": socket.gethostname(), "pid": os.getpid(), **extra})
 
 
 def _versions() -> dict:

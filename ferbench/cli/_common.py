@@ -11,7 +11,8 @@ from rich.console import Console
 
 from ferbench.errors import FerbenchError
 
-console = Console()
+# Logs and pipes get wide tables instead of 80 squeezed columns.
+console = Console(width=None if sys.stdout.isatty() else 220)
 err_console = Console(stderr=True)
 
 

@@ -1,3 +1,73 @@
-def bench():
-    """Not built yet."""
-    raise SystemExit("not built yet")
+"""`ferbench bench`: training and inference speed, against the compute bound and a reference
+pipeline, plus the live loop against the reference webcam loop."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ferbench.cli._common import console, friendly_errors
+
+
+@friendly_errors
+def bench(
+    models: str = typer.Option("cnn5,cnn3,resnet18", "--models", help="Comma-separated model names."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    data: str = typer.Option(None, "--data", help="Dataset path (default: synthetic faces)."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Training batch size."),
+    steps: int = typer.Option(10, "--steps", help="Timed training steps per measurement."),
+    no_reference: bool = typer.Option(False, "--no-reference", help="Skip the ImageFolder/PIL pipeline."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (ferbench path)."),
+    video: Path = typer.Option(None, "--video", help="Also time the live loop against the reference loop on this clip."),
+    checkpoint: str = typer.Option(None, "--checkpoint", help="Checkpoint for the live benchmark."),
+    out: Path = typer.Option(Path("bench.csv"), "--out", help="CSV with every figure."),
+) -> None:
+    """Training images/s (ferbench, compute bound, reference pipeline), inference images/s,
+    batch-1 latency and peak memory per model; with --video, live frames/s and faces found.
+
+    Examples:
+      ferbench bench --models cnn3,resnet18 --device cpu
+      ferbench bench --models resnet18 --device cuda --data data/fer2013.csv --batch-size 256
+      ferbench bench --models cnn3 --video clip.mp4 --checkpoint results/quickstart/cnn3/seed=0
+    """
+    import pandas as pd
+
+    from ferbench.bench import BenchConfig, bench_models
+    from ferbench.data import load_dataset
+    from ferbench.fileio import write_text
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    dataset = load_dataset({"kind": "auto", "path": data} if data else
+                           {"kind": "synthetic", "n_per_class": 200})
+    config = BenchConfig(batch_size=batch_size, steps=steps, reference=not no_reference,
+                         compile=compile_model)
+    with console.status("benchmarking") as status:
+        rows = bench_models(names, dataset, config, device, progress=lambda m: status.update(m))
+    table = Table(title=f"ferbench bench ({rows[0]['device'] if rows else device}, batch {batch_size})",
+                  header_style="bold")
+    columns = [("model", "model", "{}"), ("train img/s", "train_img_s", "{:,.0f}"),
+               ("bound img/s", "compute_bound_img_s", "{:,.0f}"), ("of bound", "ferbench_vs_bound", "{:.0%}"),
+               ("reference img/s", "reference_img_s", "{:,.0f}"), ("speedup", "speedup_vs_reference", "{:.2f}x"),
+               ("infer img/s", "inference_img_s", "{:,.0f}"), ("latency ms", "latency_batch1_ms", "{:.2f}"),
+               ("peak MB", "peak_memory_mb", "{:,.0f}")]
+    for title, _, _ in columns:
+        table.add_column(title, justify="left" if title == "model" else "right")
+    for row in rows:
+        table.add_row(*[fmt.format(row[key]) if row[key] is not None else "-" for _, key, fmt in columns])
+    console.print(table)
+    frame = pd.DataFrame(rows)
+    if video is not None:
+        from ferbench.live_bench import bench_live
+
+        live_rows = bench_live(video, checkpoint, names[0])
+        live = Table(title=f"live loop on {video.name} (640x360)", header_style="bold")
+        for column in ("loop", "frames/s", "frames with a face", "faces", "ms per face"):
+            live.add_column(column, justify="left" if column == "loop" else "right")
+        for r in live_rows:
+            live.add_row(r["loop"], f"{r['fps']:.1f}", f"{r['frames_with_face']}/{r['frames']}",
+                         str(r["faces"]), f"{r['classify_ms_per_face']:.2f}")
+        console.print(live)
+        frame = pd.concat([frame, pd.DataFrame(live_rows)], ignore_index=True)
+    write_text(out, frame.to_csv(index=False))
+    console.print(f"[green]wrote[/] {out}")

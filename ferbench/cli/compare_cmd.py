@@ -1,3 +1,73 @@
-def compare():
-    """Not built yet."""
-    raise SystemExit("not built yet")
+"""`ferbench compare`: leaderboards and plots from run directories."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ferbench.cli._common import console, friendly_errors
+
+FORMATS = {"csv", "md", "html", "png"}
+
+
+@friendly_errors
+def compare(
+    paths: list[Path] = typer.Argument(..., help="Results folders (nested experiments are found)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the first path)."),
+    metric: str = typer.Option("accuracy", "--metric", help="Sort by: accuracy, macro_f1, balanced_accuracy, latency_batch1_ms, ..."),
+    group_by: list[str] = typer.Option([], "--group-by", help="Keep only these settings apart (others pooled), e.g. --group-by model."),
+    filters: list[str] = typer.Option([], "--filter", help="KEY=GLOB on settings (model=cnn*, lr=0.1) or a glob on run paths."),
+    formats: str = typer.Option("csv,md,html,png", "--format", help="Comma list of csv, md, html, png."),
+    target: float = typer.Option(None, "--target", help="Validation accuracy for time-to-target (default: each run's eval.target_acc)."),
+) -> None:
+    """Leaderboards per dataset and class set (seeds grouped: mean ± std), failed runs listed,
+    comparison.csv/.md, PNG plots and a self-contained report.html.
+
+    Examples:
+      ferbench compare results/quickstart
+      ferbench compare results/ --metric macro_f1 --filter model='resnet*' --out report/
+    """
+    from ferbench.report import (collect_runs, display_table, leader_is_uncertain, leaderboards,
+                                 runs_frame, write_outputs)
+
+    chosen = {f.strip() for f in formats.split(",") if f.strip()}
+    if chosen - FORMATS:
+        raise typer.BadParameter(f"--format takes {', '.join(sorted(FORMATS))}")
+    runs = collect_runs(paths)
+    if not runs:
+        console.print(f"no run directories under {', '.join(map(str, paths))}")
+        raise typer.Exit(1)
+    frame = runs_frame(runs, target)
+    boards = leaderboards(frame, metric, group_by, filters) if not frame.empty else {}
+    for dataset, board in boards.items():
+        shown = display_table(board)
+        table = Table(title=f"{dataset}  (sorted by {metric})", header_style="bold")
+        for column in shown.columns:
+            table.add_column(column, justify="left" if column in ("model", "settings", "worst class") else "right")
+        for i, row in enumerate(shown.itertuples(index=False)):
+            table.add_row(*map(str, row), style="bold green" if i == 0 else None)
+        console.print(table)
+        if leader_is_uncertain(board, metric):
+            console.print("[yellow]the leader's margin over the next entry is within one standard "
+                          "deviation[/]")
+    problems = [r for r in runs if r.status != "done"]
+    if problems:
+        table = Table(title="failed or unfinished runs", header_style="bold red")
+        for column in ("run", "status", "error"):
+            table.add_column(column)
+        for r in problems:
+            table.add_row(str(r.path), r.status, r.error)
+        console.print(table)
+    target_value = target if target is not None else _default_target(runs)
+    written = write_outputs(boards, runs, frame, out or paths[0], metric, chosen, target_value)
+    for path in written:
+        console.print(f"[green]wrote[/] {path}")
+
+
+def _default_target(runs) -> float:
+    for run in runs:
+        value = run.config.get("eval", {}).get("target_acc")
+        if value is not None:
+            return float(value)
+    return 0.65

@@ -1,0 +1,201 @@
+"""`ferbench bench`: measured speed of ferbench against the compute bound and a reference pipeline.
+
+Per model, three training figures on the same data and optimizer:
+- *compute bound*: the model stepping on one batch of tensors already in memory;
+- *ferbench*: the engine's path (uint8 in memory, batched augmentation, normalisation);
+- *reference*: torchvision ``ImageFolder`` + PIL transforms + ``DataLoader(num_workers=2)``
+  reading PNG files, as the reference tutorials do;
+plus inference images/s at a large batch, batch-1 latency and peak memory.
+"""
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ferbench.data.arrays import FaceArrays
+from ferbench.engine import (Preprocess, SplitTensors, Trainer, autocast_for, measure_speed,
+                             select_device)
+from ferbench.experiment import AUGMENT_SCHEMA, TRAIN_SCHEMA
+
+DEFAULT_AUGMENT = {k: d for k, (_, d) in AUGMENT_SCHEMA.items()}
+
+
+@dataclass
+class BenchConfig:
+    batch_size: int = 128
+    steps: int = 10
+    warmup: int = 2
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    reference: bool = True
+    compile: bool = False
+
+
+def train_config(cfg: BenchConfig, device: torch.device) -> dict:
+    train = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
+    train.update(batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
+                 epochs=1, augment=dict(DEFAULT_AUGMENT),
+                 amp="bf16" if device.type == "cuda" else "off")
+    return train
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _build(name: str, num_classes: int, size: int, device: torch.device, channels_last: bool):
+    from ferbench.models import create_model, model_card
+
+    card = model_card(name)
+    model = create_model(name, num_classes=num_classes, in_chans=card.in_chans, input_size=size)
+    fmt = torch.channels_last if channels_last else torch.preserve_format
+    return model.to(device, memory_format=fmt), Preprocess(size, card.in_chans, card.mean, card.std,
+                                                          channels_last)
+
+
+def compute_bound(name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device) -> float:
+    """Images/s of forward+backward+step on one batch that is already a normalised tensor."""
+    channels_last = device.type == "cuda"
+    model, preprocess = _build(name, len(data.class_names), size, device, channels_last)
+    trainer = Trainer(model, preprocess, train_config(cfg, device), device)
+    images = torch.from_numpy(data.images[: cfg.batch_size]).unsqueeze(1).to(device)
+    x = preprocess(images)
+    y = torch.from_numpy(data.labels[: cfg.batch_size]).to(device)
+    model.train()
+
+    def step():
+        with autocast_for(device, trainer.cfg["amp"]):
+            loss = trainer.loss_fn(model(x).float(), y)
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+
+    for _ in range(cfg.warmup):
+        step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(cfg.steps):
+        step()
+    _sync(device)
+    return cfg.steps * len(y) / (time.perf_counter() - start)
+
+
+def ferbench_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
+                      device: torch.device) -> float:
+    """Images/s of the engine's own epoch loop (uint8 in memory, batched augmentation)."""
+    channels_last = device.type == "cuda"
+    model, preprocess = _build(name, len(data.class_names), size, device, channels_last)
+    train_cfg = train_config(cfg, device)
+    storage = device if device.type == "cuda" else torch.device("cpu")
+    train = SplitTensors.from_arrays(data, "train", storage)
+    needed = (cfg.steps + cfg.warmup) * cfg.batch_size
+    if len(train) < needed:
+        reps = -(-needed // len(train))
+        train = SplitTensors(train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps))
+    warm = SplitTensors(train.images[: cfg.warmup * cfg.batch_size], train.labels[: cfg.warmup * cfg.batch_size])
+    timed = SplitTensors(train.images[: cfg.steps * cfg.batch_size], train.labels[: cfg.steps * cfg.batch_size])
+    net = torch.compile(model) if cfg.compile else model
+    trainer = Trainer(net, preprocess, train_cfg, device)
+    trainer.train_epoch(warm, 0)
+    stats = trainer.train_epoch(timed, 1)
+    return stats.images / stats.seconds
+
+
+def reference_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
+                       device: torch.device, folder: Path) -> float:
+    """Images/s of ImageFolder + PIL transforms + DataLoader(num_workers=2) on PNG files."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from ferbench.models import model_card
+
+    card = model_card(name)
+    transform = transforms.Compose([
+        transforms.Grayscale(), transforms.Resize((size, size)),
+        transforms.RandomCrop(size, padding=DEFAULT_AUGMENT["crop_padding"]),
+        transforms.RandomHorizontalFlip(), transforms.RandomRotation(DEFAULT_AUGMENT["rotate"]),
+        transforms.ToTensor(), transforms.Normalize(card.mean, card.std)])
+    dataset = datasets.ImageFolder(str(folder / "train"), transform=transform)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=2,
+                        drop_last=True, persistent_workers=False)
+    model, _ = _build(name, len(data.class_names), size, device, False)
+    trainer = Trainer(model, Preprocess(size, 1, card.mean, card.std), train_config(cfg, device), device)
+    model.train()
+    seen, start, step = 0, None, 0
+    while step < cfg.steps + cfg.warmup:
+        for x, y in loader:
+            if step == cfg.warmup:
+                _sync(device)
+                start = time.perf_counter()
+            x, y = x.to(device), y.to(device)
+            with autocast_for(device, trainer.cfg["amp"]):
+                loss = trainer.loss_fn(model(x).float(), y)
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+            if step >= cfg.warmup:
+                seen += len(y)
+            step += 1
+            if step >= cfg.steps + cfg.warmup:
+                break
+    _sync(device)
+    return seen / (time.perf_counter() - start)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def bench_models(models: list[str], data: FaceArrays, cfg: BenchConfig, device_name: str = "auto",
+                 progress=None) -> list[dict]:
+    from ferbench.data.export import write_folders
+    from ferbench.data.images import resize_square
+    from ferbench.models import model_card
+
+    device = select_device(device_name)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ferbench-bench-") as tmp:
+        folder = None
+        if cfg.reference:
+            folder = write_folders(data, Path(tmp) / "images")
+        for name in models:
+            size = model_card(name).input_size
+            sized = data if data.size == size else FaceArrays(
+                np.stack([resize_square(i, size) for i in data.images]), data.labels, data.splits,
+                data.class_names)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            if progress:
+                progress(f"{name}: compute bound")
+            bound = compute_bound(name, sized, size, cfg, device)
+            if progress:
+                progress(f"{name}: ferbench training")
+            ours = ferbench_training(name, sized, size, cfg, device)
+            reference = None
+            if folder is not None:
+                if progress:
+                    progress(f"{name}: reference pipeline")
+                reference = reference_training(name, sized, size, cfg, device, folder)
+            model, preprocess = _build(name, len(data.class_names), size, device, device.type == "cuda")
+            speed = measure_speed(model, preprocess, device, "bf16" if device.type == "cuda" else "off")
+            rows.append({
+                "model": name, "device": device.type, "input": size, "batch_size": cfg.batch_size,
+                "train_img_s": ours, "compute_bound_img_s": bound,
+                "ferbench_vs_bound": ours / bound,
+                "reference_img_s": reference,
+                "speedup_vs_reference": ours / reference if reference else None,
+                "inference_img_s": speed["inference_images_per_s"],
+                "latency_batch1_ms": speed["latency_batch1_ms"],
+                "peak_memory_mb": peak_memory_mb(device),
+            })
+    return rows

@@ -1,0 +1,3 @@
+from ferbench.cli import main
+
+main()

@@ -1,0 +1,289 @@
+"""`compare`: run directories → leaderboards (terminal, CSV, Markdown, HTML) and plots.
+
+Only run-directory files are read, so runs from any launcher or machine compare the same.  Trials
+differing only in seed are grouped (mean ± std, n); leaderboards are per dataset and class set,
+never averaged across them.
+"""
+from __future__ import annotations
+
+import base64
+import fnmatch
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ferbench.errors import FerbenchError
+
+METRICS = ["accuracy", "balanced_accuracy", "macro_f1", "worst_class_recall", "best_val_acc",
+           "parameters", "flops", "train_time_s", "time_to_target_s", "inference_images_per_s",
+           "latency_batch1_ms", "train_images_per_s", "best_epoch"]
+IGNORED_SETTINGS = {"train.seed", "train.amp", "train.channels_last", "train.compile",
+                    "train.data_on_device", "eval.speed", "data.cache", "data.path", "data.labels"}
+
+
+@dataclass
+class Run:
+    path: Path           # relative to the compare root
+    status: str
+    config: dict
+    metrics: dict = field(default_factory=dict)
+    history: pd.DataFrame | None = None
+    error: str = ""
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, list):
+        out[prefix] = ",".join(map(str, value))
+    else:
+        out[prefix] = value
+
+
+def collect_runs(roots: list[Path]) -> list[Run]:
+    """Every run directory (a folder with status.json or config.yaml) under the given paths."""
+    runs = []
+    for root in roots:
+        if not root.exists():
+            raise FerbenchError(f"no such results folder: {root}")
+        dirs = {p.parent for pattern in ("status.json", "config.yaml") for p in root.rglob(pattern)}
+        for run_dir in sorted(dirs):
+            runs.append(_read_run(run_dir, root))
+    return runs
+
+
+def _read_run(run_dir: Path, root: Path) -> Run:
+    relative = Path(root.name) / run_dir.relative_to(root) if run_dir != root else Path(root.name)
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {"status": "unknown"}
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    run = Run(relative, status.get("status", "unknown"), config, error=status.get("error", ""))
+    if run.status == "done":
+        try:
+            run.metrics = json.loads((run_dir / "metrics.json").read_text())
+            run.history = pd.read_csv(run_dir / "history.csv")
+        except (OSError, ValueError) as exc:
+            run.status, run.error = "incomplete", f"unreadable outputs: {exc}"
+    return run
+
+
+def _data_label(config: dict) -> str:
+    data = config.get("data", {})
+    source = Path(str(data.get("path"))).name if data.get("path") else data.get("kind", "?")
+    if data.get("kind") == "ferplus":
+        source = f"ferplus:{source}"
+    classes = config.get("class_names") or []
+    return f"{source} ({len(classes)} classes: {','.join(c[:3] for c in classes)})"
+
+
+def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        if run.status != "done":
+            continue
+        settings: dict = {}
+        for section in ("model", "data", "train", "eval"):
+            _flatten(section, run.config.get(section, {}), settings)
+        settings = {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
+        row = {"run": str(run.path), "experiment": run.config.get("experiment", ""),
+               "model": run.config.get("model", {}).get("name", "?"), "dataset": _data_label(run.config),
+               "seed": run.config.get("train", {}).get("seed"),
+               "worst_class": run.metrics.get("worst_class"), "settings": settings}
+        for metric in METRICS:
+            row[metric] = run.metrics.get(metric)
+        if target is not None and run.history is not None:
+            reached = run.history[run.history["val_acc"] >= target]
+            row["time_to_target_s"] = float(reached["elapsed_s"].iloc[0]) if len(reached) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _differing(frame: pd.DataFrame) -> list[str]:
+    """Setting keys whose value differs between runs of one dataset section (seed excluded)."""
+    keys = sorted({k for s in frame["settings"] for k in s})
+    return [k for k in keys if k != "model.name"
+            and len({json.dumps(s.get(k), default=str) for s in frame["settings"]}) > 1]
+
+
+def _apply_filters(frame: pd.DataFrame, filters: list[str]) -> pd.DataFrame:
+    for item in filters:
+        if "=" not in item:
+            frame = frame[frame["run"].map(lambda r: fnmatch.fnmatch(r, f"*{item}*"))]
+            continue
+        key, value = item.split("=", 1)
+        def matches(row, key=key, value=value):
+            actual = row.get(key, row["settings"].get(key, row["settings"].get(f"train.{key}")))
+            return fnmatch.fnmatch(str(actual), value)
+        frame = frame[frame.apply(matches, axis=1)]
+    return frame
+
+
+def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[str] | None = None,
+                 filters: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """One leaderboard per dataset and class set: seeds grouped, sorted by `metric` (mean)."""
+    if frame.empty:
+        return {}
+    frame = _apply_filters(frame, filters or [])
+    boards = {}
+    for dataset, section in frame.groupby("dataset", sort=True):
+        section = section.copy()
+        # settings that vary between runs of the same model (input size differs between models
+        # by design and says nothing)
+        differing = {model: _differing(runs) for model, runs in section.groupby("model")}
+        if group_by:
+            differing = {m: [k for k in keys if k in group_by or k.split(".", 1)[-1] in group_by]
+                         for m, keys in differing.items()}
+        section["config"] = [" ".join(f"{k.split('.', 1)[-1]}={s.get(k)}" for k in differing[m])
+                             for m, s in zip(section["model"], section["settings"])]
+        keys = ["model", "config"] if not group_by or "model" in group_by or "model.name" in group_by \
+            else ["config"]
+        rows = []
+        for key, group in section.groupby(keys, sort=False):
+            row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+            row["n"] = len(group)
+            row["runs"] = ";".join(group["run"])
+            for m in METRICS:
+                values = pd.to_numeric(group[m], errors="coerce")
+                row[f"{m}_mean"] = values.mean()
+                row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else 0.0
+            worst = group.groupby("worst_class")["worst_class_recall"].mean().sort_values()
+            row["worst_class"] = worst.index[0] if len(worst) else ""
+            rows.append(row)
+        board = pd.DataFrame(rows)
+        if "model" not in board:
+            board["model"] = "(all)"
+        if f"{metric}_mean" not in board:
+            raise FerbenchError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
+        ascending = metric in ("latency_batch1_ms", "train_time_s", "time_to_target_s", "parameters", "flops")
+        boards[dataset] = board.sort_values(f"{metric}_mean", ascending=ascending,
+                                            na_position="last").reset_index(drop=True)
+    return boards
+
+
+def leader_is_uncertain(board: pd.DataFrame, metric: str = "accuracy") -> bool:
+    """True when the leader's margin over the runner-up is within one standard deviation."""
+    if len(board) < 2:
+        return False
+    first, second = board.iloc[0], board.iloc[1]
+    spread = max(first[f"{metric}_std"] or 0.0, second[f"{metric}_std"] or 0.0)
+    return abs(first[f"{metric}_mean"] - second[f"{metric}_mean"]) <= spread
+
+
+def fmt_pm(mean, std, scale=1.0, digits=1) -> str:
+    if mean is None or pd.isna(mean):
+        return "-"
+    if std and not pd.isna(std) and std > 0:
+        return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    return f"{mean * scale:.{digits}f}"
+
+
+def display_table(board: pd.DataFrame) -> pd.DataFrame:
+    """The human leaderboard: percentages, M params, MFLOPs, seconds, ms."""
+    out = pd.DataFrame({
+        "model": board["model"], "settings": board["config"], "n": board["n"],
+        "test acc %": [fmt_pm(m, s, 100) for m, s in zip(board["accuracy_mean"], board["accuracy_std"])],
+        "bal. acc %": [fmt_pm(m, s, 100) for m, s in zip(board["balanced_accuracy_mean"], board["balanced_accuracy_std"])],
+        "macro-F1 %": [fmt_pm(m, s, 100) for m, s in zip(board["macro_f1_mean"], board["macro_f1_std"])],
+        "worst class": [f"{c} {r * 100:.0f}%" if c and not pd.isna(r) else "-"
+                        for c, r in zip(board["worst_class"], board["worst_class_recall_mean"])],
+        "params M": [f"{p / 1e6:.2f}" for p in board["parameters_mean"]],
+        "MFLOPs": [f"{f / 1e6:,.0f}" for f in board["flops_mean"]],
+        "train s": [fmt_pm(m, s, 1, 0) for m, s in zip(board["train_time_s_mean"], board["train_time_s_std"])],
+        "to target s": [fmt_pm(m, s, 1, 0) for m, s in zip(board["time_to_target_s_mean"], board["time_to_target_s_std"])],
+        "infer img/s": [f"{v:,.0f}" if not pd.isna(v) else "-" for v in board["inference_images_per_s_mean"]],
+        "latency ms": [f"{v:.2f}" if not pd.isna(v) else "-" for v in board["latency_batch1_ms_mean"]],
+    })
+    return out
+
+
+def _png_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def write_outputs(boards: dict[str, pd.DataFrame], runs: list[Run], frame: pd.DataFrame, out: Path,
+                  metric: str, formats: set[str], target: float) -> list[Path]:
+    """comparison.csv / .md, PNG plots and a self-contained report.html under `out`."""
+    from ferbench import report_plots as plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    combined = pd.concat([b.assign(dataset=d) for d, b in boards.items()], ignore_index=True) \
+        if boards else pd.DataFrame()
+    if "csv" in formats:
+        (out / "comparison.csv").write_text(combined.to_csv(index=False))
+        written.append(out / "comparison.csv")
+    unfinished = [r for r in runs if r.status != "done"]
+    md = [f"# ferbench comparison\n\nSorted by {metric}; mean ± std over seeds (n runs). "
+          "Test split evaluated once per run with the checkpoint chosen on validation.\n"]
+    html_sections = []
+    by_run = {str(r.path): r for r in runs}
+    for index, (dataset, board) in enumerate(boards.items()):
+        table = display_table(board)
+        note = ""
+        if leader_is_uncertain(board, metric):
+            note = (f"Leader's margin over the runner-up is within one standard deviation of "
+                    f"{metric}: not a clear win.")
+        md += [f"\n## {dataset}\n", markdown_table(table)]
+        if note:
+            md.append(f"\n> {note}\n")
+        images = plots.section_plots(board, by_run, frame[frame["dataset"] == dataset], out,
+                                     index, target) if "png" in formats or "html" in formats else []
+        written += images
+        html_sections.append(_html_section(dataset, table, note, images))
+    if unfinished:
+        md.append("\n## Failed or unfinished runs\n")
+        md += [f"- `{r.path}`: {r.status} {r.error}" for r in unfinished]
+    if "md" in formats:
+        (out / "comparison.md").write_text("\n".join(md) + "\n")
+        written.append(out / "comparison.md")
+    if "html" in formats:
+        (out / "report.html").write_text(_html_page(html_sections, unfinished, metric))
+        written.append(out / "report.html")
+    return written
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    cells = lambda values: "| " + " | ".join(str(v).replace("|", "\\|") for v in values) + " |"  # noqa: E731
+    lines = [cells(table.columns), "|" + "---|" * len(table.columns)]
+    lines += [cells(row) for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _html_section(dataset: str, table: pd.DataFrame, note: str, images: list[Path]) -> str:
+    parts = [f"<h2>{html.escape(dataset)}</h2>", table.to_html(index=False, classes="board", border=0)]
+    if note:
+        parts.append(f"<p class='note'>{html.escape(note)}</p>")
+    for image in images:
+        title = image.stem.rsplit("_", 1)[0].replace("_", " ")
+        parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{_png_b64(image)}'>"
+                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    return "\n".join(parts)
+
+
+def _html_page(sections: list[str], unfinished: list[Run], metric: str) -> str:
+    failed = ""
+    if unfinished:
+        items = "".join(f"<li><code>{html.escape(str(r.path))}</code>: {html.escape(r.status)} "
+                        f"{html.escape(r.error)}</li>" for r in unfinished)
+        failed = f"<h2>Failed or unfinished runs</h2><ul>{items}</ul>"
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
+             "table.board{border-collapse:collapse;font-size:13px}"
+             "table.board td,table.board th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
+             "table.board tr:first-child td{font-weight:bold;background:#eef6ee}"
+             "figure{display:inline-block;margin:1em 1em 0 0}img{max-width:100%}"
+             ".note{color:#a60;font-weight:bold}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ferbench comparison</title>"
+            f"<style>{style}</style></head><body><h1>ferbench comparison</h1>"
+            f"<p>Sorted by {html.escape(metric)}; mean ± std over seeds. Model selection on "
+            f"validation, test evaluated once per run.</p>{''.join(sections)}{failed}</body></html>\n")

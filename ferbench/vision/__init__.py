@@ -1,0 +1,1 @@
+"""Face detection, video sources and overlay drawing for live and predict modes."""

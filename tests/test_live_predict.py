@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ferbench.checkpoint import save_checkpoint
+from ferbench.cli import app
+from ferbench.engine import Preprocess
+from ferbench.errors import FerbenchError
+from ferbench.models import create_model, model_card
+from ferbench.predictor import Predictor
+from ferbench.vision.detect import HaarDetector
+
+runner = CliRunner()
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real ferbench checkpoint of a (randomly initialised) cnn5."""
+    card = model_card("cnn5")
+    args = {"num_classes": 7, "in_chans": 1, "input_size": 32}
+    model = create_model("cnn5", **args)
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    pre = Preprocess(32, 1, card.mean, card.std)
+    save_checkpoint(path, model, {"model": "cnn5", "model_args": args, "class_names": CLASSES,
+                                  "preprocess": pre.to_dict(), "epoch": 1, "val_acc": 0.5})
+    return path
+
+
+@pytest.fixture(scope="module")
+def astronaut_video(tmp_path_factory) -> tuple[Path, int]:
+    """A 640x360 clip of scikit-image's public-domain astronaut face moving and scaling."""
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut()[20:220, 120:300], cv2.COLOR_RGB2BGR)
+    path = tmp_path_factory.mktemp("video") / "astronaut.mp4"
+    frames = 24
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (640, 360))
+    for i in range(frames):
+        frame = np.full((360, 640, 3), 90, np.uint8)
+        scale = 0.8 + 0.4 * i / frames
+        resized = cv2.resize(face, None, fx=scale, fy=scale)
+        x, y = 40 + i * 14, 40 + (i % 6) * 8
+        h, w = resized.shape[:2]
+        frame[y:y + h, x:x + w] = resized[: 360 - y, : 640 - x]
+        writer.write(frame)
+    writer.release()
+    return path, frames
+
+
+def test_predictor_batches_any_crop(checkpoint):
+    predictor = Predictor(checkpoint)
+    crops = [np.zeros((48, 48), np.uint8), np.full((90, 70, 3), 128, np.uint8)]
+    probs = predictor.predict(crops)
+    assert probs.shape == (2, 7)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert predictor.predict([]).shape == (0, 7)
+
+
+def test_predictor_from_run_dir_and_quantized(checkpoint):
+    plain, int8 = Predictor(checkpoint.parent), Predictor(checkpoint, quantize=True)
+    crop = [np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)]
+    assert np.abs(plain.predict(crop) - int8.predict(crop)).max() < 0.05
+
+
+def test_wrong_checkpoints_say_why(tmp_path):
+    import torch
+
+    bare = tmp_path / "bare.pt"
+    torch.save(create_model("cnn5").state_dict(), bare)
+    with pytest.raises(FerbenchError, match="not a ferbench checkpoint"):
+        Predictor(bare)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(FerbenchError, match="not a loadable PyTorch checkpoint"):
+        Predictor(junk)
+    with pytest.raises(FerbenchError, match="checkpoint not found"):
+        Predictor(tmp_path / "none.pt")
+
+
+def test_model_name_without_runs_explains(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path), "--model", "cnn3", "--results", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "no finished run of 'cnn3'" in result.output and "ferbench run" in result.output
+
+
+def test_haar_finds_the_astronaut_in_most_frames(astronaut_video):
+    path, frames = astronaut_video
+    detector = HaarDetector()
+    capture = cv2.VideoCapture(str(path))
+    found = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        found += bool(detector(frame))
+    assert found >= 0.8 * frames
+
+
+def test_live_headless_writes_video_and_log(tmp_path, checkpoint, astronaut_video):
+    path, frames = astronaut_video
+    out, log = tmp_path / "annotated.mp4", tmp_path / "faces.csv"
+    result = runner.invoke(app, ["live", "--checkpoint", str(checkpoint), "--source", str(path),
+                                 "--no-window", "--output", str(out), "--log", str(log),
+                                 "--smooth", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "frames/s" in result.output
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+    with open(log) as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"frame", "time_s", "x", "y", "w", "h", "label", "probability", *CLASSES} <= set(rows[0])
+    assert len({r["frame"] for r in rows}) >= 0.8 * frames
+    assert all(abs(sum(float(r[c]) for c in CLASSES) - 1) < 1e-3 for r in rows)
+
+
+def test_live_without_display_says_so(checkpoint, astronaut_video, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = runner.invoke(app, ["live", "--checkpoint", str(checkpoint), "--source", str(astronaut_video[0])])
+    assert result.exit_code == 1 and "--no-window" in result.output
+
+
+def test_predict_json_and_no_detect(tmp_path, checkpoint):
+    from skimage import data
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    result = runner.invoke(app, ["predict", str(photo), str(tmp_path / "broken.jpg"),
+                                 "--checkpoint", str(checkpoint), "--json"])
+    assert result.exit_code == 0, result.output
+    faces = json.loads(result.stdout[result.stdout.index("["):])
+    assert len(faces) >= 1 and faces[0]["label"] in CLASSES and len(faces[0]["box"]) == 4
+    crops = runner.invoke(app, ["predict", str(photo), "--checkpoint", str(checkpoint), "--no-detect", "--csv"])
+    assert crops.exit_code == 0 and crops.stdout.splitlines()[0].startswith("file,x,y,w,h,label")
+
+
+@pytest.mark.slow
+def test_crowd_clip_and_group_photo(tmp_path, checkpoint, shared_data):
+    media = shared_data / "media"
+    result = runner.invoke(app, ["live", "--checkpoint", str(checkpoint), "--source",
+                                 str(media / "crowd_1080p.mp4"), "--no-window",
+                                 "--output", str(tmp_path / "out.mp4"), "--log", str(tmp_path / "log.csv")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "log.csv") as handle:
+        frames_with_faces = {row["frame"] for row in csv.DictReader(handle)}
+    assert len(frames_with_faces) == 105
+    photo = runner.invoke(app, ["predict", str(media / "multiface.jpg"), "--checkpoint", str(checkpoint), "--json"])
+    assert photo.exit_code == 0 and len(json.loads(photo.stdout[photo.stdout.index("["):])) >= 5

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from ferbench import experiment
+from ferbench.cli import app
+from ferbench.runner import Reporter, execute_trial, trial_lock
+
+runner = CliRunner()
+RUN_FILES = ["config.yaml", "status.json", "history.csv", "metrics.json", "per_class.csv",
+             "confusion.csv", "confusion.png", "curves.png", "best.pt", "last.pt"]
+
+
+def tiny_experiment(tmp_path: Path, **train) -> Path:
+    spec = {
+        "name": "tiny",
+        "data": {"kind": "synthetic", "n_per_class": 12, "size": 16},
+        "models": [{"name": "cnn5", "input_size": 16}],
+        "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
+                  "seed": [0, 1], **train},
+        "eval": {"speed": False},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_grid_writes_every_file_then_skips(tmp_path):
+    file = tiny_experiment(tmp_path)
+    results = tmp_path / "results"
+    first = runner.invoke(app, ["run", str(file), "--results", str(results)])
+    assert first.exit_code == 0, first.output
+    for seed in (0, 1):
+        run_dir = results / "tiny" / "cnn5" / "size=16" / f"seed={seed}"
+        for name in RUN_FILES:
+            assert (run_dir / name).is_file(), name
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == 7
+        assert sum(map(sum, metrics["confusion"])) == 7 * 2  # the test split, evaluated once
+        assert len(pd.read_csv(run_dir / "history.csv")) == 2
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["data_fingerprint"] and config["versions"]["torch"]
+    start = time.perf_counter()
+    second = runner.invoke(app, ["run", str(file), "--results", str(results)])
+    assert second.exit_code == 0
+    assert second.output.count("skipped") >= 2
+    assert time.perf_counter() - start < 10
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    class StopAfterFirstEpoch(Reporter):
+        def epoch_done(self, epoch, epochs, row):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    trial = experiment.load(tiny_experiment(tmp_path, epochs=3, seed=0))[0]
+    with pytest.raises(KeyboardInterrupt):
+        execute_trial(trial, tmp_path / "a", reporter=StopAfterFirstEpoch())
+    resumed = execute_trial(trial, tmp_path / "a")
+    straight = execute_trial(trial, tmp_path / "b")
+    assert resumed.status == straight.status == "done"
+    run_a = tmp_path / "a" / "tiny" / trial.name
+    run_b = tmp_path / "b" / "tiny" / trial.name
+    assert pd.read_csv(run_a / "history.csv")["epoch"].tolist() == [1, 2, 3]
+    weights_a = torch.load(run_a / "last.pt", weights_only=True)["state_dict"]
+    weights_b = torch.load(run_b / "last.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(weights_a[k], weights_b[k], atol=1e-6) for k in weights_a)
+
+
+def test_sigkill_mid_trial_then_rerun_completes(tmp_path):
+    file = tiny_experiment(tmp_path, epochs=40, seed=0)
+    results = tmp_path / "results"
+    command = [sys.executable, "-m", "ferbench.cli", "run", str(file), "--results", str(results)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    last = results / "tiny" / "cnn5" / "size=16" / "seed=0" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists()
+    done_before = torch.load(last, weights_only=True)["epoch"]
+    rerun = runner.invoke(app, ["run", str(file), "--results", str(results), "--set", "train.epochs=40"])
+    assert rerun.exit_code == 0, rerun.output
+    assert f"resuming after epoch {done_before}" in rerun.output
+    history = pd.read_csv(last.parent / "history.csv")
+    assert history["epoch"].tolist() == list(range(1, 41))
+
+
+def test_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path):
+    spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0).read_text())
+    spec["data"] = [spec["data"], {"kind": "folder", "path": str(tmp_path / "missing")}]
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(spec))
+    result = runner.invoke(app, ["run", str(tmp_path / "two.yaml"), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "1 of 2 trials failed" in result.output
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "r").rglob("status.json")]
+    assert sorted(statuses) == ["done", "failed"]
+    failed = next(p.parent for p in (tmp_path / "r").rglob("status.json")
+                  if json.loads(p.read_text())["status"] == "failed")
+    assert "data not found" in json.loads((failed / "status.json").read_text())["error"]
+    assert (failed / "error.txt").exists()
+
+
+def test_locked_trial_is_left_alone(tmp_path):
+    trial = experiment.load(tiny_experiment(tmp_path, seed=0))[0]
+    with trial_lock(tmp_path / "r" / "tiny" / trial.name) as acquired:
+        assert acquired
+        assert execute_trial(trial, tmp_path / "r").status == "locked"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"train": {"epoch": 3}}, "train.epoch: unknown key; did you mean 'epochs'?"),
+    ({"models": ["cnn4"]}, "unknown model 'cnn4'; did you mean cnn5"),
+    ({"train": {"batch_size": "big"}}, "train.batch_size: expected an integer"),
+    ({"train": {"optimizer": "rmsprop"}}, "'rmsprop' is not one of sgd, adam, adamw"),
+    ({"data": {"kind": "imagenet"}}, "data.kind: 'imagenet' is not one of"),
+    ({"modles": ["cnn3"]}, "modles: unknown key; did you mean 'models'?"),
+])
+def test_bad_experiment_files_fail_in_one_line(tmp_path, edit, message):
+    spec = {"name": "bad", "data": {"kind": "synthetic"}, "models": ["cnn3"], "train": {"epochs": 1}}
+    for key, value in edit.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    result = runner.invoke(app, ["run", str(path), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert message in result.output and str(path) in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_expands_the_grid(tmp_path):
+    file = tiny_experiment(tmp_path, lr=[0.1, 0.01])
+    result = runner.invoke(app, ["run", str(file), "--dry-run"])
+    assert result.exit_code == 0
+    assert "4 trials" in result.output and "lr=0.01/seed=1" in result.output
+
+
+def test_shipped_experiments_validate():
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    for file in root.glob("*.yaml"):
+        assert experiment.load(file), file
+    baseline = experiment.load(root / "baseline.yaml")
+    assert {t.model["name"] for t in baseline} == {"cnn5", "cnn3", "resnet18"}
+    assert len(baseline) == 9
