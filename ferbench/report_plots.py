@@ -101,8 +101,9 @@ def _pareto(board: pd.DataFrame, path: Path) -> Path | None:
         ax.annotate(_label(row)[:30], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     front = pareto_front(latency, accuracy)
     ax.plot(latency[front], accuracy[front], "r--", label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_xlabel("batch-1 latency (ms, log scale)")
+    if latency.max() > 5 * latency.min():
+        ax.set_xscale("log")
+    ax.set_xlabel("batch-1 latency (ms)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy against latency")
     ax.legend()

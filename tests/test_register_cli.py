@@ -117,3 +117,18 @@ def test_models_table_lists_the_zoo():
     assert result.exit_code == 0
     for name in ("cnn5", "cnn3", "resnet18", "resnet34", "resnet50"):
         assert name in result.output
+
+
+def test_installed_packages_add_models_through_entry_points(tmp_path, monkeypatch):
+    from ferbench.models import list_models, model_card, plugins
+
+    site = tmp_path / "site"
+    dist = site / "fer_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fer-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ferbench.models]\nplugin = fer_plugin_models\n")
+    (site / "fer_plugin_models.py").write_text(GOOD.replace("tiny_net", "plugin_net"))
+    monkeypatch.syspath_prepend(str(site))
+    plugins.reset()
+    assert "plugin_net" in list_models()
+    assert model_card("plugin_net").source.startswith("plugin:")

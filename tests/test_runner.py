@@ -80,7 +80,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_sigkill_mid_trial_then_rerun_completes(tmp_path):
-    file = tiny_experiment(tmp_path, epochs=40, seed=0)
+    file = tiny_experiment(tmp_path, epochs=12, seed=0)
     results = tmp_path / "results"
     command = [sys.executable, "-m", "ferbench.cli", "run", str(file), "--results", str(results)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -93,11 +93,11 @@ def test_sigkill_mid_trial_then_rerun_completes(tmp_path):
     process.wait()
     assert last.exists()
     done_before = torch.load(last, weights_only=True)["epoch"]
-    rerun = runner.invoke(app, ["run", str(file), "--results", str(results), "--set", "train.epochs=40"])
+    rerun = runner.invoke(app, ["run", str(file), "--results", str(results), "--set", "train.epochs=12"])
     assert rerun.exit_code == 0, rerun.output
     assert f"resuming after epoch {done_before}" in rerun.output
     history = pd.read_csv(last.parent / "history.csv")
-    assert history["epoch"].tolist() == list(range(1, 41))
+    assert history["epoch"].tolist() == list(range(1, 13))
 
 
 def test_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path):

@@ -31,7 +31,6 @@ def predict(
       ferbench predict faces/ --checkpoint results/quickstart/cnn3/seed=0/best.pt --no-detect --csv
     """
     from ferbench.predict import predict_images
-
     from ferbench.predictor import Predictor
 
     predictor = Predictor.from_cli(model, checkpoint, results, device)

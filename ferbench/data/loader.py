@@ -1,7 +1,7 @@
 """From a dataset spec (``{kind: fer2013, path: ..., classes: [...], size: 48}``) to FaceArrays."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,9 @@ class DataSpec:
     seed: int = 0                      # data seed: synthetic faces, carved splits, subsamples
     n_per_class: int = 300             # synthetic only
     cache: bool = True
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v not in (None, {}) and k != "extra"}
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def detect_kind(path: Path) -> str:
