@@ -45,6 +45,10 @@ def open_source(source: str) -> cv2.VideoCapture:
     is_camera = source.isdigit()
     if not is_camera and "://" not in source and not Path(source).exists():
         raise FerbenchError(f"video file not found: {source}")
+    try:  # OpenCV's own camera warnings would bury our one-line error
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
     capture = cv2.VideoCapture(int(source) if is_camera else source)
     if not capture.isOpened():
         if is_camera:

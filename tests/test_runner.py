@@ -160,3 +160,12 @@ def test_shipped_experiments_validate():
     baseline = experiment.load(root / "baseline.yaml")
     assert {t.model["name"] for t in baseline} == {"cnn5", "cnn3", "resnet18"}
     assert len(baseline) == 9
+
+
+def test_parallel_jobs_write_the_same_runs(tmp_path):
+    file = tiny_experiment(tmp_path)
+    result = runner.invoke(app, ["run", str(file), "--results", str(tmp_path / "r"), "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "r").rglob("status.json")]
+    assert statuses == ["done", "done"]
+    assert all((p.parent / "best.pt").exists() for p in (tmp_path / "r").rglob("status.json"))

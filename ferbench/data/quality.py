@@ -21,10 +21,13 @@ def duplicate_report(data: FaceArrays) -> dict:
     for index, digest in enumerate(digests):
         groups.setdefault(digest, []).append(index)
     multi = [g for g in groups.values() if len(g) > 1]
-    cross = sum(1 for g in multi if len(set(data.splits[g].tolist())) > 1)
+    splits = [set(data.splits[g].tolist()) for g in multi]
+    leaking = sum(1 for s in splits if 0 in s and len(s) > 1)  # train images seen again at eval
     conflict = sum(1 for g in multi if len(set(data.labels[g].tolist())) > 1)
     return {"duplicate groups": len(multi), "images in them": sum(len(g) for g in multi),
-            "groups spanning splits": cross, "groups with conflicting labels": conflict}
+            "groups shared by train and val/test": leaking,
+            "groups spanning any splits": sum(1 for s in splits if len(s) > 1),
+            "groups with conflicting labels": conflict}
 
 
 def summarize_problems(data: FaceArrays) -> dict:
