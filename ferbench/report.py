@@ -146,11 +146,10 @@ def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[s
                          for m, keys in differing.items()}
         section["config"] = [" ".join(f"{k.split('.', 1)[-1]}={s.get(k)}" for k in differing[m])
                              for m, s in zip(section["model"], section["settings"])]
-        keys = ["model", "config"] if not group_by or "model" in group_by or "model.name" in group_by \
-            else ["config"]
+        keys = ["model", "config"]
         rows = []
         for key, group in section.groupby(keys, sort=False):
-            row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+            row = dict(zip(keys, key))
             row["n"] = len(group)
             row["runs"] = ";".join(group["run"])
             for m in METRICS:
@@ -161,8 +160,6 @@ def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[s
             row["worst_class"] = worst.index[0] if len(worst) else ""
             rows.append(row)
         board = pd.DataFrame(rows)
-        if "model" not in board:
-            board["model"] = "(all)"
         if f"{metric}_mean" not in board:
             raise FerbenchError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
         ascending = metric in ("latency_batch1_ms", "train_time_s", "time_to_target_s", "parameters", "flops")

@@ -23,8 +23,10 @@ def bench(
     checkpoint: str = typer.Option(None, "--checkpoint", help="Checkpoint for the live benchmark."),
     out: Path = typer.Option(Path("bench.csv"), "--out", help="CSV with every figure."),
 ) -> None:
-    """Training images/s (ferbench, compute bound, reference pipeline), inference images/s,
-    batch-1 latency and peak memory per model; with --video, live frames/s and faces found.
+    """Measure training and inference speed against the compute bound and a reference pipeline.
+
+    Per model: training images/s (ferbench, compute bound, ImageFolder+PIL reference), inference
+    images/s, batch-1 latency and peak memory; with --video, live frames/s and faces found.
 
     Examples:
       ferbench bench --models cnn3,resnet18 --device cpu

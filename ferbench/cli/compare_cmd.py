@@ -16,13 +16,15 @@ def compare(
     paths: list[Path] = typer.Argument(..., help="Results folders (nested experiments are found)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the first path)."),
     metric: str = typer.Option("accuracy", "--metric", help="Sort by: accuracy, macro_f1, balanced_accuracy, latency_batch1_ms, ..."),
-    group_by: list[str] = typer.Option([], "--group-by", help="Keep only these settings apart (others pooled), e.g. --group-by model."),
+    group_by: list[str] = typer.Option([], "--group-by", help="Keep only these settings apart (the rest pooled with seeds), e.g. --group-by lr."),
     filters: list[str] = typer.Option([], "--filter", help="KEY=GLOB on settings (model=cnn*, lr=0.1) or a glob on run paths."),
     formats: str = typer.Option("csv,md,html,png", "--format", help="Comma list of csv, md, html, png."),
     target: float = typer.Option(None, "--target", help="Validation accuracy for time-to-target (default: each run's eval.target_acc)."),
 ) -> None:
-    """Leaderboards per dataset and class set (seeds grouped: mean ± std), failed runs listed,
-    comparison.csv/.md, PNG plots and a self-contained report.html.
+    """Leaderboards, per-class views and plots from run directories.
+
+    One leaderboard per dataset and class set (seeds grouped: mean ± std, n), failed runs
+    listed, comparison.csv/.md, PNG plots and a self-contained report.html.
 
     Examples:
       ferbench compare results/quickstart

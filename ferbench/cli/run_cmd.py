@@ -25,8 +25,10 @@ def run(
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="Ray: GPUs per trial."),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="Ray: CPUs per trial."),
 ) -> None:
-    """Train and evaluate every trial of a YAML grid; finished trials are skipped, interrupted
-    ones resume from last.pt.
+    """Train and evaluate every trial of a YAML experiment grid.
+
+    Finished trials are skipped, interrupted ones resume from last.pt, failed ones are recorded
+    in their run directory while the grid goes on.
 
     Examples:
       ferbench run experiments/quickstart.yaml
