@@ -99,7 +99,9 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         row = {"run": str(run.path), "experiment": run.config.get("experiment", ""),
                "model": run.config.get("model", {}).get("name", "?"), "dataset": _data_label(run.config),
                "seed": run.config.get("train", {}).get("seed"),
-               "worst_class": run.metrics.get("worst_class"), "settings": settings}
+               "recall": {c: v["recall"] for c, v in run.metrics.get("per_class", {}).items()
+                          if v.get("support", 0) > 0},
+               "settings": settings}
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
         if target is not None and run.history is not None:
@@ -110,7 +112,7 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
 
 
 def _differing(frame: pd.DataFrame) -> list[str]:
-    """Setting keys whose value differs between runs of one dataset section (seed excluded)."""
+    """Setting keys whose value differs between the given runs (seed and paths excluded)."""
     keys = sorted({k for s in frame["settings"] for k in s})
     return [k for k in keys if k != "model.name"
             and len({json.dumps(s.get(k), default=str) for s in frame["settings"]}) > 1]
@@ -156,8 +158,9 @@ def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[s
                 values = pd.to_numeric(group[m], errors="coerce")
                 row[f"{m}_mean"] = values.mean()
                 row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else 0.0
-            worst = group.groupby("worst_class")["worst_class_recall"].mean().sort_values()
-            row["worst_class"] = worst.index[0] if len(worst) else ""
+            recall = pd.DataFrame(list(group["recall"])).mean()  # per class, over seeds
+            row["worst_class"] = recall.idxmin() if len(recall) else ""
+            row["worst_class_recall_mean"] = recall.min() if len(recall) else float("nan")
             rows.append(row)
         board = pd.DataFrame(rows)
         if f"{metric}_mean" not in board:
