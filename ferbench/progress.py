@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -60,4 +61,4 @@ class RichReporter(Reporter):
                                       f"loss {row['val_loss']:.3f}")
 
     def note(self, text: str) -> None:
-        self.progress.console.print(f"[cyan]note:[/] {text}")
+        self.progress.console.print(f"[cyan]note:[/] {escape(text)}")

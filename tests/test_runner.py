@@ -169,3 +169,10 @@ def test_parallel_jobs_write_the_same_runs(tmp_path):
     statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "r").rglob("status.json")]
     assert statuses == ["done", "done"]
     assert all((p.parent / "best.pt").exists() for p in (tmp_path / "r").rglob("status.json"))
+
+
+def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    result = runner.invoke(app, ["run", str(tiny_experiment(tmp_path)), "--executor", "ray"])
+    assert result.exit_code == 1
+    assert "pip install 'ferbench[ray]'" in result.output

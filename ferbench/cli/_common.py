@@ -8,6 +8,7 @@ from typing import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ferbench.errors import FerbenchError
 
@@ -26,7 +27,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except (FerbenchError, FileNotFoundError, PermissionError) as exc:
             if os.environ.get("FERBENCH_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

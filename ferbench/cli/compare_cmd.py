@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ferbench.cli._common import console, friendly_errors
@@ -59,7 +60,7 @@ def compare(
         for column in ("run", "status", "error"):
             table.add_column(column)
         for r in problems:
-            table.add_row(str(r.path), r.status, r.error)
+            table.add_row(escape(str(r.path)), r.status, escape(r.error))
         console.print(table)
     target_value = target if target is not None else _default_target(runs)
     written = write_outputs(boards, runs, frame, out or paths[0], metric, chosen, target_value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ferbench.cli._common import console, err_console, friendly_errors
@@ -74,5 +75,5 @@ def print_summary(outcomes) -> None:
         table.add_row(o.name, f"[{colours.get(o.status, 'white')}]{o.status}[/]",
                       f"{o.val_acc:.3f}" if o.val_acc is not None else "-",
                       f"{o.test_acc:.3f}" if o.test_acc is not None else "-",
-                      f"{o.seconds:.1f}", o.error)
+                      f"{o.seconds:.1f}", escape(o.error))
     console.print(table)
