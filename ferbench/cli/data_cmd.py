@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ferbench.cli._common import console, friendly_errors
@@ -34,10 +35,10 @@ def info(
     start = time.perf_counter()
     data = load_dataset(spec)
     seconds = time.perf_counter() - start
-    console.print(f"[bold]{data.source}[/]  {len(data):,} images of {data.size}x{data.size}, "
+    console.print(f"[bold]{escape(data.source)}[/]  {len(data):,} images of {data.size}x{data.size}, "
                   f"loaded in {seconds:.2f} s  fingerprint {data.fingerprint()[:12]}")
     for note in data.notes:
-        console.print(f"[cyan]note:[/] {note}")
+        console.print(f"[cyan]note:[/] {escape(note)}")
     counts = data.counts()
     table = Table(header_style="bold")
     table.add_column("split")
@@ -52,7 +53,7 @@ def info(
     if not problems:
         console.print("[green]no data problems found[/]")
     for what, detail in problems.items():
-        console.print(f"[yellow]problem:[/] {what}: {detail}")
+        console.print(f"[yellow]problem:[/] {escape(what)}: {escape(str(detail))}")
 
 
 @app.command("synth")
