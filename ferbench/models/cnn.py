@@ -62,3 +62,19 @@ def cnn3(num_classes: int = 7, in_chans: int = 1, input_size: int = 48, dropout:
         width = out
     return ConvThenDense(nn.Sequential(*blocks), [4096, 1024, 256], num_classes, in_chans,
                          input_size, dropout=(dropout, dropout, 0.0))
+
+
+@register_model(input_size=48, family="vgg",
+                summary="VGG variant with batch norm (Khaireddin & Chen 2021: 73.28% on FER2013)")
+def vggfer(num_classes: int = 7, in_chans: int = 1, input_size: int = 48, dropout: float = 0.2,
+           **_: object) -> nn.Module:
+    """Four stages of two 3x3 conv + BN + ReLU (64, 128, 256, 512) and max-pool; FC 4096, 4096."""
+    layers: list[nn.Module] = []
+    width = in_chans
+    for out in (64, 128, 256, 512):
+        for _ in range(2):
+            layers += [nn.Conv2d(width, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            width = out
+        layers.append(nn.MaxPool2d(2))
+    return ConvThenDense(nn.Sequential(*layers), [4096, 4096], num_classes, in_chans, input_size,
+                         dropout=(dropout, dropout))
