@@ -343,3 +343,17 @@ def _check_unique(file: str, trials: list[Trial]) -> None:
         if trial.name in seen and seen[trial.name].config_hash() != trial.config_hash():
             trial.name = f"{trial.name}-{trial.config_hash()[:6]}"
         seen[trial.name] = trial
+
+
+def check_data_paths(trials: list[Trial]) -> None:
+    """Fail before anything runs when a dataset path does not exist (the error says where to get
+    FER2013 and how to point the experiment at it)."""
+    from ferbench.data.loader import resolve_source
+
+    checked = set()
+    for trial in trials:
+        for key in ("path", "labels"):
+            value = trial.data.get(key)
+            if value and (value, trial.base_dir) not in checked:
+                resolve_source(value, Path(trial.base_dir))
+                checked.add((value, trial.base_dir))

@@ -16,6 +16,12 @@ from ferbench.report_plots import pareto_front
 runner = CliRunner()
 
 
+def empty_folder(root: Path) -> Path:
+    """An existing folder with no class folders: its trial fails when the data loads."""
+    (root / "empty").mkdir(exist_ok=True)
+    return root / "empty"
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
     """Two small experiments: one over lr x seed, one with a failing dataset."""
@@ -26,7 +32,7 @@ def results(tmp_path_factory) -> Path:
                       "seed": [0, 1]},
             "eval": {"target_acc": 0.2}}
     other = {"name": "other", "data": [{"kind": "synthetic", "n_per_class": 12, "size": 16},
-                                       {"kind": "folder", "path": str(root / "missing")}],
+                                       {"kind": "folder", "path": str(empty_folder(root))}],
              "models": [{"name": "cnn5", "input_size": 16}],
              "train": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 1e-3}}
     for spec in (grid, other):
@@ -50,7 +56,7 @@ def test_compare_writes_everything_and_numbers_match(results, tmp_path):
                 for run in row["runs"].split(";")]
         assert row["accuracy_mean"] == pytest.approx(np.mean(accs))
         assert row["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
-    assert "failed" in result.output and "data not found" in (out / "comparison.md").read_text()
+    assert "failed" in result.output and "no class folders" in (out / "comparison.md").read_text()
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4
     assert "src='http" not in page and 'src="http' not in page and "<link" not in page  # self-contained

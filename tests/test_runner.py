@@ -19,6 +19,12 @@ from ferbench.cli import app
 from ferbench.runner import Reporter, execute_trial, trial_lock
 
 runner = CliRunner()
+
+
+def empty_folder(root: Path) -> Path:
+    """An existing folder with no class folders: its trial fails when the data loads."""
+    (root / "empty").mkdir(exist_ok=True)
+    return root / "empty"
 RUN_FILES = ["config.yaml", "status.json", "history.csv", "metrics.json", "per_class.csv",
              "confusion.csv", "confusion.png", "curves.png", "best.pt", "last.pt"]
 
@@ -102,7 +108,7 @@ def test_sigkill_mid_trial_then_rerun_completes(tmp_path):
 
 def test_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path):
     spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0).read_text())
-    spec["data"] = [spec["data"], {"kind": "folder", "path": str(tmp_path / "missing")}]
+    spec["data"] = [spec["data"], {"kind": "folder", "path": str(empty_folder(tmp_path))}]
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(spec))
     result = runner.invoke(app, ["run", str(tmp_path / "two.yaml"), "--results", str(tmp_path / "r")])
     assert result.exit_code == 1
@@ -111,7 +117,7 @@ def test_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path):
     assert sorted(statuses) == ["done", "failed"]
     failed = next(p.parent for p in (tmp_path / "r").rglob("status.json")
                   if json.loads(p.read_text())["status"] == "failed")
-    assert "data not found" in json.loads((failed / "status.json").read_text())["error"]
+    assert "no class folders" in json.loads((failed / "status.json").read_text())["error"]
     assert (failed / "error.txt").exists()
 
 
@@ -176,3 +182,12 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch):
     result = runner.invoke(app, ["run", str(tiny_experiment(tmp_path)), "--executor", "ray"])
     assert result.exit_code == 1
     assert "pip install 'ferbench[ray]'" in result.output
+
+
+def test_missing_fer2013_fails_before_anything_runs(tmp_path):
+    baseline = Path(__file__).resolve().parents[1] / "experiments" / "baseline.yaml"
+    result = runner.invoke(app, ["run", str(baseline), "--results", str(tmp_path / "r"),
+                                 "--set", f"data.path={tmp_path / 'fer2013.csv'}"])
+    assert result.exit_code == 1
+    assert "Kaggle" in result.output and "--set data.path=" in result.output
+    assert not (tmp_path / "r").exists()

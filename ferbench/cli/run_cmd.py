@@ -42,6 +42,7 @@ def run(
     if deterministic:
         overrides = [*overrides, "train.deterministic=true"]
     trials = experiment.load(file, overrides)
+    experiment.check_data_paths(trials)  # a wrong FER2013 path fails now, not in every trial
     if dry_run:
         table = Table(title=f"{len(trials)} trials in {file}", header_style="bold")
         for column in ("run directory", "model", "size", "classes", "data", "settings"):
