@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from ferbench.data.arrays import FaceArrays
 from ferbench.engine import (Preprocess, SplitTensors, Trainer, autocast_for, measure_speed,

@@ -104,7 +104,7 @@ class SplitTensors:
 
 def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():  # no weight decay on biases and norm scales
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
     groups = [{"params": decay, "weight_decay": cfg["weight_decay"]},

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from ferbench.errors import FerbenchError

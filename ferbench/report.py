@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -121,7 +120,7 @@ def _differing(frame: pd.DataFrame) -> list[str]:
 def _apply_filters(frame: pd.DataFrame, filters: list[str]) -> pd.DataFrame:
     for item in filters:
         if "=" not in item:
-            frame = frame[frame["run"].map(lambda r: fnmatch.fnmatch(r, f"*{item}*"))]
+            frame = frame[frame["run"].map(lambda r, pattern=f"*{item}*": fnmatch.fnmatch(r, pattern))]
             continue
         key, value = item.split("=", 1)
         def matches(row, key=key, value=value):

@@ -28,10 +28,10 @@ def friendly_errors(fn: Callable) -> Callable:
             if os.environ.get("FERBENCH_DEBUG"):
                 raise
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
 
     return wrapper
 

@@ -72,7 +72,7 @@ def check_builder(name: str, captured: _registry._Registry, num_classes: int = 7
         with torch.no_grad():
             out = model(torch.zeros(1, card.in_chans, card.input_size, card.input_size))
     except Exception as exc:
-        raise FerbenchError(f"model '{name}' failed to build or run: {type(exc).__name__}: {exc}")
+        raise FerbenchError(f"model '{name}' failed to build or run: {type(exc).__name__}: {exc}") from exc
     if tuple(out.shape) != (1, num_classes):
         raise FerbenchError(f"model '{name}' returns shape {tuple(out.shape)} for a "
                             f"1x{card.in_chans}x{card.input_size}x{card.input_size} input; "
