@@ -43,6 +43,10 @@ def run(
         overrides = [*overrides, "train.deterministic=true"]
     trials = experiment.load(file, overrides)
     experiment.check_data_paths(trials)  # a wrong FER2013 path fails now, not in every trial
+    if executor == "local":
+        from ferbench.engine import select_device
+
+        select_device(device)  # likewise --device cuda on a machine without one
     if dry_run:
         table = Table(title=f"{len(trials)} trials in {file}", header_style="bold")
         for column in ("run directory", "model", "size", "classes", "data", "settings"):
