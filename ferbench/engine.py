@@ -10,7 +10,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -193,7 +193,6 @@ class Trainer:
     optimizer: torch.optim.Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None
     on_batch: Callable[[int, int, float, float], None] | None = None
-    _steps_per_epoch: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.optimizer = self.optimizer or build_optimizer(self.model, self.cfg)
