@@ -13,7 +13,7 @@ import numpy as np
 
 from ferbench.errors import FerbenchError
 from ferbench.predictor import Predictor
-from ferbench.vision.detect import crop_faces
+from ferbench.vision.detect import FER_MARGIN, crop_faces
 from ferbench.vision.overlay import draw_face, draw_fps
 from ferbench.vision.tracking import FaceTracker
 
@@ -72,7 +72,7 @@ def check_display() -> None:
 
 def run_live(predictor: Predictor, source: str, detector, output: Path | None = None,
              show: bool = True, log: Path | None = None, detect_every: int = 1,
-             smooth: float = 0.0, margin: float = 0.1, max_frames: int | None = None,
+             smooth: float = 0.0, margin: float = FER_MARGIN, max_frames: int | None = None,
              coast: int = 1) -> LiveStats:
     capture = open_source(source)
     if show:

@@ -9,7 +9,7 @@ import numpy as np
 from ferbench.data.images import IMAGE_SUFFIXES
 from ferbench.errors import FerbenchError
 from ferbench.predictor import Predictor
-from ferbench.vision.detect import HaarDetector, crop_faces
+from ferbench.vision.detect import FER_MARGIN, HaarDetector, crop_faces
 from ferbench.vision.overlay import draw_face
 
 
@@ -25,8 +25,8 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return files
 
 
-def predict_images(predictor: Predictor, paths: list[Path], detect: bool = True, margin: float = 0.1,
-                   annotate: Path | None = None, batch: int = 256):
+def predict_images(predictor: Predictor, paths: list[Path], detect: bool = True,
+                   margin: float = FER_MARGIN, annotate: Path | None = None, batch: int = 256):
     """One row per face: file, box (None for a whole-image crop), label, probability, all probs."""
     # stills: a finer scale step and more neighbours than live mode; time matters less here
     detector = HaarDetector(scale_factor=1.1, min_neighbors=4, detect_width=1600) if detect else None

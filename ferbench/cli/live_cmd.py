@@ -21,7 +21,7 @@ def live(
     smooth: float = typer.Option(0.0, "--smooth", help="0-1: smooth each face's probabilities over frames."),
     detector: str = typer.Option("haar", "--detector", help="haar (built in) or yunet."),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
-    margin: float = typer.Option(0.1, "--margin", help="Grow face boxes by this fraction per side."),
+    margin: float = typer.Option(0.02, "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."),
     quantize: bool = typer.Option(None, "--quantize/--no-quantize",
                                   help="int8 dynamic quantization of the FC layers (default: on for CPU)."),
     detect_width: int = typer.Option(800, "--detect-width", help="Detect on frames downscaled to this width (0: full)."),

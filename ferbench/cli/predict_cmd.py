@@ -20,7 +20,7 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one entry per face) to stdout."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one row per face) to stdout."),
     annotate: Path = typer.Option(None, "--annotate", help="Write annotated copies into this folder."),
-    margin: float = typer.Option(0.1, "--margin", help="Grow face boxes by this fraction per side."),
+    margin: float = typer.Option(0.02, "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."),
     results: Path = typer.Option(Path("results"), "--results", help="Where --model looks for runs."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
 ) -> None:
