@@ -7,6 +7,7 @@ Per model, three training figures on the same data and optimizer:
   reading PNG files, as the reference tutorials do;
 plus inference images/s at a large batch, batch-1 latency and peak memory.
 """
+
 from __future__ import annotations
 
 import resource
@@ -19,8 +20,14 @@ import numpy as np
 import torch
 
 from ferbench.data.arrays import FaceArrays
-from ferbench.engine import (Preprocess, SplitTensors, Trainer, autocast_for, measure_speed,
-                             select_device)
+from ferbench.engine import (
+    Preprocess,
+    SplitTensors,
+    Trainer,
+    autocast_for,
+    measure_speed,
+    select_device,
+)
 from ferbench.experiment import AUGMENT_SCHEMA, TRAIN_SCHEMA
 
 DEFAULT_AUGMENT = {k: d for k, (_, d) in AUGMENT_SCHEMA.items()}
@@ -39,9 +46,14 @@ class BenchConfig:
 
 def train_config(cfg: BenchConfig, device: torch.device) -> dict:
     train = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
-    train.update(batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                 epochs=1, augment=dict(DEFAULT_AUGMENT),
-                 amp="bf16" if device.type == "cuda" else "off")
+    train.update(
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        epochs=1,
+        augment=dict(DEFAULT_AUGMENT),
+        amp="bf16" if device.type == "cuda" else "off",
+    )
     return train
 
 
@@ -56,11 +68,14 @@ def _build(name: str, num_classes: int, size: int, device: torch.device, channel
     card = model_card(name)
     model = create_model(name, num_classes=num_classes, in_chans=card.in_chans, input_size=size)
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    return model.to(device, memory_format=fmt), Preprocess(size, card.in_chans, card.mean, card.std,
-                                                          channels_last)
+    return model.to(device, memory_format=fmt), Preprocess(
+        size, card.in_chans, card.mean, card.std, channels_last
+    )
 
 
-def compute_bound(name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device) -> float:
+def compute_bound(
+    name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device
+) -> float:
     """Images/s of forward+backward+step on one batch that is already a normalised tensor."""
     channels_last = device.type == "cuda"
     model, preprocess = _build(name, len(data.class_names), size, device, channels_last)
@@ -87,8 +102,9 @@ def compute_bound(name: str, data: FaceArrays, size: int, cfg: BenchConfig, devi
     return cfg.steps * len(y) / (time.perf_counter() - start)
 
 
-def ferbench_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
-                      device: torch.device) -> float:
+def ferbench_training(
+    name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device
+) -> float:
     """Images/s of the engine's own epoch loop (uint8 in memory, batched augmentation)."""
     channels_last = device.type == "cuda"
     model, preprocess = _build(name, len(data.class_names), size, device, channels_last)
@@ -99,8 +115,12 @@ def ferbench_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
     if len(train) < needed:
         reps = -(-needed // len(train))
         train = SplitTensors(train.images.repeat(reps, 1, 1, 1), train.labels.repeat(reps))
-    warm = SplitTensors(train.images[: cfg.warmup * cfg.batch_size], train.labels[: cfg.warmup * cfg.batch_size])
-    timed = SplitTensors(train.images[: cfg.steps * cfg.batch_size], train.labels[: cfg.steps * cfg.batch_size])
+    warm = SplitTensors(
+        train.images[: cfg.warmup * cfg.batch_size], train.labels[: cfg.warmup * cfg.batch_size]
+    )
+    timed = SplitTensors(
+        train.images[: cfg.steps * cfg.batch_size], train.labels[: cfg.steps * cfg.batch_size]
+    )
     net = torch.compile(model) if cfg.compile else model
     trainer = Trainer(net, preprocess, train_cfg, device)
     trainer.train_epoch(warm, 0)
@@ -108,8 +128,9 @@ def ferbench_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
     return stats.images / stats.seconds
 
 
-def reference_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
-                       device: torch.device, folder: Path) -> float:
+def reference_training(
+    name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device, folder: Path
+) -> float:
     """Images/s of ImageFolder + PIL transforms + DataLoader(num_workers=2) on PNG files."""
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
@@ -117,16 +138,30 @@ def reference_training(name: str, data: FaceArrays, size: int, cfg: BenchConfig,
     from ferbench.models import model_card
 
     card = model_card(name)
-    transform = transforms.Compose([
-        transforms.Grayscale(), transforms.Resize((size, size)),
-        transforms.RandomCrop(size, padding=DEFAULT_AUGMENT["crop_padding"]),
-        transforms.RandomHorizontalFlip(), transforms.RandomRotation(DEFAULT_AUGMENT["rotate"]),
-        transforms.ToTensor(), transforms.Normalize(card.mean, card.std)])
+    transform = transforms.Compose(
+        [
+            transforms.Grayscale(),
+            transforms.Resize((size, size)),
+            transforms.RandomCrop(size, padding=DEFAULT_AUGMENT["crop_padding"]),
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomRotation(DEFAULT_AUGMENT["rotate"]),
+            transforms.ToTensor(),
+            transforms.Normalize(card.mean, card.std),
+        ]
+    )
     dataset = datasets.ImageFolder(str(folder / "train"), transform=transform)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=2,
-                        drop_last=True, persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        persistent_workers=False,
+    )
     model, _ = _build(name, len(data.class_names), size, device, False)
-    trainer = Trainer(model, Preprocess(size, 1, card.mean, card.std), train_config(cfg, device), device)
+    trainer = Trainer(
+        model, Preprocess(size, 1, card.mean, card.std), train_config(cfg, device), device
+    )
     model.train()
     seen, start, step = 0, None, 0
     while step < cfg.steps + cfg.warmup:
@@ -155,8 +190,9 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def bench_models(models: list[str], data: FaceArrays, cfg: BenchConfig, device_name: str = "auto",
-                 progress=None) -> list[dict]:
+def bench_models(
+    models: list[str], data: FaceArrays, cfg: BenchConfig, device_name: str = "auto", progress=None
+) -> list[dict]:
     from ferbench.data.export import write_folders
     from ferbench.data.images import resize_square
     from ferbench.models import model_card
@@ -169,9 +205,16 @@ def bench_models(models: list[str], data: FaceArrays, cfg: BenchConfig, device_n
             folder = write_folders(data, Path(tmp) / "images")
         for name in models:
             size = model_card(name).input_size
-            sized = data if data.size == size else FaceArrays(
-                np.stack([resize_square(i, size) for i in data.images]), data.labels, data.splits,
-                data.class_names)
+            sized = (
+                data
+                if data.size == size
+                else FaceArrays(
+                    np.stack([resize_square(i, size) for i in data.images]),
+                    data.labels,
+                    data.splits,
+                    data.class_names,
+                )
+            )
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             if progress:
@@ -185,16 +228,26 @@ def bench_models(models: list[str], data: FaceArrays, cfg: BenchConfig, device_n
                 if progress:
                     progress(f"{name}: reference pipeline")
                 reference = reference_training(name, sized, size, cfg, device, folder)
-            model, preprocess = _build(name, len(data.class_names), size, device, device.type == "cuda")
-            speed = measure_speed(model, preprocess, device, "bf16" if device.type == "cuda" else "off")
-            rows.append({
-                "model": name, "device": device.type, "input": size, "batch_size": cfg.batch_size,
-                "train_img_s": ours, "compute_bound_img_s": bound,
-                "ferbench_vs_bound": ours / bound,
-                "reference_img_s": reference,
-                "speedup_vs_reference": ours / reference if reference else None,
-                "inference_img_s": speed["inference_images_per_s"],
-                "latency_batch1_ms": speed["latency_batch1_ms"],
-                "peak_memory_mb": peak_memory_mb(device),
-            })
+            model, preprocess = _build(
+                name, len(data.class_names), size, device, device.type == "cuda"
+            )
+            speed = measure_speed(
+                model, preprocess, device, "bf16" if device.type == "cuda" else "off"
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "device": device.type,
+                    "input": size,
+                    "batch_size": cfg.batch_size,
+                    "train_img_s": ours,
+                    "compute_bound_img_s": bound,
+                    "ferbench_vs_bound": ours / bound,
+                    "reference_img_s": reference,
+                    "speedup_vs_reference": ours / reference if reference else None,
+                    "inference_img_s": speed["inference_images_per_s"],
+                    "latency_batch1_ms": speed["latency_batch1_ms"],
+                    "peak_memory_mb": peak_memory_mb(device),
+                }
+            )
     return rows

@@ -3,6 +3,7 @@
 Never a pickled module (those break across library versions); always loaded with
 ``weights_only=True``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,10 @@ def load_checkpoint(path: Path) -> dict:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FerbenchError(f"{path}: not a loadable PyTorch checkpoint ({reason[:160]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise FerbenchError(f"{path}: not a ferbench checkpoint (no '{FORMAT}' header; a bare "
-                            "state_dict does not say which model or preprocessing it needs)")
+        raise FerbenchError(
+            f"{path}: not a ferbench checkpoint (no '{FORMAT}' header; a bare "
+            "state_dict does not say which model or preprocessing it needs)"
+        )
     for key in ("model", "model_args", "class_names", "preprocess", "state_dict"):
         if key not in payload:
             raise FerbenchError(f"{path}: ferbench checkpoint is missing '{key}'")
@@ -50,8 +53,10 @@ def model_from_checkpoint(payload: dict, path: Path | str = "checkpoint") -> tor
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise FerbenchError(f"{path}: weights do not fit model '{payload['model']}' "
-                            f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+        raise FerbenchError(
+            f"{path}: weights do not fit model '{payload['model']}' "
+            f"({first[1].strip() if len(first) > 1 else first[0]})"
+        ) from None
     return model.eval()
 
 

@@ -4,6 +4,7 @@ The whole dataset is held as uint8 tensors (on the GPU when there is one); batch
 converted, augmented and normalised there.  Data order, augmentation and dropout are seeded per
 epoch, so a run resumed from ``last.pt`` continues exactly as if it had never stopped.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,13 @@ def select_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FerbenchError("--device cuda: no CUDA GPU is visible to PyTorch "
-                            f"(torch {torch.__version__}); use --device cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise FerbenchError(
+            "--device cuda: no CUDA GPU is visible to PyTorch "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
+    if name == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise FerbenchError("--device mps: Apple MPS is not available here; use --device cpu")
     try:
         return torch.device(name)
@@ -67,11 +72,20 @@ class Preprocess:
     channels_last: bool = False
 
     def to_dict(self) -> dict:
-        return {"input_size": self.input_size, "in_chans": self.in_chans, "mean": list(self.mean),
-                "std": list(self.std), "grayscale": True}
+        return {
+            "input_size": self.input_size,
+            "in_chans": self.in_chans,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "grayscale": True,
+        }
 
-    def __call__(self, batch_u8: torch.Tensor, augment: dict | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        batch_u8: torch.Tensor,
+        augment: dict | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """N×H×W or N×1×H×W uint8 → normalised float N×C×H×W (augmented when asked)."""
         x = batch_u8.unsqueeze(1) if batch_u8.dim() == 3 else batch_u8
         x = x.float().div_(255.0)
@@ -95,8 +109,9 @@ class SplitTensors:
     @classmethod
     def from_arrays(cls, data: FaceArrays, split: str, device: torch.device) -> "SplitTensors":
         images, labels = data.split(split)
-        return cls(torch.from_numpy(images).unsqueeze(1).to(device),
-                   torch.from_numpy(labels).to(device))
+        return cls(
+            torch.from_numpy(images).unsqueeze(1).to(device), torch.from_numpy(labels).to(device)
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -107,11 +122,17 @@ def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     for param in model.parameters():  # no weight decay on biases and norm scales
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg["weight_decay"]},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg["weight_decay"]},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if cfg["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"],
-                               nesterov=cfg["nesterov"] and cfg["momentum"] > 0)
+        return torch.optim.SGD(
+            groups,
+            lr=cfg["lr"],
+            momentum=cfg["momentum"],
+            nesterov=cfg["nesterov"] and cfg["momentum"] > 0,
+        )
     if cfg["optimizer"] == "adam":
         return torch.optim.Adam(groups, lr=cfg["lr"])
     return torch.optim.AdamW(groups, lr=cfg["lr"])
@@ -156,8 +177,11 @@ class LRSchedule:
                 self.plateau_wait = 0
 
     def state_dict(self) -> dict:
-        return {"plateau_scale": self.plateau_scale, "plateau_best": self.plateau_best,
-                "plateau_wait": self.plateau_wait}
+        return {
+            "plateau_scale": self.plateau_scale,
+            "plateau_best": self.plateau_best,
+            "plateau_wait": self.plateau_wait,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_scale = float(state["plateau_scale"])
@@ -199,8 +223,9 @@ class Trainer:
         self.schedule = self.schedule or LRSchedule(self.cfg)
         if self.cfg["amp"] == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
-        self.loss_fn = nn.CrossEntropyLoss(weight=self.class_weights,
-                                           label_smoothing=self.cfg["label_smoothing"])
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=self.class_weights, label_smoothing=self.cfg["label_smoothing"]
+        )
 
     def train_epoch(self, train: SplitTensors, epoch: int) -> EpochStats:
         cfg, seed = self.cfg, self.cfg["seed"]
@@ -220,9 +245,10 @@ class Trainer:
             lr = self.schedule.lr_at(epoch + step / steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            index = order[step * batch_size:(step + 1) * batch_size]
-            x = self.preprocess(train.images[index].to(self.device, non_blocking=True),
-                                augment, aug_gen)
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = self.preprocess(
+                train.images[index].to(self.device, non_blocking=True), augment, aug_gen
+            )
             y = train.labels[index].to(self.device, non_blocking=True)
             with autocast_for(self.device, cfg["amp"]):
                 logits = self.model(x)
@@ -246,33 +272,44 @@ class Trainer:
             if self.on_batch is not None and (step % 10 == 0 or step == steps - 1):
                 running = total_loss.item() / seen
                 if not math.isfinite(running):
-                    raise TrainingDiverged(f"loss became {running} at epoch {epoch + 1}, step "
-                                           f"{step + 1} (try a lower lr or grad_clip)")
+                    raise TrainingDiverged(
+                        f"loss became {running} at epoch {epoch + 1}, step "
+                        f"{step + 1} (try a lower lr or grad_clip)"
+                    )
                 self.on_batch(step + 1, steps, running, total_correct.item() / seen)
         mean_loss = total_loss.item() / max(seen, 1)
         if not math.isfinite(mean_loss):
-            raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch + 1} "
-                                   "(try a lower lr or grad_clip)")
+            raise TrainingDiverged(
+                f"loss became {mean_loss} in epoch {epoch + 1} (try a lower lr or grad_clip)"
+            )
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return EpochStats(mean_loss, total_correct.item() / max(seen, 1),
-                          time.perf_counter() - start, seen)
+        return EpochStats(
+            mean_loss, total_correct.item() / max(seen, 1), time.perf_counter() - start, seen
+        )
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, preprocess: Preprocess, images: torch.Tensor,
-                   device: torch.device, batch_size: int = 512, amp: str = "auto",
-                   tta_shift: int = 0) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    preprocess: Preprocess,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 512,
+    amp: str = "auto",
+    tta_shift: int = 0,
+) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 images, batched; with `tta_shift` the ten-crop mean of
     softmax probabilities is returned as log-probabilities."""
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        x = preprocess(images[start:start + batch_size].to(device, non_blocking=True))
+        x = preprocess(images[start : start + batch_size].to(device, non_blocking=True))
         with autocast_for(device, amp):
             if tta_shift:
-                probs = torch.stack([F.softmax(model(v).float(), 1)
-                                     for v in shifted_views(x, tta_shift)]).mean(0)
+                probs = torch.stack(
+                    [F.softmax(model(v).float(), 1) for v in shifted_views(x, tta_shift)]
+                ).mean(0)
                 outputs.append(probs.clamp_min(1e-12).log().cpu())
             else:
                 outputs.append(model(x).float().cpu())
@@ -281,14 +318,25 @@ def predict_logits(model: nn.Module, preprocess: Preprocess, images: torch.Tenso
     return torch.cat(outputs)
 
 
-def evaluate(model: nn.Module, preprocess: Preprocess, split: SplitTensors, device: torch.device,
-             batch_size: int = 512, amp: str = "auto", tta_shift: int = 0) -> tuple[float, float, np.ndarray]:
+def evaluate(
+    model: nn.Module,
+    preprocess: Preprocess,
+    split: SplitTensors,
+    device: torch.device,
+    batch_size: int = 512,
+    amp: str = "auto",
+    tta_shift: int = 0,
+) -> tuple[float, float, np.ndarray]:
     """Mean cross-entropy, accuracy and predicted labels on one split."""
     if len(split) == 0:
         return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
     logits = predict_logits(model, preprocess, split.images, device, batch_size, amp, tta_shift)
     labels = split.labels.cpu()
-    loss = F.cross_entropy(logits, labels).item() if not tta_shift else F.nll_loss(logits, labels).item()
+    loss = (
+        F.cross_entropy(logits, labels).item()
+        if not tta_shift
+        else F.nll_loss(logits, labels).item()
+    )
     predictions = logits.argmax(1)
     return loss, (predictions == labels).float().mean().item(), predictions.numpy()
 
@@ -300,8 +348,15 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor
 
 
 @torch.no_grad()
-def measure_speed(model: nn.Module, preprocess: Preprocess, device: torch.device, amp: str,
-                  batch_size: int = 256, repeats: int = 5, latency_runs: int = 30) -> dict:
+def measure_speed(
+    model: nn.Module,
+    preprocess: Preprocess,
+    device: torch.device,
+    amp: str,
+    batch_size: int = 256,
+    repeats: int = 5,
+    latency_runs: int = 30,
+) -> dict:
     """Inference images/s at a large batch and median batch-1 latency (ms), warm-up excluded."""
     model.eval()
     size = preprocess.input_size
@@ -328,5 +383,7 @@ def measure_speed(model: nn.Module, preprocess: Preprocess, device: torch.device
             model(preprocess(single))
             sync()
             times.append(time.perf_counter() - t0)
-    return {"inference_images_per_s": float(throughput),
-            "latency_batch1_ms": float(np.median(times) * 1000)}
+    return {
+        "inference_images_per_s": float(throughput),
+        "latency_batch1_ms": float(np.median(times) * 1000),
+    }

@@ -3,6 +3,7 @@
 Any setting written as a list is a grid axis; the trials are the cartesian product of
 models × datasets × every list-valued setting.  A model entry may carry its own overrides.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,11 @@ TRAIN_SCHEMA: dict[str, tuple[Any, Any]] = {
     "data_on_device": (("auto", "on", "off"), "auto"),
 }
 AUGMENT_SCHEMA: dict[str, tuple[Any, Any]] = {
-    "crop_padding": (int, 4), "flip": (bool, True), "rotate": (float, 10.0),
-    "scale": (float, 0.1), "erase": (float, 0.0),
+    "crop_padding": (int, 4),
+    "flip": (bool, True),
+    "rotate": (float, 10.0),
+    "scale": (float, 0.1),
+    "erase": (float, 0.0),
 }
 NO_AUGMENT = {"crop_padding": 0, "flip": False, "rotate": 0.0, "scale": 0.0, "erase": 0.0}
 EVAL_SCHEMA: dict[str, tuple[Any, Any]] = {
@@ -59,10 +63,19 @@ EVAL_SCHEMA: dict[str, tuple[Any, Any]] = {
 }
 MODEL_KEYS = {"name", "input_size", "classes", "merge", "drop", "args"}
 DATA_SCHEMA: dict[str, tuple[Any, Any]] = {
-    "kind": (DATA_KINDS, "synthetic"), "path": (str, None), "labels": (str, None),
-    "contempt": (bool, True), "classes": (list, None), "merge": (dict, None), "drop": (list, None),
-    "size": (int, None), "val_fraction": (float, 0.1), "fraction": (float, 1.0), "seed": (int, 0),
-    "n_per_class": (int, 300), "cache": (bool, True),
+    "kind": (DATA_KINDS, "synthetic"),
+    "path": (str, None),
+    "labels": (str, None),
+    "contempt": (bool, True),
+    "classes": (list, None),
+    "merge": (dict, None),
+    "drop": (list, None),
+    "size": (int, None),
+    "val_fraction": (float, 0.1),
+    "fraction": (float, 1.0),
+    "seed": (int, 0),
+    "n_per_class": (int, 300),
+    "cache": (bool, True),
 }
 TOP_KEYS = {"name", "description", "data", "models", "train", "eval"}
 
@@ -72,17 +85,23 @@ class Trial:
     """One fully resolved training run."""
 
     experiment: str
-    model: dict          # name, input_size, args
-    data: dict           # a DataSpec as a dict
+    model: dict  # name, input_size, args
+    data: dict  # a DataSpec as a dict
     train: dict
     eval: dict
-    name: str = ""       # relative run directory, e.g. cnn3/lr=0.1/seed=0
+    name: str = ""  # relative run directory, e.g. cnn3/lr=0.1/seed=0
     base_dir: str = "."  # where relative data paths are resolved
     axes: dict = field(default_factory=dict)
 
     def resolved(self) -> dict:
-        return {"experiment": self.experiment, "trial": self.name, "model": self.model,
-                "data": self.data, "train": self.train, "eval": self.eval}
+        return {
+            "experiment": self.experiment,
+            "trial": self.name,
+            "model": self.model,
+            "data": self.data,
+            "train": self.train,
+            "eval": self.eval,
+        }
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result (not where or how fast it runs)."""
@@ -106,7 +125,11 @@ def _check_keys(file: str, where: str, given: dict, known: set[str]) -> None:
     for key in given:
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+            hint = (
+                f"; did you mean '{close[0]}'?"
+                if close
+                else f"; known keys: {', '.join(sorted(known))}"
+            )
             raise _err(file, f"{where}{key}", f"unknown key{hint}")
 
 
@@ -168,8 +191,7 @@ def _validate_augment(file: str, key: str, value: Any) -> dict:
     if value in ("none", False):
         return dict(NO_AUGMENT)
     if not isinstance(value, dict):
-        raise _err(file, key, "expected none, default or a mapping of "
-                              f"{', '.join(AUGMENT_SCHEMA)}")
+        raise _err(file, key, f"expected none, default or a mapping of {', '.join(AUGMENT_SCHEMA)}")
     checked = _validate_section(file, f"{key}.", value, AUGMENT_SCHEMA, axis_ok=False)
     return {**dict(NO_AUGMENT), **checked}
 
@@ -220,8 +242,11 @@ def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         if parts[0] not in TOP_KEYS:
-            raise _err(file, key, f"unknown section '{parts[0]}' in --set; use one of "
-                                  f"{', '.join(sorted(TOP_KEYS))}")
+            raise _err(
+                file,
+                key,
+                f"unknown section '{parts[0]}' in --set; use one of {', '.join(sorted(TOP_KEYS))}",
+            )
         node = raw
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
@@ -242,7 +267,9 @@ def load(path: str | Path, overrides: list[str] | None = None) -> list[Trial]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise FerbenchError(f"{file}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise FerbenchError(
+            f"{file}:{where} not valid YAML: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(raw, dict):
         raise FerbenchError(f"{file}: expected a mapping with name, data, models, train")
     raw = apply_overrides(raw, overrides or [], file)
@@ -253,8 +280,10 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
     _check_keys(file, "", raw, TOP_KEYS)
     name = str(raw.get("name") or Path(file).stem)
     data_raw = raw.get("data", {"kind": "synthetic"})
-    datasets = [_validate_data(file, f"data[{i}]" if isinstance(data_raw, list) else "data", d)
-                for i, d in enumerate(data_raw if isinstance(data_raw, list) else [data_raw])]
+    datasets = [
+        _validate_data(file, f"data[{i}]" if isinstance(data_raw, list) else "data", d)
+        for i, d in enumerate(data_raw if isinstance(data_raw, list) else [data_raw])
+    ]
     models_raw = raw.get("models")
     if not models_raw:
         raise _err(file, "models", "at least one model is needed, e.g. models: [cnn3]")
@@ -270,14 +299,28 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
     trials = []
     for model in models:
         for data_index, data in enumerate(datasets):
-            trials += _model_trials(name, model, data, data_index if len(datasets) > 1 else None,
-                                    train, evaluation, str(base_dir))
+            trials += _model_trials(
+                name,
+                model,
+                data,
+                data_index if len(datasets) > 1 else None,
+                train,
+                evaluation,
+                str(base_dir),
+            )
     _check_unique(file, trials)
     return trials
 
 
-def _model_trials(experiment: str, model: dict, data: dict, data_index: int | None, train: dict,
-                  evaluation: dict, base_dir: str) -> list[Trial]:
+def _model_trials(
+    experiment: str,
+    model: dict,
+    data: dict,
+    data_index: int | None,
+    train: dict,
+    evaluation: dict,
+    base_dir: str,
+) -> list[Trial]:
     from ferbench.models import model_card
 
     settings = {**train, **model["train"]}
@@ -313,11 +356,22 @@ def _model_trials(experiment: str, model: dict, data: dict, data_index: int | No
             parts += [f"{k}={_short(v)}" for k, v in chosen.items() if k != "seed"]
             parts.append(f"seed={resolved['seed']}")
             trial_name = "/".join([model["name"].replace("/", "-")] + parts)
-            trials.append(Trial(experiment=experiment,
-                                model={"name": model["name"], "input_size": size,
-                                       "args": model.get("args", {})},
-                                data=data_dict, train=resolved, eval=dict(evaluation),
-                                name=trial_name, base_dir=base_dir, axes=chosen))
+            trials.append(
+                Trial(
+                    experiment=experiment,
+                    model={
+                        "name": model["name"],
+                        "input_size": size,
+                        "args": model.get("args", {}),
+                    },
+                    data=data_dict,
+                    train=resolved,
+                    eval=dict(evaluation),
+                    name=trial_name,
+                    base_dir=base_dir,
+                    axes=chosen,
+                )
+            )
     return trials
 
 

@@ -1,4 +1,5 @@
 """Atomic file writes: a crash never leaves half a file behind."""
+
 from __future__ import annotations
 
 import json

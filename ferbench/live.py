@@ -1,4 +1,5 @@
 """The live loop: read a frame, detect faces, classify them in one batch, draw, write, show."""
+
 from __future__ import annotations
 
 import csv
@@ -35,10 +36,15 @@ class LiveStats:
         return self.frames / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict:
-        return {"frames": self.frames, "frames_with_face": self.frames_with_face, "faces": self.faces,
-                "seconds": round(self.seconds, 3), "fps": round(self.fps, 2),
-                "detect_ms_per_frame": round(1000 * self.detect_s / max(self.frames, 1), 2),
-                "classify_ms_per_face": round(1000 * self.classify_s / max(self.faces, 1), 2)}
+        return {
+            "frames": self.frames,
+            "frames_with_face": self.frames_with_face,
+            "faces": self.faces,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
+            "detect_ms_per_frame": round(1000 * self.detect_s / max(self.frames, 1), 2),
+            "classify_ms_per_face": round(1000 * self.classify_s / max(self.faces, 1), 2),
+        }
 
 
 def open_source(source: str) -> cv2.VideoCapture:
@@ -52,28 +58,45 @@ def open_source(source: str) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(int(source) if is_camera else source)
     if not capture.isOpened():
         if is_camera:
-            raise FerbenchError(f"cannot open camera {source}: no camera on this machine? "
-                                "Try --source FILE --no-window")
+            raise FerbenchError(
+                f"cannot open camera {source}: no camera on this machine? "
+                "Try --source FILE --no-window"
+            )
         raise FerbenchError(f"cannot open video {source} (unsupported codec or unreachable URL)")
     return capture
 
 
 def check_display() -> None:
     """A window needs a display and an OpenCV build with GUI support; say so in one line."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise FerbenchError("no display found; run headless with --source FILE --no-window "
-                            "(add --output annotated.mp4 to keep the result)")
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise FerbenchError(
+            "no display found; run headless with --source FILE --no-window "
+            "(add --output annotated.mp4 to keep the result)"
+        )
     try:
         cv2.namedWindow("ferbench live", cv2.WINDOW_NORMAL)
     except cv2.error:
-        raise FerbenchError("this OpenCV build has no GUI (opencv-python-headless); install "
-                            "opencv-python<5 for a window, or use --no-window") from None
+        raise FerbenchError(
+            "this OpenCV build has no GUI (opencv-python-headless); install "
+            "opencv-python<5 for a window, or use --no-window"
+        ) from None
 
 
-def run_live(predictor: Predictor, source: str, detector, output: Path | None = None,
-             show: bool = True, log: Path | None = None, detect_every: int = 1,
-             smooth: float = 0.0, margin: float = FER_MARGIN, max_frames: int | None = None,
-             coast: int = 1) -> LiveStats:
+def run_live(
+    predictor: Predictor,
+    source: str,
+    detector,
+    output: Path | None = None,
+    show: bool = True,
+    log: Path | None = None,
+    detect_every: int = 1,
+    smooth: float = 0.0,
+    margin: float = FER_MARGIN,
+    max_frames: int | None = None,
+    coast: int = 1,
+) -> LiveStats:
     capture = open_source(source)
     if show:
         check_display()
@@ -82,8 +105,20 @@ def run_live(predictor: Predictor, source: str, detector, output: Path | None = 
     log_handle = open(log, "w", newline="") if log else None
     log_writer = csv.writer(log_handle) if log_handle else None
     if log_writer:
-        log_writer.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", "probability",
-                             *predictor.class_names])
+        log_writer.writerow(
+            [
+                "frame",
+                "time_s",
+                "face",
+                "x",
+                "y",
+                "w",
+                "h",
+                "label",
+                "probability",
+                *predictor.class_names,
+            ]
+        )
     tracker = FaceTracker(smooth=smooth, coast=coast)
     stats = LiveStats()
     boxes: list = []
@@ -118,9 +153,17 @@ def run_live(predictor: Predictor, source: str, detector, output: Path | None = 
                 now = stats.seconds if source.isdigit() else (stats.frames - 1) / fps_in
                 for face, (box, p) in enumerate(zip(boxes, probs)):
                     top = int(np.argmax(p))
-                    log_writer.writerow([stats.frames - 1, f"{now:.3f}", ids[face], *box,
-                                         predictor.class_names[top], f"{p[top]:.4f}",
-                                         *[f"{v:.4f}" for v in p]])
+                    log_writer.writerow(
+                        [
+                            stats.frames - 1,
+                            f"{now:.3f}",
+                            ids[face],
+                            *box,
+                            predictor.class_names[top],
+                            f"{p[top]:.4f}",
+                            *[f"{v:.4f}" for v in p],
+                        ]
+                    )
             if show:
                 cv2.imshow("ferbench live", frame)
                 if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
@@ -139,7 +182,9 @@ def run_live(predictor: Predictor, source: str, detector, output: Path | None = 
 
 def _open_writer(path: Path, fps: float, shape) -> cv2.VideoWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+    fourcc = cv2.VideoWriter_fourcc(
+        *("mp4v" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG")
+    )
     writer = cv2.VideoWriter(str(path), fourcc, fps, (shape[1], shape[0]))
     if not writer.isOpened():
         raise FerbenchError(f"cannot write video {path}; use .mp4 or .avi")

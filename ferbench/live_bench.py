@@ -3,6 +3,7 @@
 Reference loop (the thesis program): full-frame Haar cascade (default frontal face, scale factor
 1.3, min neighbours 5) on every frame, one forward pass per face at batch 1, ``cv2.putText``.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -39,7 +40,9 @@ def resize_clip(source: Path, target: Path) -> int:
 
 
 def reference_loop(clip: Path, predictor: Predictor, output: Path) -> dict:
-    cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+    cascade = cv2.CascadeClassifier(
+        str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+    )
     capture = cv2.VideoCapture(str(clip))
     writer = cv2.VideoWriter(str(output), cv2.VideoWriter_fourcc(*"mp4v"), 30, SIZE)
     model, pre = predictor.model, predictor.preprocess
@@ -52,25 +55,37 @@ def reference_loop(clip: Path, predictor: Predictor, output: Path) -> dict:
             break
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         found = cascade.detectMultiScale(gray, 1.3, 5)
-        for (x, y, w, h) in found:
+        for x, y, w, h in found:
             t0 = time.perf_counter()
-            crop = cv2.resize(gray[y:y + h, x:x + w], (pre.input_size, pre.input_size))
+            crop = cv2.resize(gray[y : y + h, x : x + w], (pre.input_size, pre.input_size))
             with torch.no_grad():
                 probs = torch.softmax(model(pre(torch.from_numpy(crop)[None])), 1)[0]
             classify += time.perf_counter() - t0
             label = predictor.class_names[int(probs.argmax())]
             cv2.rectangle(frame, (x, y), (x + w, y + h), (255, 0, 0), 2)
-            cv2.putText(frame, f"{label} {float(probs.max()):.2f}", (x, y - 10),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 0, 0), 2)
+            cv2.putText(
+                frame,
+                f"{label} {float(probs.max()):.2f}",
+                (x, y - 10),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.9,
+                (255, 0, 0),
+                2,
+            )
         writer.write(frame)
         frames += 1
         with_face += len(found) > 0
         faces += len(found)
     seconds = time.perf_counter() - start
     writer.release()
-    return {"loop": "reference (Haar 1.3/5 full frame, batch-1 fp32)", "frames": frames,
-            "frames_with_face": with_face, "faces": faces, "fps": frames / seconds,
-            "classify_ms_per_face": 1000 * classify / max(faces, 1)}
+    return {
+        "loop": "reference (Haar 1.3/5 full frame, batch-1 fp32)",
+        "frames": frames,
+        "frames_with_face": with_face,
+        "faces": faces,
+        "fps": frames / seconds,
+        "classify_ms_per_face": 1000 * classify / max(faces, 1),
+    }
 
 
 def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize: bool) -> Predictor:
@@ -87,10 +102,16 @@ def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize:
     card = model_card(model_name)
     args = {"num_classes": 7, "in_chans": card.in_chans, "input_size": card.input_size}
     path = tmp / "untrained.pt"
-    save_checkpoint(path, create_model(model_name, **args), {
-        "model": model_name, "model_args": args,
-        "class_names": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
-        "preprocess": Preprocess(card.input_size, card.in_chans, card.mean, card.std).to_dict()})
+    save_checkpoint(
+        path,
+        create_model(model_name, **args),
+        {
+            "model": model_name,
+            "model_args": args,
+            "class_names": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+            "preprocess": Preprocess(card.input_size, card.in_chans, card.mean, card.std).to_dict(),
+        },
+    )
     return Predictor(path, quantize=quantize)
 
 
@@ -100,18 +121,36 @@ def bench_live(video: Path, checkpoint: str | None, model_name: str) -> list[dic
         tmp_path = Path(tmp)
         clip = tmp_path / "clip.mp4"
         resize_clip(video, clip)
-        rows = [reference_loop(clip, _predictor_for(checkpoint, model_name, tmp_path, False),
-                               tmp_path / "reference.mp4")]
+        rows = [
+            reference_loop(
+                clip,
+                _predictor_for(checkpoint, model_name, tmp_path, False),
+                tmp_path / "reference.mp4",
+            )
+        ]
         for quantize in (False, True):
             predictor = _predictor_for(checkpoint, model_name, tmp_path, quantize)
-            stats = run_live(predictor, str(clip), HaarDetector(), output=tmp_path / "ours.mp4",
-                             show=False, detect_every=DETECT_EVERY, coast=COAST)
+            stats = run_live(
+                predictor,
+                str(clip),
+                HaarDetector(),
+                output=tmp_path / "ours.mp4",
+                show=False,
+                detect_every=DETECT_EVERY,
+                coast=COAST,
+            )
             summary = stats.summary()
             d = HaarDetector()
-            rows.append({"loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, Haar alt2 "
-                                 f"{d.scale_factor}/{d.min_neighbors} on {d.detect_width} px, every "
-                                 f"{DETECT_EVERY} frames, coast {COAST})",
-                         "frames": summary["frames"], "frames_with_face": summary["frames_with_face"],
-                         "faces": summary["faces"], "fps": summary["fps"],
-                         "classify_ms_per_face": summary["classify_ms_per_face"]})
+            rows.append(
+                {
+                    "loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, Haar alt2 "
+                    f"{d.scale_factor}/{d.min_neighbors} on {d.detect_width} px, every "
+                    f"{DETECT_EVERY} frames, coast {COAST})",
+                    "frames": summary["frames"],
+                    "frames_with_face": summary["frames_with_face"],
+                    "faces": summary["faces"],
+                    "fps": summary["fps"],
+                    "classify_ms_per_face": summary["classify_ms_per_face"],
+                }
+            )
     return rows

@@ -1,24 +1,35 @@
 """Every reported metric, computed from predictions with scikit-learn, nothing else."""
+
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
-                             precision_recall_fscore_support)
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1/support, confusion."""
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
-    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support)}
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = {
+        name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+    }
     present = support > 0
     worst = int(np.argmin(np.where(present, recall, np.inf))) if present.any() else 0
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+        ),
         "worst_class": class_names[worst],
         "worst_class_recall": float(recall[worst]),
         "per_class": per_class,

@@ -1,4 +1,5 @@
 """Matplotlib figures for run directories and reports (headless Agg backend)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,15 @@ def draw_confusion(ax, matrix: np.ndarray, class_names: list[str], normalise: bo
     for i in ticks:
         for j in ticks:
             text = f"{values[i, j]:.2f}" if normalise else f"{int(values[i, j])}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if values[i, j] > threshold else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if values[i, j] > threshold else "black",
+            )
 
 
 def confusion_figure(matrix, class_names: list[str], path: Path, title: str = "") -> None:

@@ -1,4 +1,5 @@
 """Expressions of the faces in still images (files or folders), for `ferbench predict`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,11 +26,19 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return files
 
 
-def predict_images(predictor: Predictor, paths: list[Path], detect: bool = True,
-                   margin: float = FER_MARGIN, annotate: Path | None = None, batch: int = 256):
+def predict_images(
+    predictor: Predictor,
+    paths: list[Path],
+    detect: bool = True,
+    margin: float = FER_MARGIN,
+    annotate: Path | None = None,
+    batch: int = 256,
+):
     """One row per face: file, box (None for a whole-image crop), label, probability, all probs."""
     # stills: a finer scale step and more neighbours than live mode; time matters less here
-    detector = HaarDetector(scale_factor=1.1, min_neighbors=4, detect_width=1600) if detect else None
+    detector = (
+        HaarDetector(scale_factor=1.1, min_neighbors=4, detect_width=1600) if detect else None
+    )
     rows, skipped = [], []
     pending: list[tuple[Path, tuple | None, np.ndarray]] = []
 
@@ -37,9 +46,15 @@ def predict_images(predictor: Predictor, paths: list[Path], detect: bool = True,
         probs = predictor.predict([crop for _, _, crop in pending])
         for (file, box, _), p in zip(pending, probs):
             top = int(np.argmax(p))
-            rows.append({"file": str(file), "box": list(box) if box else None,
-                         "label": predictor.class_names[top], "probability": float(p[top]),
-                         "probabilities": {c: float(v) for c, v in zip(predictor.class_names, p)}})
+            rows.append(
+                {
+                    "file": str(file),
+                    "box": list(box) if box else None,
+                    "label": predictor.class_names[top],
+                    "probability": float(p[top]),
+                    "probabilities": {c: float(v) for c, v in zip(predictor.class_names, p)},
+                }
+            )
         pending.clear()
 
     for file in expand_paths(paths):

@@ -1,4 +1,5 @@
 """Checkpoint → preprocessing → probabilities, batched; shared by live, predict, bench and eval."""
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,21 @@ def find_best_run(model_name: str, results: Path) -> Path:
             continue
         if status.get("status") != "done" or not (run_dir / "best.pt").exists():
             continue
-        name = run_dir.relative_to(results).parts[1] if len(run_dir.relative_to(results).parts) > 1 else ""
+        name = (
+            run_dir.relative_to(results).parts[1]
+            if len(run_dir.relative_to(results).parts) > 1
+            else ""
+        )
         available.add(name)
         if name == model_name.replace("/", "-"):
             candidates.append((metrics.get("best_val_acc", 0.0), str(run_dir)))
     if not candidates:
         have = ", ".join(sorted(available)) or "none"
-        raise FerbenchError(f"no finished run of '{model_name}' under {results} (finished models: "
-                            f"{have}); train one with `ferbench run experiments/quickstart.yaml` "
-                            "or pass --checkpoint PATH")
+        raise FerbenchError(
+            f"no finished run of '{model_name}' under {results} (finished models: "
+            f"{have}); train one with `ferbench run experiments/quickstart.yaml` "
+            "or pass --checkpoint PATH"
+        )
     return Path(max(candidates)[1])
 
 
@@ -53,8 +60,9 @@ class Predictor:
         self.class_names: list[str] = list(payload["class_names"])
         pre = payload["preprocess"]
         self.device = select_device(device)
-        self.preprocess = Preprocess(int(pre["input_size"]), int(pre["in_chans"]),
-                                     tuple(pre["mean"]), tuple(pre["std"]))
+        self.preprocess = Preprocess(
+            int(pre["input_size"]), int(pre["in_chans"]), tuple(pre["mean"]), tuple(pre["std"])
+        )
         model = model_from_checkpoint(payload, path)
         if quantize:
             if self.device.type != "cpu":
@@ -65,8 +73,14 @@ class Predictor:
         self.val_acc = payload.get("val_acc")
 
     @classmethod
-    def from_cli(cls, model: str | None, checkpoint: str | None, results: str | Path = "results",
-                 device: str = "cpu", quantize: bool = False) -> "Predictor":
+    def from_cli(
+        cls,
+        model: str | None,
+        checkpoint: str | None,
+        results: str | Path = "results",
+        device: str = "cpu",
+        quantize: bool = False,
+    ) -> "Predictor":
         if bool(model) == bool(checkpoint):
             raise FerbenchError("give exactly one of --model NAME or --checkpoint PATH")
         source = Path(checkpoint) if checkpoint else find_best_run(model, Path(results))
@@ -78,8 +92,16 @@ class Predictor:
 
     def prepare(self, crops: list[np.ndarray]) -> torch.Tensor:
         size = self.input_size
-        batch = np.stack([cv2.resize(to_gray(c), (size, size), interpolation=cv2.INTER_AREA
-                                     if min(c.shape[:2]) > size else cv2.INTER_LINEAR) for c in crops])
+        batch = np.stack(
+            [
+                cv2.resize(
+                    to_gray(c),
+                    (size, size),
+                    interpolation=cv2.INTER_AREA if min(c.shape[:2]) > size else cv2.INTER_LINEAR,
+                )
+                for c in crops
+            ]
+        )
         return torch.from_numpy(batch)
 
     @torch.inference_mode()

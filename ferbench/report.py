@@ -4,6 +4,7 @@ Only run-directory files are read, so runs from any launcher or machine compare 
 differing only in seed are grouped (mean ± std, n); leaderboards are per dataset and class set,
 never averaged across them.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,16 +19,37 @@ import yaml
 
 from ferbench.errors import FerbenchError
 
-METRICS = ["accuracy", "balanced_accuracy", "macro_f1", "worst_class_recall", "best_val_acc",
-           "parameters", "flops", "train_time_s", "time_to_target_s", "inference_images_per_s",
-           "latency_batch1_ms", "train_images_per_s", "best_epoch"]
-IGNORED_SETTINGS = {"train.seed", "train.amp", "train.channels_last", "train.compile",
-                    "train.data_on_device", "eval.speed", "data.cache", "data.path", "data.labels"}
+METRICS = [
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "worst_class_recall",
+    "best_val_acc",
+    "parameters",
+    "flops",
+    "train_time_s",
+    "time_to_target_s",
+    "inference_images_per_s",
+    "latency_batch1_ms",
+    "train_images_per_s",
+    "best_epoch",
+]
+IGNORED_SETTINGS = {
+    "train.seed",
+    "train.amp",
+    "train.channels_last",
+    "train.compile",
+    "train.data_on_device",
+    "eval.speed",
+    "data.cache",
+    "data.path",
+    "data.labels",
+}
 
 
 @dataclass
 class Run:
-    path: Path           # relative to the compare root
+    path: Path  # relative to the compare root
     status: str
     config: dict
     metrics: dict = field(default_factory=dict)
@@ -95,12 +117,19 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         for section in ("model", "data", "train", "eval"):
             _flatten(section, run.config.get(section, {}), settings)
         settings = {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
-        row = {"run": str(run.path), "experiment": run.config.get("experiment", ""),
-               "model": run.config.get("model", {}).get("name", "?"), "dataset": _data_label(run.config),
-               "seed": run.config.get("train", {}).get("seed"),
-               "recall": {c: v["recall"] for c, v in run.metrics.get("per_class", {}).items()
-                          if v.get("support", 0) > 0},
-               "settings": settings}
+        row = {
+            "run": str(run.path),
+            "experiment": run.config.get("experiment", ""),
+            "model": run.config.get("model", {}).get("name", "?"),
+            "dataset": _data_label(run.config),
+            "seed": run.config.get("train", {}).get("seed"),
+            "recall": {
+                c: v["recall"]
+                for c, v in run.metrics.get("per_class", {}).items()
+                if v.get("support", 0) > 0
+            },
+            "settings": settings,
+        }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
         if target is not None and run.history is not None:
@@ -113,25 +142,37 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
 def _differing(frame: pd.DataFrame) -> list[str]:
     """Setting keys whose value differs between the given runs (seed and paths excluded)."""
     keys = sorted({k for s in frame["settings"] for k in s})
-    return [k for k in keys if k != "model.name"
-            and len({json.dumps(s.get(k), default=str) for s in frame["settings"]}) > 1]
+    return [
+        k
+        for k in keys
+        if k != "model.name"
+        and len({json.dumps(s.get(k), default=str) for s in frame["settings"]}) > 1
+    ]
 
 
 def _apply_filters(frame: pd.DataFrame, filters: list[str]) -> pd.DataFrame:
     for item in filters:
         if "=" not in item:
-            frame = frame[frame["run"].map(lambda r, pattern=f"*{item}*": fnmatch.fnmatch(r, pattern))]
+            frame = frame[
+                frame["run"].map(lambda r, pattern=f"*{item}*": fnmatch.fnmatch(r, pattern))
+            ]
             continue
         key, value = item.split("=", 1)
+
         def matches(row, key=key, value=value):
             actual = row.get(key, row["settings"].get(key, row["settings"].get(f"train.{key}")))
             return fnmatch.fnmatch(str(actual), value)
+
         frame = frame[frame.apply(matches, axis=1)]
     return frame
 
 
-def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[str] | None = None,
-                 filters: list[str] | None = None) -> dict[str, pd.DataFrame]:
+def leaderboards(
+    frame: pd.DataFrame,
+    metric: str = "accuracy",
+    group_by: list[str] | None = None,
+    filters: list[str] | None = None,
+) -> dict[str, pd.DataFrame]:
     """One leaderboard per dataset and class set: seeds grouped, sorted by `metric` (mean)."""
     if frame.empty:
         return {}
@@ -143,10 +184,14 @@ def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[s
         # by design and says nothing)
         differing = {model: _differing(runs) for model, runs in section.groupby("model")}
         if group_by:
-            differing = {m: [k for k in keys if k in group_by or k.split(".", 1)[-1] in group_by]
-                         for m, keys in differing.items()}
-        section["config"] = [" ".join(f"{k.split('.', 1)[-1]}={s.get(k)}" for k in differing[m])
-                             for m, s in zip(section["model"], section["settings"])]
+            differing = {
+                m: [k for k in keys if k in group_by or k.split(".", 1)[-1] in group_by]
+                for m, keys in differing.items()
+            }
+        section["config"] = [
+            " ".join(f"{k.split('.', 1)[-1]}={s.get(k)}" for k in differing[m])
+            for m, s in zip(section["model"], section["settings"])
+        ]
         keys = ["model", "config"]
         rows = []
         for key, group in section.groupby(keys, sort=False):
@@ -164,9 +209,16 @@ def leaderboards(frame: pd.DataFrame, metric: str = "accuracy", group_by: list[s
         board = pd.DataFrame(rows)
         if f"{metric}_mean" not in board:
             raise FerbenchError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
-        ascending = metric in ("latency_batch1_ms", "train_time_s", "time_to_target_s", "parameters", "flops")
-        boards[dataset] = board.sort_values(f"{metric}_mean", ascending=ascending,
-                                            na_position="last").reset_index(drop=True)
+        ascending = metric in (
+            "latency_batch1_ms",
+            "train_time_s",
+            "time_to_target_s",
+            "parameters",
+            "flops",
+        )
+        boards[dataset] = board.sort_values(
+            f"{metric}_mean", ascending=ascending, na_position="last"
+        ).reset_index(drop=True)
     return boards
 
 
@@ -189,20 +241,43 @@ def fmt_pm(mean, std, scale=1.0, digits=1) -> str:
 
 def display_table(board: pd.DataFrame) -> pd.DataFrame:
     """The human leaderboard: percentages, M params, MFLOPs, seconds, ms."""
-    out = pd.DataFrame({
-        "model": board["model"], "settings": board["config"], "n": board["n"],
-        "test acc %": [fmt_pm(m, s, 100) for m, s in zip(board["accuracy_mean"], board["accuracy_std"])],
-        "bal. acc %": [fmt_pm(m, s, 100) for m, s in zip(board["balanced_accuracy_mean"], board["balanced_accuracy_std"])],
-        "macro-F1 %": [fmt_pm(m, s, 100) for m, s in zip(board["macro_f1_mean"], board["macro_f1_std"])],
-        "worst class": [f"{c} {r * 100:.0f}%" if c and not pd.isna(r) else "-"
-                        for c, r in zip(board["worst_class"], board["worst_class_recall_mean"])],
-        "params M": [f"{p / 1e6:.2f}" for p in board["parameters_mean"]],
-        "MFLOPs": [f"{f / 1e6:,.0f}" for f in board["flops_mean"]],
-        "train s": [fmt_pm(m, s, 1, 0) for m, s in zip(board["train_time_s_mean"], board["train_time_s_std"])],
-        "to target s": [fmt_pm(m, s, 1, 0) for m, s in zip(board["time_to_target_s_mean"], board["time_to_target_s_std"])],
-        "infer img/s": [f"{v:,.0f}" if not pd.isna(v) else "-" for v in board["inference_images_per_s_mean"]],
-        "latency ms": [f"{v:.2f}" if not pd.isna(v) else "-" for v in board["latency_batch1_ms_mean"]],
-    })
+    out = pd.DataFrame(
+        {
+            "model": board["model"],
+            "settings": board["config"],
+            "n": board["n"],
+            "test acc %": [
+                fmt_pm(m, s, 100) for m, s in zip(board["accuracy_mean"], board["accuracy_std"])
+            ],
+            "bal. acc %": [
+                fmt_pm(m, s, 100)
+                for m, s in zip(board["balanced_accuracy_mean"], board["balanced_accuracy_std"])
+            ],
+            "macro-F1 %": [
+                fmt_pm(m, s, 100) for m, s in zip(board["macro_f1_mean"], board["macro_f1_std"])
+            ],
+            "worst class": [
+                f"{c} {r * 100:.0f}%" if c and not pd.isna(r) else "-"
+                for c, r in zip(board["worst_class"], board["worst_class_recall_mean"])
+            ],
+            "params M": [f"{p / 1e6:.2f}" for p in board["parameters_mean"]],
+            "MFLOPs": [f"{f / 1e6:,.0f}" for f in board["flops_mean"]],
+            "train s": [
+                fmt_pm(m, s, 1, 0)
+                for m, s in zip(board["train_time_s_mean"], board["train_time_s_std"])
+            ],
+            "to target s": [
+                fmt_pm(m, s, 1, 0)
+                for m, s in zip(board["time_to_target_s_mean"], board["time_to_target_s_std"])
+            ],
+            "infer img/s": [
+                f"{v:,.0f}" if not pd.isna(v) else "-" for v in board["inference_images_per_s_mean"]
+            ],
+            "latency ms": [
+                f"{v:.2f}" if not pd.isna(v) else "-" for v in board["latency_batch1_ms_mean"]
+            ],
+        }
+    )
     return out
 
 
@@ -210,34 +285,53 @@ def _png_b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def write_outputs(boards: dict[str, pd.DataFrame], runs: list[Run], frame: pd.DataFrame, out: Path,
-                  metric: str, formats: set[str], target: float) -> list[Path]:
+def write_outputs(
+    boards: dict[str, pd.DataFrame],
+    runs: list[Run],
+    frame: pd.DataFrame,
+    out: Path,
+    metric: str,
+    formats: set[str],
+    target: float,
+) -> list[Path]:
     """comparison.csv / .md, PNG plots and a self-contained report.html under `out`."""
     from ferbench import report_plots as plots
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    combined = pd.concat([b.assign(dataset=d) for d, b in boards.items()], ignore_index=True) \
-        if boards else pd.DataFrame()
+    combined = (
+        pd.concat([b.assign(dataset=d) for d, b in boards.items()], ignore_index=True)
+        if boards
+        else pd.DataFrame()
+    )
     if "csv" in formats:
         (out / "comparison.csv").write_text(combined.to_csv(index=False))
         written.append(out / "comparison.csv")
     unfinished = [r for r in runs if r.status != "done"]
-    md = [f"# ferbench comparison\n\nSorted by {metric}; mean ± std over seeds (n runs). "
-          "Test split evaluated once per run with the checkpoint chosen on validation.\n"]
+    md = [
+        f"# ferbench comparison\n\nSorted by {metric}; mean ± std over seeds (n runs). "
+        "Test split evaluated once per run with the checkpoint chosen on validation.\n"
+    ]
     html_sections = []
     by_run = {str(r.path): r for r in runs}
     for index, (dataset, board) in enumerate(boards.items()):
         table = display_table(board)
         note = ""
         if leader_is_uncertain(board, metric):
-            note = (f"Leader's margin over the runner-up is within one standard deviation of "
-                    f"{metric}: not a clear win.")
+            note = (
+                f"Leader's margin over the runner-up is within one standard deviation of "
+                f"{metric}: not a clear win."
+            )
         md += [f"\n## {dataset}\n", markdown_table(table)]
         if note:
             md.append(f"\n> {note}\n")
-        images = plots.section_plots(board, by_run, frame[frame["dataset"] == dataset], out,
-                                     index, target) if "png" in formats or "html" in formats else []
+        images = (
+            plots.section_plots(
+                board, by_run, frame[frame["dataset"] == dataset], out, index, target
+            )
+            if "png" in formats or "html" in formats
+            else []
+        )
         written += images
         html_sections.append(_html_section(dataset, table, note, images))
     if unfinished:
@@ -260,29 +354,41 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def _html_section(dataset: str, table: pd.DataFrame, note: str, images: list[Path]) -> str:
-    parts = [f"<h2>{html.escape(dataset)}</h2>", table.to_html(index=False, classes="board", border=0)]
+    parts = [
+        f"<h2>{html.escape(dataset)}</h2>",
+        table.to_html(index=False, classes="board", border=0),
+    ]
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     for image in images:
         title = image.stem.rsplit("_", 1)[0].replace("_", " ")
-        parts.append(f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{_png_b64(image)}'>"
-                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
+        parts.append(
+            f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{_png_b64(image)}'>"
+            f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        )
     return "\n".join(parts)
 
 
 def _html_page(sections: list[str], unfinished: list[Run], metric: str) -> str:
     failed = ""
     if unfinished:
-        items = "".join(f"<li><code>{html.escape(str(r.path))}</code>: {html.escape(r.status)} "
-                        f"{html.escape(r.error)}</li>" for r in unfinished)
+        items = "".join(
+            f"<li><code>{html.escape(str(r.path))}</code>: {html.escape(r.status)} "
+            f"{html.escape(r.error)}</li>"
+            for r in unfinished
+        )
         failed = f"<h2>Failed or unfinished runs</h2><ul>{items}</ul>"
-    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
-             "table.board{border-collapse:collapse;font-size:13px}"
-             "table.board td,table.board th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
-             "table.board tr:first-child td{font-weight:bold;background:#eef6ee}"
-             "figure{display:inline-block;margin:1em 1em 0 0}img{max-width:100%}"
-             ".note{color:#a60;font-weight:bold}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ferbench comparison</title>"
-            f"<style>{style}</style></head><body><h1>ferbench comparison</h1>"
-            f"<p>Sorted by {html.escape(metric)}; mean ± std over seeds. Model selection on "
-            f"validation, test evaluated once per run.</p>{''.join(sections)}{failed}</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
+        "table.board{border-collapse:collapse;font-size:13px}"
+        "table.board td,table.board th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
+        "table.board tr:first-child td{font-weight:bold;background:#eef6ee}"
+        "figure{display:inline-block;margin:1em 1em 0 0}img{max-width:100%}"
+        ".note{color:#a60;font-weight:bold}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>ferbench comparison</title>"
+        f"<style>{style}</style></head><body><h1>ferbench comparison</h1>"
+        f"<p>Sorted by {html.escape(metric)}; mean ± std over seeds. Model selection on "
+        f"validation, test evaluated once per run.</p>{''.join(sections)}{failed}</body></html>\n"
+    )

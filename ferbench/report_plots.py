@@ -1,4 +1,5 @@
 """Comparison plots: per-class recall, confusion matrices, curves, accuracy vs latency (Pareto)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,15 +16,20 @@ def _label(row) -> str:
     return f"{row['model']} {row['config']}".strip()
 
 
-def section_plots(board: pd.DataFrame, by_run: dict, frame: pd.DataFrame, out: Path, index: int,
-                  target: float) -> list[Path]:
+def section_plots(
+    board: pd.DataFrame, by_run: dict, frame: pd.DataFrame, out: Path, index: int, target: float
+) -> list[Path]:
     board = board.head(MAX_GROUPS)
-    groups = [(_label(row), [by_run[r] for r in row["runs"].split(";") if r in by_run])
-              for _, row in board.iterrows()]
-    paths = [_recall_bars(groups, out / f"per_class_recall_{index}.png"),
-             _confusions(groups, out / f"confusion_matrices_{index}.png"),
-             _curves(groups, out / f"training_curves_{index}.png", target),
-             _pareto(board, out / f"accuracy_vs_latency_{index}.png")]
+    groups = [
+        (_label(row), [by_run[r] for r in row["runs"].split(";") if r in by_run])
+        for _, row in board.iterrows()
+    ]
+    paths = [
+        _recall_bars(groups, out / f"per_class_recall_{index}.png"),
+        _confusions(groups, out / f"confusion_matrices_{index}.png"),
+        _curves(groups, out / f"training_curves_{index}.png", target),
+        _pareto(board, out / f"accuracy_vs_latency_{index}.png"),
+    ]
     return [p for p in paths if p is not None]
 
 
@@ -33,8 +39,14 @@ def _recall_bars(groups, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(7, len(classes) * 1.3), 4))
     for i, (label, runs) in enumerate(groups):
         recalls = np.array([[r.metrics["per_class"][c]["recall"] for c in classes] for r in runs])
-        ax.bar(np.arange(len(classes)) + i * width - 0.4 + width / 2, recalls.mean(0), width,
-               yerr=recalls.std(0) if len(runs) > 1 else None, label=label, capsize=2)
+        ax.bar(
+            np.arange(len(classes)) + i * width - 0.4 + width / 2,
+            recalls.mean(0),
+            width,
+            yerr=recalls.std(0) if len(runs) > 1 else None,
+            label=label,
+            capsize=2,
+        )
     ax.set_xticks(range(len(classes)), classes)
     ax.set_ylabel("test recall")
     ax.set_ylim(0, 1)
@@ -64,7 +76,7 @@ def _curves(groups, path: Path, target: float) -> Path:
         if not histories:
             continue
         merged = pd.concat(histories).groupby("epoch").mean(numeric_only=True)
-        line, = acc_ax.plot(merged.index, merged["val_acc"], label=label)
+        (line,) = acc_ax.plot(merged.index, merged["val_acc"], label=label)
         acc_ax.plot(merged.index, merged["train_acc"], linestyle=":", color=line.get_color())
         loss_ax.plot(merged.index, merged["val_loss"], color=line.get_color(), label=label)
     acc_ax.axhline(target, color="grey", linewidth=0.8, linestyle="--")
@@ -94,9 +106,14 @@ def _pareto(board: pd.DataFrame, path: Path) -> Path | None:
     data = board.dropna(subset=["latency_batch1_ms_mean", "accuracy_mean"])
     if data.empty:
         return None
-    latency, accuracy = data["latency_batch1_ms_mean"].to_numpy(), data["accuracy_mean"].to_numpy() * 100
+    latency, accuracy = (
+        data["latency_batch1_ms_mean"].to_numpy(),
+        data["accuracy_mean"].to_numpy() * 100,
+    )
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ax.errorbar(latency, accuracy, yerr=data["accuracy_std"].fillna(0).to_numpy() * 100, fmt="o", capsize=3)
+    ax.errorbar(
+        latency, accuracy, yerr=data["accuracy_std"].fillna(0).to_numpy() * 100, fmt="o", capsize=3
+    )
     for (_, row), x, y in zip(data.iterrows(), latency, accuracy):
         ax.annotate(_label(row)[:30], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     front = pareto_front(latency, accuracy)

@@ -4,6 +4,7 @@ record what failed, never let two processes write one trial.
 A run directory holds config.yaml, status.json, history.csv, metrics.json, per_class.csv,
 confusion.csv/.png, curves.png, best.pt and last.pt.  ``compare`` reads only these files.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,15 +26,34 @@ import torch
 from ferbench import __version__
 from ferbench.checkpoint import load_checkpoint, save_checkpoint
 from ferbench.data import SPLITS, load_dataset
-from ferbench.engine import (Preprocess, SplitTensors, Trainer, balanced_class_weights, evaluate,
-                             measure_speed, seed_everything, select_device)
+from ferbench.engine import (
+    Preprocess,
+    SplitTensors,
+    Trainer,
+    balanced_class_weights,
+    evaluate,
+    measure_speed,
+    seed_everything,
+    select_device,
+)
 from ferbench.errors import FerbenchError
 from ferbench.experiment import Trial
 from ferbench.fileio import write_json, write_text, write_yaml
 from ferbench.metrics import classification_metrics
 
-OUTPUT_FILES = ("config.yaml", "status.json", "history.csv", "metrics.json", "per_class.csv",
-                "confusion.csv", "confusion.png", "curves.png", "best.pt", "last.pt", "error.txt")
+OUTPUT_FILES = (
+    "config.yaml",
+    "status.json",
+    "history.csv",
+    "metrics.json",
+    "per_class.csv",
+    "confusion.csv",
+    "confusion.png",
+    "curves.png",
+    "best.pt",
+    "last.pt",
+    "error.txt",
+)
 
 
 class Reporter:
@@ -88,21 +108,33 @@ def trial_lock(run_dir: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def execute_trial(trial: Trial, results: Path, device: str = "auto", fresh: bool = False,
-                  reporter: Reporter | None = None) -> Outcome:
+def execute_trial(
+    trial: Trial,
+    results: Path,
+    device: str = "auto",
+    fresh: bool = False,
+    reporter: Reporter | None = None,
+) -> Outcome:
     """Run one trial unless it is finished with the same config; never raises for trial errors."""
     reporter = reporter or Reporter()
     run_dir = Path(results) / trial.experiment / trial.name
     start = time.perf_counter()
     with trial_lock(run_dir) as acquired:
         if not acquired:
-            return Outcome(trial.name, "locked", str(run_dir), error="another process is running it")
+            return Outcome(
+                trial.name, "locked", str(run_dir), error="another process is running it"
+            )
         status = read_status(run_dir)
         same = status.get("config_hash") == trial.config_hash()
         if status.get("status") == "done" and same and not fresh:
             metrics = _read_metrics(run_dir)
-            return Outcome(trial.name, "skipped", str(run_dir), test_acc=metrics.get("accuracy"),
-                           val_acc=metrics.get("best_val_acc"))
+            return Outcome(
+                trial.name,
+                "skipped",
+                str(run_dir),
+                test_acc=metrics.get("accuracy"),
+                val_acc=metrics.get("best_val_acc"),
+            )
         if fresh or (status and not same):
             if status and not same and not fresh:
                 reporter.note(f"{trial.name}: settings changed since the last run; starting over")
@@ -119,10 +151,17 @@ def execute_trial(trial: Trial, results: Path, device: str = "auto", fresh: bool
                 message = f"out of GPU memory ({message}); lower batch_size"
             write_text(run_dir / "error.txt", traceback.format_exc())
             _write_status(run_dir, trial, "failed", error=message)
-            return Outcome(trial.name, "failed", str(run_dir), time.perf_counter() - start,
-                           error=message)
-    return Outcome(trial.name, "done", str(run_dir), time.perf_counter() - start,
-                   test_acc=metrics["accuracy"], val_acc=metrics["best_val_acc"])
+            return Outcome(
+                trial.name, "failed", str(run_dir), time.perf_counter() - start, error=message
+            )
+    return Outcome(
+        trial.name,
+        "done",
+        str(run_dir),
+        time.perf_counter() - start,
+        test_acc=metrics["accuracy"],
+        val_acc=metrics["best_val_acc"],
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -144,18 +183,33 @@ def _clear(run_dir: Path) -> None:
 
 def _write_status(run_dir: Path, trial: Trial, status: str, **extra) -> None:
     previous = read_status(run_dir)
-    write_json(run_dir / "status.json", {
-        "status": status, "trial": trial.name, "config_hash": trial.config_hash(),
-        "started": previous.get("started", now()) if status != "running" else now(),
-        "updated": now(), "host": socket.gethostname(), "pid": os.getpid(), **extra})
+    write_json(
+        run_dir / "status.json",
+        {
+            "status": status,
+            "trial": trial.name,
+            "config_hash": trial.config_hash(),
+            "started": previous.get("started", now()) if status != "running" else now(),
+            "updated": now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **extra,
+        },
+    )
 
 
 def _versions() -> dict:
     import sklearn
     import timm
 
-    return {"ferbench": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
-            "timm": timm.__version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+    return {
+        "ferbench": __version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
 
 
 def _device_info(device: torch.device) -> dict:
@@ -182,34 +236,57 @@ def fit(trial: Trial, run_dir: Path, device_name: str, reporter: Reporter) -> di
             raise FerbenchError(f"the {split} split of {data.source} is empty")
     card = model_card(trial.model["name"])
     size = trial.model["input_size"]
-    model_args = {"num_classes": len(data.class_names), "in_chans": card.in_chans,
-                  "input_size": size, **trial.model.get("args", {})}
+    model_args = {
+        "num_classes": len(data.class_names),
+        "in_chans": card.in_chans,
+        "input_size": size,
+        **trial.model.get("args", {}),
+    }
     model = create_model(trial.model["name"], **model_args)
     parameters, flops = count_parameters(model), count_flops(model, card.in_chans, size)
     cuda = device.type == "cuda"
     channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    model = model.to(
+        device, memory_format=torch.channels_last if channels_last else torch.preserve_format
+    )
     amp = ("bf16" if cuda else "off") if cfg["amp"] == "auto" else cfg["amp"]
     cfg = {**cfg, "amp": amp}
     preprocess = Preprocess(size, card.in_chans, card.mean, card.std, channels_last)
     on_device = cfg["data_on_device"] == "on" or (cfg["data_on_device"] == "auto" and cuda)
     storage = device if on_device else torch.device("cpu")
-    train, val, test = (SplitTensors.from_arrays(data, s, storage) for s in ("train", "val", "test"))
+    train, val, test = (
+        SplitTensors.from_arrays(data, s, storage) for s in ("train", "val", "test")
+    )
     weights = None
     if cfg["class_weights"] == "balanced":
-        weights = balanced_class_weights(train.labels.cpu().numpy(), len(data.class_names)).to(device)
+        weights = balanced_class_weights(train.labels.cpu().numpy(), len(data.class_names)).to(
+            device
+        )
     net = torch.compile(model) if cfg["compile"] else model
     trainer = Trainer(net, preprocess, cfg, device, class_weights=weights, on_batch=reporter.batch)
-    meta = {"model": trial.model["name"], "model_args": model_args,
-            "class_names": list(data.class_names), "preprocess": preprocess.to_dict(),
-            "config_hash": trial.config_hash(), "trial": trial.name,
-            "data_fingerprint": data.fingerprint()}
-    config = {**trial.resolved(), "config_hash": trial.config_hash(),
-              "data_fingerprint": data.fingerprint(), "data_source": data.source,
-              "data_notes": data.notes, "class_names": list(data.class_names),
-              "data_counts": {s: counts[i].tolist() for i, s in enumerate(SPLITS)},
-              "versions": _versions(), "device": _device_info(device), "amp": amp,
-              "channels_last": channels_last, "data_on_device": on_device}
+    meta = {
+        "model": trial.model["name"],
+        "model_args": model_args,
+        "class_names": list(data.class_names),
+        "preprocess": preprocess.to_dict(),
+        "config_hash": trial.config_hash(),
+        "trial": trial.name,
+        "data_fingerprint": data.fingerprint(),
+    }
+    config = {
+        **trial.resolved(),
+        "config_hash": trial.config_hash(),
+        "data_fingerprint": data.fingerprint(),
+        "data_source": data.source,
+        "data_notes": data.notes,
+        "class_names": list(data.class_names),
+        "data_counts": {s: counts[i].tolist() for i, s in enumerate(SPLITS)},
+        "versions": _versions(),
+        "device": _device_info(device),
+        "amp": amp,
+        "channels_last": channels_last,
+        "data_on_device": on_device,
+    }
     write_yaml(run_dir / "config.yaml", config)
     _write_status(run_dir, trial, "running")
 
@@ -228,34 +305,65 @@ def fit(trial: Trial, run_dir: Path, device_name: str, reporter: Reporter) -> di
         eval_seconds = time.perf_counter() - eval_start
         trainer.schedule.end_epoch(val_loss)
         elapsed += stats.seconds + eval_seconds
-        row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc,
-               "val_loss": val_loss, "val_acc": val_acc,
-               "lr": trainer.optimizer.param_groups[0]["lr"], "train_s": stats.seconds,
-               "eval_s": eval_seconds, "elapsed_s": elapsed,
-               "train_images_per_s": stats.images / max(stats.seconds, 1e-9)}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": stats.loss,
+            "train_acc": stats.acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "train_s": stats.seconds,
+            "eval_s": eval_seconds,
+            "elapsed_s": elapsed,
+            "train_images_per_s": stats.images / max(stats.seconds, 1e-9),
+        }
         history.append(row)
         write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
-        improved = val_acc > best["val_acc"] or (val_acc == best["val_acc"] and val_loss < best["val_loss"])
+        improved = val_acc > best["val_acc"] or (
+            val_acc == best["val_acc"] and val_loss < best["val_loss"]
+        )
         if improved:
             best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
-            save_checkpoint(run_dir / "best.pt", model, {**meta, "epoch": epoch + 1, "val_acc": val_acc})
+            save_checkpoint(
+                run_dir / "best.pt", model, {**meta, "epoch": epoch + 1, "val_acc": val_acc}
+            )
             stale = 0
         else:
             stale += 1
-        save_checkpoint(last_path, model, {**meta, "epoch": epoch + 1, "val_acc": val_acc},
-                        optimizer=trainer.optimizer.state_dict(),
-                        schedule=trainer.schedule.state_dict(), best=best)
+        save_checkpoint(
+            last_path,
+            model,
+            {**meta, "epoch": epoch + 1, "val_acc": val_acc},
+            optimizer=trainer.optimizer.state_dict(),
+            schedule=trainer.schedule.state_dict(),
+            best=best,
+        )
         reporter.epoch_done(epoch + 1, cfg["epochs"], row)
         if cfg["early_stopping"] and stale >= cfg["early_stopping"]:
-            reporter.note(f"{trial.name}: early stop after epoch {epoch + 1} "
-                          f"(no val improvement in {stale} epochs)")
+            reporter.note(
+                f"{trial.name}: early stop after epoch {epoch + 1} "
+                f"(no val improvement in {stale} epochs)"
+            )
             break
-    return _finish(trial, run_dir, model, preprocess, test, device, amp, history, best,
-                   data.class_names, parameters, flops)
+    return _finish(
+        trial,
+        run_dir,
+        model,
+        preprocess,
+        test,
+        device,
+        amp,
+        history,
+        best,
+        data.class_names,
+        parameters,
+        flops,
+    )
 
 
-def _resume(last_path: Path, run_dir: Path, model, trainer: Trainer, trial: Trial,
-            reporter: Reporter) -> tuple[int, dict, list[dict]]:
+def _resume(
+    last_path: Path, run_dir: Path, model, trainer: Trainer, trial: Trial, reporter: Reporter
+) -> tuple[int, dict, list[dict]]:
     payload = load_checkpoint(last_path)
     if payload.get("config_hash") != trial.config_hash():
         reporter.note(f"{trial.name}: last.pt is from other settings; starting over")
@@ -272,33 +380,52 @@ def _resume(last_path: Path, run_dir: Path, model, trainer: Trainer, trial: Tria
     return epoch, dict(payload["best"]), history
 
 
-def _finish(trial: Trial, run_dir: Path, model, preprocess: Preprocess, test: SplitTensors,
-            device: torch.device, amp: str, history: list[dict], best: dict,
-            class_names: list[str], parameters: int, flops: int) -> dict:
+def _finish(
+    trial: Trial,
+    run_dir: Path,
+    model,
+    preprocess: Preprocess,
+    test: SplitTensors,
+    device: torch.device,
+    amp: str,
+    history: list[dict],
+    best: dict,
+    class_names: list[str],
+    parameters: int,
+    flops: int,
+) -> dict:
     from ferbench.plots import confusion_figure, curves_figure
 
     eval_cfg, cfg = trial.eval, trial.train
     best_payload = load_checkpoint(run_dir / "best.pt")
     model.load_state_dict(best_payload["state_dict"])
     shift = max(cfg["augment"].get("crop_padding", 0), 2) if eval_cfg["tta"] == "tencrop" else 0
-    test_loss, _, predictions = evaluate(model, preprocess, test, device, eval_cfg["batch_size"],
-                                         amp, tta_shift=shift)
+    test_loss, _, predictions = evaluate(
+        model, preprocess, test, device, eval_cfg["batch_size"], amp, tta_shift=shift
+    )
     truth = test.labels.cpu().numpy()
     metrics = classification_metrics(truth, predictions, class_names)
     frame = pd.DataFrame(history)
     train_seconds = float(frame["train_s"].sum())
     images = float((frame["train_images_per_s"] * frame["train_s"]).sum())
     reached = frame[frame["val_acc"] >= eval_cfg["target_acc"]]
-    metrics.update({
-        "test_loss": test_loss, "tta": eval_cfg["tta"],
-        "best_epoch": int(best["epoch"]), "best_val_acc": float(best["val_acc"]),
-        "epochs_run": int(frame["epoch"].max()), "parameters": parameters, "flops": flops,
-        "train_time_s": train_seconds, "wall_time_s": float(frame["elapsed_s"].iloc[-1]),
-        "train_images_per_s": images / max(train_seconds, 1e-9),
-        "target_val_acc": eval_cfg["target_acc"],
-        "time_to_target_s": float(reached["elapsed_s"].iloc[0]) if len(reached) else None,
-        "epoch_to_target": int(reached["epoch"].iloc[0]) if len(reached) else None,
-    })
+    metrics.update(
+        {
+            "test_loss": test_loss,
+            "tta": eval_cfg["tta"],
+            "best_epoch": int(best["epoch"]),
+            "best_val_acc": float(best["val_acc"]),
+            "epochs_run": int(frame["epoch"].max()),
+            "parameters": parameters,
+            "flops": flops,
+            "train_time_s": train_seconds,
+            "wall_time_s": float(frame["elapsed_s"].iloc[-1]),
+            "train_images_per_s": images / max(train_seconds, 1e-9),
+            "target_val_acc": eval_cfg["target_acc"],
+            "time_to_target_s": float(reached["elapsed_s"].iloc[0]) if len(reached) else None,
+            "epoch_to_target": int(reached["epoch"].iloc[0]) if len(reached) else None,
+        }
+    )
     if eval_cfg["speed"]:
         metrics.update(measure_speed(model, preprocess, device, amp))
     write_json(run_dir / "metrics.json", metrics)

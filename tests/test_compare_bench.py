@@ -26,18 +26,33 @@ def empty_folder(root: Path) -> Path:
 def results(tmp_path_factory) -> Path:
     """Two small experiments: one over lr x seed, one with a failing dataset."""
     root = tmp_path_factory.mktemp("compare")
-    grid = {"name": "grid", "data": {"kind": "synthetic", "n_per_class": 12, "size": 16},
-            "models": [{"name": "cnn5", "input_size": 16}],
-            "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": [1e-3, 1e-4],
-                      "seed": [0, 1]},
-            "eval": {"target_acc": 0.2}}
-    other = {"name": "other", "data": [{"kind": "synthetic", "n_per_class": 12, "size": 16},
-                                       {"kind": "folder", "path": str(empty_folder(root))}],
-             "models": [{"name": "cnn5", "input_size": 16}],
-             "train": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 1e-3}}
+    grid = {
+        "name": "grid",
+        "data": {"kind": "synthetic", "n_per_class": 12, "size": 16},
+        "models": [{"name": "cnn5", "input_size": 16}],
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "optimizer": "adam",
+            "lr": [1e-3, 1e-4],
+            "seed": [0, 1],
+        },
+        "eval": {"target_acc": 0.2},
+    }
+    other = {
+        "name": "other",
+        "data": [
+            {"kind": "synthetic", "n_per_class": 12, "size": 16},
+            {"kind": "folder", "path": str(empty_folder(root))},
+        ],
+        "models": [{"name": "cnn5", "input_size": 16}],
+        "train": {"epochs": 1, "batch_size": 16, "optimizer": "adam", "lr": 1e-3},
+    }
     for spec in (grid, other):
         (root / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
-        runner.invoke(app, ["run", str(root / f"{spec['name']}.yaml"), "--results", str(root / "results")])
+        runner.invoke(
+            app, ["run", str(root / f"{spec['name']}.yaml"), "--results", str(root / "results")]
+        )
     return root / "results"
 
 
@@ -45,21 +60,32 @@ def test_compare_writes_everything_and_numbers_match(results, tmp_path):
     out = tmp_path / "report"
     result = runner.invoke(app, ["compare", str(results), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for name in ("comparison.csv", "comparison.md", "report.html", "per_class_recall_0.png",
-                 "confusion_matrices_0.png", "training_curves_0.png", "accuracy_vs_latency_0.png"):
+    for name in (
+        "comparison.csv",
+        "comparison.md",
+        "report.html",
+        "per_class_recall_0.png",
+        "confusion_matrices_0.png",
+        "training_curves_0.png",
+        "accuracy_vs_latency_0.png",
+    ):
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "comparison.csv")
     grid_rows = table[table["runs"].str.contains("grid/")]
     assert len(grid_rows) == 2 and set(grid_rows["n"]) == {2}
     for _, row in grid_rows.iterrows():
-        accs = [json.loads((results.parent / run / "metrics.json").read_text())["accuracy"]
-                for run in row["runs"].split(";")]
+        accs = [
+            json.loads((results.parent / run / "metrics.json").read_text())["accuracy"]
+            for run in row["runs"].split(";")
+        ]
         assert row["accuracy_mean"] == pytest.approx(np.mean(accs))
         assert row["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
     assert "failed" in result.output and "no class folders" in (out / "comparison.md").read_text()
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4
-    assert "src='http" not in page and 'src="http' not in page and "<link" not in page  # self-contained
+    assert (
+        "src='http" not in page and 'src="http' not in page and "<link" not in page
+    )  # self-contained
 
 
 def test_runs_copied_elsewhere_compare_the_same(results, tmp_path):
@@ -72,8 +98,21 @@ def test_runs_copied_elsewhere_compare_the_same(results, tmp_path):
 
 
 def test_filter_group_and_metric(results, tmp_path):
-    result = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path), "--format", "csv",
-                                 "--filter", "lr=0.001", "--metric", "macro_f1"])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            str(results),
+            "--out",
+            str(tmp_path),
+            "--format",
+            "csv",
+            "--filter",
+            "lr=0.001",
+            "--metric",
+            "macro_f1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "comparison.csv")
     assert not table["runs"].str.contains("lr=0.0001").any()
@@ -89,11 +128,31 @@ def test_pareto_front():
 
 def test_bench_measures_against_reference(tmp_path):
     out = tmp_path / "bench.csv"
-    result = runner.invoke(app, ["bench", "--models", "cnn5", "--device", "cpu", "--batch-size", "16",
-                                 "--steps", "2", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--models",
+            "cnn5",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "16",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     row = pd.read_csv(out).iloc[0]
-    for key in ("train_img_s", "compute_bound_img_s", "reference_img_s", "inference_img_s",
-                "latency_batch1_ms", "peak_memory_mb"):
+    for key in (
+        "train_img_s",
+        "compute_bound_img_s",
+        "reference_img_s",
+        "inference_img_s",
+        "latency_batch1_ms",
+        "peak_memory_mb",
+    ):
         assert row[key] > 0, key
     assert row["speedup_vs_reference"] == pytest.approx(row["train_img_s"] / row["reference_img_s"])

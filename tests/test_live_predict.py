@@ -29,8 +29,18 @@ def checkpoint(tmp_path_factory) -> Path:
     model = create_model("cnn5", **args)
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     pre = Preprocess(32, 1, card.mean, card.std)
-    save_checkpoint(path, model, {"model": "cnn5", "model_args": args, "class_names": CLASSES,
-                                  "preprocess": pre.to_dict(), "epoch": 1, "val_acc": 0.5})
+    save_checkpoint(
+        path,
+        model,
+        {
+            "model": "cnn5",
+            "model_args": args,
+            "class_names": CLASSES,
+            "preprocess": pre.to_dict(),
+            "epoch": 1,
+            "val_acc": 0.5,
+        },
+    )
     return path
 
 
@@ -49,7 +59,7 @@ def astronaut_video(tmp_path_factory) -> tuple[Path, int]:
         resized = cv2.resize(face, None, fx=scale, fy=scale)
         x, y = 40 + i * 14, 40 + (i % 6) * 8
         h, w = resized.shape[:2]
-        frame[y:y + h, x:x + w] = resized[: 360 - y, : 640 - x]
+        frame[y : y + h, x : x + w] = resized[: 360 - y, : 640 - x]
         writer.write(frame)
     writer.release()
     return path, frames
@@ -86,7 +96,9 @@ def test_wrong_checkpoints_say_why(tmp_path):
 
 
 def test_model_name_without_runs_explains(tmp_path):
-    result = runner.invoke(app, ["predict", str(tmp_path), "--model", "cnn3", "--results", str(tmp_path)])
+    result = runner.invoke(
+        app, ["predict", str(tmp_path), "--model", "cnn3", "--results", str(tmp_path)]
+    )
     assert result.exit_code == 1
     assert "no finished run of 'cnn3'" in result.output and "ferbench run" in result.output
 
@@ -107,9 +119,23 @@ def test_haar_finds_the_astronaut_in_most_frames(astronaut_video):
 def test_live_headless_writes_video_and_log(tmp_path, checkpoint, astronaut_video):
     path, frames = astronaut_video
     out, log = tmp_path / "annotated.mp4", tmp_path / "faces.csv"
-    result = runner.invoke(app, ["live", "--checkpoint", str(checkpoint), "--source", str(path),
-                                 "--no-window", "--output", str(out), "--log", str(log),
-                                 "--smooth", "0.5"])
+    result = runner.invoke(
+        app,
+        [
+            "live",
+            "--checkpoint",
+            str(checkpoint),
+            "--source",
+            str(path),
+            "--no-window",
+            "--output",
+            str(out),
+            "--log",
+            str(log),
+            "--smooth",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "frames/s" in result.output
     capture = cv2.VideoCapture(str(out))
@@ -124,7 +150,9 @@ def test_live_headless_writes_video_and_log(tmp_path, checkpoint, astronaut_vide
 def test_live_without_display_says_so(checkpoint, astronaut_video, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    result = runner.invoke(app, ["live", "--checkpoint", str(checkpoint), "--source", str(astronaut_video[0])])
+    result = runner.invoke(
+        app, ["live", "--checkpoint", str(checkpoint), "--source", str(astronaut_video[0])]
+    )
     assert result.exit_code == 1 and "--no-window" in result.output
 
 
@@ -134,24 +162,49 @@ def test_predict_json_and_no_detect(tmp_path, checkpoint):
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     (tmp_path / "broken.jpg").write_bytes(b"nope")
-    result = runner.invoke(app, ["predict", str(photo), str(tmp_path / "broken.jpg"),
-                                 "--checkpoint", str(checkpoint), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(photo),
+            str(tmp_path / "broken.jpg"),
+            "--checkpoint",
+            str(checkpoint),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    faces = json.loads(result.stdout[result.stdout.index("["):])
+    faces = json.loads(result.stdout[result.stdout.index("[") :])
     assert len(faces) >= 1 and faces[0]["label"] in CLASSES and len(faces[0]["box"]) == 4
-    crops = runner.invoke(app, ["predict", str(photo), "--checkpoint", str(checkpoint), "--no-detect", "--csv"])
+    crops = runner.invoke(
+        app, ["predict", str(photo), "--checkpoint", str(checkpoint), "--no-detect", "--csv"]
+    )
     assert crops.exit_code == 0 and crops.stdout.splitlines()[0].startswith("file,x,y,w,h,label")
 
 
 @pytest.mark.slow
 def test_crowd_clip_and_group_photo(tmp_path, checkpoint, shared_data):
     media = shared_data / "media"
-    result = runner.invoke(app, ["live", "--checkpoint", str(checkpoint), "--source",
-                                 str(media / "crowd_1080p.mp4"), "--no-window",
-                                 "--output", str(tmp_path / "out.mp4"), "--log", str(tmp_path / "log.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "live",
+            "--checkpoint",
+            str(checkpoint),
+            "--source",
+            str(media / "crowd_1080p.mp4"),
+            "--no-window",
+            "--output",
+            str(tmp_path / "out.mp4"),
+            "--log",
+            str(tmp_path / "log.csv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     with open(tmp_path / "log.csv") as handle:
         frames_with_faces = {row["frame"] for row in csv.DictReader(handle)}
     assert len(frames_with_faces) == 105
-    photo = runner.invoke(app, ["predict", str(media / "multiface.jpg"), "--checkpoint", str(checkpoint), "--json"])
-    assert photo.exit_code == 0 and len(json.loads(photo.stdout[photo.stdout.index("["):])) >= 5
+    photo = runner.invoke(
+        app, ["predict", str(media / "multiface.jpg"), "--checkpoint", str(checkpoint), "--json"]
+    )
+    assert photo.exit_code == 0 and len(json.loads(photo.stdout[photo.stdout.index("[") :])) >= 5

@@ -30,7 +30,11 @@ def test_reference_cnns_work_at_any_input_size(name, size):
 def test_reference_architectures_match_the_papers():
     cnn5 = create_model("cnn5", num_classes=6)  # 32x32: 256*7*7 -> 4096 -> 1024 -> 6
     linears = [m for m in cnn5.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(m.in_features, m.out_features) for m in linears] == [(12544, 4096), (4096, 1024), (1024, 6)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (12544, 4096),
+        (4096, 1024),
+        (1024, 6),
+    ]
     cnn3 = create_model("cnn3", num_classes=7)  # 48x48: 256*6*6 -> 4096 -> 1024 -> 256 -> 7
     linears = [m for m in cnn3.modules() if isinstance(m, torch.nn.Linear)]
     assert [m.in_features for m in linears] == [9216, 4096, 1024, 256]
@@ -55,6 +59,7 @@ def test_unknown_model_suggests_close_names():
 
 def test_duplicate_registration_is_an_error():
     with pytest.raises(FerbenchError, match="already registered"):
+
         @register_model
         def cnn3(num_classes=7, in_chans=1, **kwargs):  # noqa: F811
             return torch.nn.Linear(1, num_classes)

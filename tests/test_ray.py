@@ -26,18 +26,30 @@ def ray_instance():
 
 
 def grid_file(tmp_path: Path, epochs: int = 2) -> Path:
-    spec = {"name": "raygrid", "data": {"kind": "synthetic", "n_per_class": 10, "size": 16},
-            "models": [{"name": "cnn5", "input_size": 16}],
-            "train": {"epochs": epochs, "batch_size": 16, "optimizer": "adam", "lr": [1e-3, 1e-4],
-                      "seed": [0, 1]},
-            "eval": {"speed": False}}
+    spec = {
+        "name": "raygrid",
+        "data": {"kind": "synthetic", "n_per_class": 10, "size": 16},
+        "models": [{"name": "cnn5", "input_size": 16}],
+        "train": {
+            "epochs": epochs,
+            "batch_size": 16,
+            "optimizer": "adam",
+            "lr": [1e-3, 1e-4],
+            "seed": [0, 1],
+        },
+        "eval": {"speed": False},
+    }
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
 
 
 def files_of(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    }
 
 
 def test_ray_grid_matches_local_and_reruns_skip(tmp_path, ray_instance):
@@ -71,7 +83,9 @@ def test_killed_worker_is_retried_and_the_grid_completes(tmp_path, ray_instance)
 
     killer = threading.Thread(target=kill_worker_once)
     killer.start()
-    outcomes = run_grid(trials, tmp_path / "r", executor="ray", console=Console(file=open(os.devnull, "w")))
+    outcomes = run_grid(
+        trials, tmp_path / "r", executor="ray", console=Console(file=open(os.devnull, "w"))
+    )
     killer.join()
     assert killed, "the worker was never seen running"
     assert outcomes[0].status == "done"

@@ -51,7 +51,9 @@ def test_register_then_use_everywhere_then_unregister(tmp_path):
     assert index["tiny_net"]["parameters"] > 0 and len(index["tiny_net"]["sha256"]) == 64
     plugins.reset()  # a new process: the model comes back from registry/
     assert "tiny_net" in list_models()
-    assert create_model("tiny_net", num_classes=5).eval()(__import__("torch").zeros(1, 1, 40, 40)).shape == (1, 5)
+    assert create_model("tiny_net", num_classes=5).eval()(
+        __import__("torch").zeros(1, 1, 40, 40)
+    ).shape == (1, 5)
     listing = runner.invoke(app, ["models", "tiny*"])
     assert listing.exit_code == 0 and "tiny_net" in listing.output and "registry" in listing.output
     again = runner.invoke(app, ["register", str(model_file)])
@@ -68,22 +70,28 @@ def test_register_then_use_everywhere_then_unregister(tmp_path):
 BAD_FILES = {
     "syntax.py": ("def broken(:\n    pass\n", "syntax error"),
     "nothing.py": ("import torch\nx = 1\n", "registers no model"),
-    "shape.py": ("""
+    "shape.py": (
+        """
         import torch.nn as nn
         from ferbench.models import register_model
 
         @register_model
         def wrong_shape(num_classes=7, in_chans=1, **kwargs):
             return nn.Sequential(nn.Flatten(), nn.Linear(48 * 48, 3))
-        """, "expected (1, 7)"),
-    "clash.py": ("""
+        """,
+        "expected (1, 7)",
+    ),
+    "clash.py": (
+        """
         import torch.nn as nn
         from ferbench.models import register_model
 
         @register_model
         def cnn3(num_classes=7, in_chans=1, **kwargs):
             return nn.Linear(1, num_classes)
-        """, "already registered"),
+        """,
+        "already registered",
+    ),
 }
 
 

@@ -25,8 +25,20 @@ def empty_folder(root: Path) -> Path:
     """An existing folder with no class folders: its trial fails when the data loads."""
     (root / "empty").mkdir(exist_ok=True)
     return root / "empty"
-RUN_FILES = ["config.yaml", "status.json", "history.csv", "metrics.json", "per_class.csv",
-             "confusion.csv", "confusion.png", "curves.png", "best.pt", "last.pt"]
+
+
+RUN_FILES = [
+    "config.yaml",
+    "status.json",
+    "history.csv",
+    "metrics.json",
+    "per_class.csv",
+    "confusion.csv",
+    "confusion.png",
+    "curves.png",
+    "best.pt",
+    "last.pt",
+]
 
 
 def tiny_experiment(tmp_path: Path, **train) -> Path:
@@ -34,8 +46,14 @@ def tiny_experiment(tmp_path: Path, **train) -> Path:
         "name": "tiny",
         "data": {"kind": "synthetic", "n_per_class": 12, "size": 16},
         "models": [{"name": "cnn5", "input_size": 16}],
-        "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 1e-3,
-                  "seed": [0, 1], **train},
+        "train": {
+            "epochs": 2,
+            "batch_size": 16,
+            "optimizer": "adam",
+            "lr": 1e-3,
+            "seed": [0, 1],
+            **train,
+        },
         "eval": {"speed": False},
     }
     path = tmp_path / "tiny.yaml"
@@ -89,8 +107,9 @@ def test_sigkill_mid_trial_then_rerun_completes(tmp_path):
     file = tiny_experiment(tmp_path, epochs=12, seed=0)
     results = tmp_path / "results"
     command = [sys.executable, "-m", "ferbench.cli", "run", str(file), "--results", str(results)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     last = results / "tiny" / "cnn5" / "size=16" / "seed=0" / "last.pt"
     deadline = time.time() + 120
     while not last.exists() and time.time() < deadline and process.poll() is None:
@@ -99,7 +118,9 @@ def test_sigkill_mid_trial_then_rerun_completes(tmp_path):
     process.wait()
     assert last.exists()
     done_before = torch.load(last, weights_only=True)["epoch"]
-    rerun = runner.invoke(app, ["run", str(file), "--results", str(results), "--set", "train.epochs=12"])
+    rerun = runner.invoke(
+        app, ["run", str(file), "--results", str(results), "--set", "train.epochs=12"]
+    )
     assert rerun.exit_code == 0, rerun.output
     assert f"resuming after epoch {done_before}" in rerun.output
     history = pd.read_csv(last.parent / "history.csv")
@@ -110,13 +131,18 @@ def test_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path):
     spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0).read_text())
     spec["data"] = [spec["data"], {"kind": "folder", "path": str(empty_folder(tmp_path))}]
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(spec))
-    result = runner.invoke(app, ["run", str(tmp_path / "two.yaml"), "--results", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, ["run", str(tmp_path / "two.yaml"), "--results", str(tmp_path / "r")]
+    )
     assert result.exit_code == 1
     assert "1 of 2 trials failed" in result.output
     statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "r").rglob("status.json")]
     assert sorted(statuses) == ["done", "failed"]
-    failed = next(p.parent for p in (tmp_path / "r").rglob("status.json")
-                  if json.loads(p.read_text())["status"] == "failed")
+    failed = next(
+        p.parent
+        for p in (tmp_path / "r").rglob("status.json")
+        if json.loads(p.read_text())["status"] == "failed"
+    )
     assert "no class folders" in json.loads((failed / "status.json").read_text())["error"]
     assert (failed / "error.txt").exists()
 
@@ -128,16 +154,24 @@ def test_locked_trial_is_left_alone(tmp_path):
         assert execute_trial(trial, tmp_path / "r").status == "locked"
 
 
-@pytest.mark.parametrize("edit, message", [
-    ({"train": {"epoch": 3}}, "train.epoch: unknown key; did you mean 'epochs'?"),
-    ({"models": ["cnn4"]}, "unknown model 'cnn4'; did you mean cnn5"),
-    ({"train": {"batch_size": "big"}}, "train.batch_size: expected an integer"),
-    ({"train": {"optimizer": "rmsprop"}}, "'rmsprop' is not one of sgd, adam, adamw"),
-    ({"data": {"kind": "imagenet"}}, "data.kind: 'imagenet' is not one of"),
-    ({"modles": ["cnn3"]}, "modles: unknown key; did you mean 'models'?"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"train": {"epoch": 3}}, "train.epoch: unknown key; did you mean 'epochs'?"),
+        ({"models": ["cnn4"]}, "unknown model 'cnn4'; did you mean cnn5"),
+        ({"train": {"batch_size": "big"}}, "train.batch_size: expected an integer"),
+        ({"train": {"optimizer": "rmsprop"}}, "'rmsprop' is not one of sgd, adam, adamw"),
+        ({"data": {"kind": "imagenet"}}, "data.kind: 'imagenet' is not one of"),
+        ({"modles": ["cnn3"]}, "modles: unknown key; did you mean 'models'?"),
+    ],
+)
 def test_bad_experiment_files_fail_in_one_line(tmp_path, edit, message):
-    spec = {"name": "bad", "data": {"kind": "synthetic"}, "models": ["cnn3"], "train": {"epochs": 1}}
+    spec = {
+        "name": "bad",
+        "data": {"kind": "synthetic"},
+        "models": ["cnn3"],
+        "train": {"epochs": 1},
+    }
     for key, value in edit.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):
             spec[key] = {**spec[key], **value}
@@ -186,8 +220,17 @@ def test_ray_executor_without_ray_says_how_to_install(tmp_path, monkeypatch):
 
 def test_missing_fer2013_fails_before_anything_runs(tmp_path):
     baseline = Path(__file__).resolve().parents[1] / "experiments" / "baseline.yaml"
-    result = runner.invoke(app, ["run", str(baseline), "--results", str(tmp_path / "r"),
-                                 "--set", f"data.path={tmp_path / 'fer2013.csv'}"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(baseline),
+            "--results",
+            str(tmp_path / "r"),
+            "--set",
+            f"data.path={tmp_path / 'fer2013.csv'}",
+        ],
+    )
     assert result.exit_code == 1
     assert "Kaggle" in result.output and "--set data.path=" in result.output
     assert not (tmp_path / "r").exists()

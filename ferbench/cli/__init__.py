@@ -1,15 +1,24 @@
 """The `ferbench` command line: one small module per command."""
+
 from __future__ import annotations
 
 import typer
 
-from ferbench.cli import (bench_cmd, compare_cmd, data_cmd, live_cmd, models_cmd, predict_cmd,
-                          register_cmd, run_cmd)
+from ferbench.cli import (
+    bench_cmd,
+    compare_cmd,
+    data_cmd,
+    live_cmd,
+    models_cmd,
+    predict_cmd,
+    register_cmd,
+    run_cmd,
+)
 
 app = typer.Typer(
     name="ferbench",
     help="Facial expression recognition: model zoo, benchmark runner, comparisons and live mode.\n\n"
-         "Start with:  ferbench run experiments/quickstart.yaml",
+    "Start with:  ferbench run experiments/quickstart.yaml",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

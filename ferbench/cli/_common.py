@@ -1,4 +1,5 @@
 """What every command shares: consoles and the one-red-line error policy."""
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,9 @@ def friendly_errors(fn: Callable) -> Callable:
         except (FerbenchError, FileNotFoundError, PermissionError) as exc:
             if os.environ.get("FERBENCH_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")

@@ -1,5 +1,6 @@
 """`ferbench bench`: training and inference speed, against the compute bound and a reference
 pipeline, plus the live loop against the reference webcam loop."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,14 +13,22 @@ from ferbench.cli._common import console, friendly_errors
 
 @friendly_errors
 def bench(
-    models: str = typer.Option("cnn5,cnn3,resnet18", "--models", help="Comma-separated model names."),
+    models: str = typer.Option(
+        "cnn5,cnn3,resnet18", "--models", help="Comma-separated model names."
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     data: str = typer.Option(None, "--data", help="Dataset path (default: synthetic faces)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Training batch size."),
     steps: int = typer.Option(10, "--steps", help="Timed training steps per measurement."),
-    no_reference: bool = typer.Option(False, "--no-reference", help="Skip the ImageFolder/PIL pipeline."),
-    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (ferbench path)."),
-    video: Path = typer.Option(None, "--video", help="Also time the live loop against the reference loop on this clip."),
+    no_reference: bool = typer.Option(
+        False, "--no-reference", help="Skip the ImageFolder/PIL pipeline."
+    ),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the model (ferbench path)."
+    ),
+    video: Path = typer.Option(
+        None, "--video", help="Also time the live loop against the reference loop on this clip."
+    ),
     checkpoint: str = typer.Option(None, "--checkpoint", help="Checkpoint for the live benchmark."),
     out: Path = typer.Option(Path("bench.csv"), "--out", help="CSV with every figure."),
 ) -> None:
@@ -40,23 +49,35 @@ def bench(
     from ferbench.fileio import write_text
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    dataset = load_dataset({"kind": "auto", "path": data} if data else
-                           {"kind": "synthetic", "n_per_class": 200})
-    config = BenchConfig(batch_size=batch_size, steps=steps, reference=not no_reference,
-                         compile=compile_model)
+    dataset = load_dataset(
+        {"kind": "auto", "path": data} if data else {"kind": "synthetic", "n_per_class": 200}
+    )
+    config = BenchConfig(
+        batch_size=batch_size, steps=steps, reference=not no_reference, compile=compile_model
+    )
     with console.status("benchmarking") as status:
         rows = bench_models(names, dataset, config, device, progress=lambda m: status.update(m))
-    table = Table(title=f"ferbench bench ({rows[0]['device'] if rows else device}, batch {batch_size})",
-                  header_style="bold")
-    columns = [("model", "model", "{}"), ("train img/s", "train_img_s", "{:,.0f}"),
-               ("bound img/s", "compute_bound_img_s", "{:,.0f}"), ("of bound", "ferbench_vs_bound", "{:.0%}"),
-               ("reference img/s", "reference_img_s", "{:,.0f}"), ("speedup", "speedup_vs_reference", "{:.2f}x"),
-               ("infer img/s", "inference_img_s", "{:,.0f}"), ("latency ms", "latency_batch1_ms", "{:.2f}"),
-               ("peak MB", "peak_memory_mb", "{:,.0f}")]
+    table = Table(
+        title=f"ferbench bench ({rows[0]['device'] if rows else device}, batch {batch_size})",
+        header_style="bold",
+    )
+    columns = [
+        ("model", "model", "{}"),
+        ("train img/s", "train_img_s", "{:,.0f}"),
+        ("bound img/s", "compute_bound_img_s", "{:,.0f}"),
+        ("of bound", "ferbench_vs_bound", "{:.0%}"),
+        ("reference img/s", "reference_img_s", "{:,.0f}"),
+        ("speedup", "speedup_vs_reference", "{:.2f}x"),
+        ("infer img/s", "inference_img_s", "{:,.0f}"),
+        ("latency ms", "latency_batch1_ms", "{:.2f}"),
+        ("peak MB", "peak_memory_mb", "{:,.0f}"),
+    ]
     for title, _, _ in columns:
         table.add_column(title, justify="left" if title == "model" else "right")
     for row in rows:
-        table.add_row(*[fmt.format(row[key]) if row[key] is not None else "-" for _, key, fmt in columns])
+        table.add_row(
+            *[fmt.format(row[key]) if row[key] is not None else "-" for _, key, fmt in columns]
+        )
     console.print(table)
     frame = pd.DataFrame(rows)
     if video is not None:
@@ -67,8 +88,13 @@ def bench(
         for column in ("loop", "frames/s", "frames with a face", "faces", "ms per face"):
             live.add_column(column, justify="left" if column == "loop" else "right")
         for r in live_rows:
-            live.add_row(r["loop"], f"{r['fps']:.1f}", f"{r['frames_with_face']}/{r['frames']}",
-                         str(r["faces"]), f"{r['classify_ms_per_face']:.2f}")
+            live.add_row(
+                r["loop"],
+                f"{r['fps']:.1f}",
+                f"{r['frames_with_face']}/{r['frames']}",
+                str(r["faces"]),
+                f"{r['classify_ms_per_face']:.2f}",
+            )
         console.print(live)
         frame = pd.concat([frame, pd.DataFrame(live_rows)], ignore_index=True)
     write_text(out, frame.to_csv(index=False))

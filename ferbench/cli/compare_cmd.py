@@ -1,4 +1,5 @@
 """`ferbench compare`: leaderboards and plots from run directories."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,11 +17,27 @@ FORMATS = {"csv", "md", "html", "png"}
 def compare(
     paths: list[Path] = typer.Argument(..., help="Results folders (nested experiments are found)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default: the first path)."),
-    metric: str = typer.Option("accuracy", "--metric", help="Sort by: accuracy, macro_f1, balanced_accuracy, latency_batch1_ms, ..."),
-    group_by: list[str] = typer.Option([], "--group-by", help="Keep only these settings apart (the rest pooled with seeds), e.g. --group-by lr."),
-    filters: list[str] = typer.Option([], "--filter", help="KEY=GLOB on settings (model=cnn*, lr=0.1) or a glob on run paths."),
-    formats: str = typer.Option("csv,md,html,png", "--format", help="Comma list of csv, md, html, png."),
-    target: float = typer.Option(None, "--target", help="Validation accuracy for time-to-target (default: each run's eval.target_acc)."),
+    metric: str = typer.Option(
+        "accuracy",
+        "--metric",
+        help="Sort by: accuracy, macro_f1, balanced_accuracy, latency_batch1_ms, ...",
+    ),
+    group_by: list[str] = typer.Option(
+        [],
+        "--group-by",
+        help="Keep only these settings apart (the rest pooled with seeds), e.g. --group-by lr.",
+    ),
+    filters: list[str] = typer.Option(
+        [], "--filter", help="KEY=GLOB on settings (model=cnn*, lr=0.1) or a glob on run paths."
+    ),
+    formats: str = typer.Option(
+        "csv,md,html,png", "--format", help="Comma list of csv, md, html, png."
+    ),
+    target: float = typer.Option(
+        None,
+        "--target",
+        help="Validation accuracy for time-to-target (default: each run's eval.target_acc).",
+    ),
 ) -> None:
     """Leaderboards, per-class views and plots from run directories.
 
@@ -31,8 +48,14 @@ def compare(
       ferbench compare results/quickstart
       ferbench compare results/ --metric macro_f1 --filter model='resnet*' --out report/
     """
-    from ferbench.report import (collect_runs, display_table, leader_is_uncertain, leaderboards,
-                                 runs_frame, write_outputs)
+    from ferbench.report import (
+        collect_runs,
+        display_table,
+        leader_is_uncertain,
+        leaderboards,
+        runs_frame,
+        write_outputs,
+    )
 
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if chosen - FORMATS:
@@ -47,13 +70,18 @@ def compare(
         shown = display_table(board)
         table = Table(title=f"{dataset}  (sorted by {metric})", header_style="bold")
         for column in shown.columns:
-            table.add_column(column, justify="left" if column in ("model", "settings", "worst class") else "right")
+            table.add_column(
+                column,
+                justify="left" if column in ("model", "settings", "worst class") else "right",
+            )
         for i, row in enumerate(shown.itertuples(index=False)):
             table.add_row(*map(str, row), style="bold green" if i == 0 else None)
         console.print(table)
         if leader_is_uncertain(board, metric):
-            console.print("[yellow]the leader's margin over the next entry is within one standard "
-                          "deviation[/]")
+            console.print(
+                "[yellow]the leader's margin over the next entry is within one standard "
+                "deviation[/]"
+            )
     problems = [r for r in runs if r.status != "done"]
     if problems:
         table = Table(title="failed or unfinished runs", header_style="bold red")

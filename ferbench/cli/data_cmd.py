@@ -1,4 +1,5 @@
 """`ferbench data info` and `ferbench data synth`."""
+
 from __future__ import annotations
 
 import time
@@ -35,8 +36,10 @@ def info(
     start = time.perf_counter()
     data = load_dataset(spec)
     seconds = time.perf_counter() - start
-    console.print(f"[bold]{escape(data.source)}[/]  {len(data):,} images of {data.size}x{data.size}, "
-                  f"loaded in {seconds:.2f} s  fingerprint {data.fingerprint()[:12]}")
+    console.print(
+        f"[bold]{escape(data.source)}[/]  {len(data):,} images of {data.size}x{data.size}, "
+        f"loaded in {seconds:.2f} s  fingerprint {data.fingerprint()[:12]}"
+    )
     for note in data.notes:
         console.print(f"[cyan]note:[/] {escape(note)}")
     counts = data.counts()
@@ -63,7 +66,9 @@ def synth(
     n_per_class: int = typer.Option(300, help="Faces per expression."),
     size: int = typer.Option(48, help="Image side in pixels."),
     seed: int = typer.Option(0, help="Same seed, same faces."),
-    fmt: str = typer.Option("folder", "--format", help="folder (train/val/test/<class>/*.png) or csv."),
+    fmt: str = typer.Option(
+        "folder", "--format", help="folder (train/val/test/<class>/*.png) or csv."
+    ),
 ) -> None:
     """Write the synthetic face set in a real format other tools read.
 

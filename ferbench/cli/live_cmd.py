@@ -1,4 +1,5 @@
 """`ferbench live`: expressions on every face of a camera or video, with frames/s."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,22 +11,47 @@ from ferbench.cli._common import console, friendly_errors
 
 @friendly_errors
 def live(
-    model: str = typer.Option(None, "--model", "-m", help="Best finished run of this model under --results."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="A best.pt / last.pt or run directory."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Best finished run of this model under --results."
+    ),
+    checkpoint: str = typer.Option(
+        None, "--checkpoint", "-c", help="A best.pt / last.pt or run directory."
+    ),
     source: str = typer.Option("0", "--source", help="Camera index (0), video file or stream URL."),
-    output: Path = typer.Option(None, "--output", "-o", help="Write every annotated frame (.mp4/.avi)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write every annotated frame (.mp4/.avi)."
+    ),
     no_window: bool = typer.Option(False, "--no-window", help="Headless: no window."),
-    log: Path = typer.Option(None, "--log", help="CSV: one row per face per frame with all probabilities."),
-    detect_every: int = typer.Option(3, "--detect-every", help="Detect faces every N frames; boxes carried between."),
-    coast: int = typer.Option(1, "--coast", help="Keep a face the detector missed for N detection rounds."),
-    smooth: float = typer.Option(0.0, "--smooth", help="0-1: smooth each face's probabilities over frames."),
+    log: Path = typer.Option(
+        None, "--log", help="CSV: one row per face per frame with all probabilities."
+    ),
+    detect_every: int = typer.Option(
+        3, "--detect-every", help="Detect faces every N frames; boxes carried between."
+    ),
+    coast: int = typer.Option(
+        1, "--coast", help="Keep a face the detector missed for N detection rounds."
+    ),
+    smooth: float = typer.Option(
+        0.0, "--smooth", help="0-1: smooth each face's probabilities over frames."
+    ),
     detector: str = typer.Option("haar", "--detector", help="haar (built in) or yunet."),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
-    margin: float = typer.Option(0.02, "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."),
-    quantize: bool = typer.Option(None, "--quantize/--no-quantize",
-                                  help="int8 dynamic quantization of the FC layers (default: on for CPU)."),
-    detect_width: int = typer.Option(800, "--detect-width", help="Detect on frames downscaled to this width (0: full)."),
-    results: Path = typer.Option(Path("results"), "--results", help="Where --model looks for runs."),
+    margin: float = typer.Option(
+        0.02,
+        "--margin",
+        help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing).",
+    ),
+    quantize: bool = typer.Option(
+        None,
+        "--quantize/--no-quantize",
+        help="int8 dynamic quantization of the FC layers (default: on for CPU).",
+    ),
+    detect_width: int = typer.Option(
+        800, "--detect-width", help="Detect on frames downscaled to this width (0: full)."
+    ),
+    results: Path = typer.Option(
+        Path("results"), "--results", help="Where --model looks for runs."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
     max_frames: int = typer.Option(None, "--max-frames", help="Stop after N frames."),
 ) -> None:
@@ -40,19 +66,35 @@ def live(
     from ferbench.vision.detect import make_detector
 
     if quantize is None:
-        quantize = device == "cpu"  # 3-4x faster cnn3/cnn5 faces; accuracy within 1 point (see notes)
+        quantize = (
+            device == "cpu"
+        )  # 3-4x faster cnn3/cnn5 faces; accuracy within 1 point (see notes)
     predictor = Predictor.from_cli(model, checkpoint, results, device, quantize)
-    console.print(f"[bold]{predictor.model_name}[/] from {predictor.path} "
-                  f"({len(predictor.class_names)} classes, {predictor.input_size}px"
-                  f"{', int8' if quantize else ''})")
-    stats = run_live(predictor, source, make_detector(detector, detector_model, detect_width=detect_width), output=output,
-                     show=not no_window, log=log, detect_every=detect_every, smooth=smooth, coast=coast,
-                     margin=margin, max_frames=max_frames)
+    console.print(
+        f"[bold]{predictor.model_name}[/] from {predictor.path} "
+        f"({len(predictor.class_names)} classes, {predictor.input_size}px"
+        f"{', int8' if quantize else ''})"
+    )
+    stats = run_live(
+        predictor,
+        source,
+        make_detector(detector, detector_model, detect_width=detect_width),
+        output=output,
+        show=not no_window,
+        log=log,
+        detect_every=detect_every,
+        smooth=smooth,
+        coast=coast,
+        margin=margin,
+        max_frames=max_frames,
+    )
     summary = stats.summary()
-    console.print(f"{summary['frames']} frames in {summary['seconds']:.1f} s: "
-                  f"[bold]{summary['fps']:.1f} frames/s[/], faces on {summary['frames_with_face']} "
-                  f"frames ({summary['faces']} faces), detection {summary['detect_ms_per_frame']} ms/frame, "
-                  f"classification {summary['classify_ms_per_face']} ms/face")
+    console.print(
+        f"{summary['frames']} frames in {summary['seconds']:.1f} s: "
+        f"[bold]{summary['fps']:.1f} frames/s[/], faces on {summary['frames_with_face']} "
+        f"frames ({summary['faces']} faces), detection {summary['detect_ms_per_frame']} ms/frame, "
+        f"classification {summary['classify_ms_per_face']} ms/face"
+    )
     if output:
         console.print(f"annotated video: {output}")
     if log:

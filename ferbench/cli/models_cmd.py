@@ -1,4 +1,5 @@
 """`ferbench models`: the zoo at a glance."""
+
 from __future__ import annotations
 
 import typer
@@ -21,14 +22,26 @@ def models(
 
     table = Table(title="ferbench models", header_style="bold")
     for column in ("model", "family", "params (M)", "MFLOPs", "input", "source", "summary"):
-        table.add_column(column, justify="right" if column in ("params (M)", "MFLOPs") else "left",
-                         no_wrap=column != "summary", overflow="fold")
+        table.add_column(
+            column,
+            justify="right" if column in ("params (M)", "MFLOPs") else "left",
+            no_wrap=column != "summary",
+            overflow="fold",
+        )
     for name in list_models(pattern):
         card = model_card(name)
         model = create_model(name, num_classes=num_classes, in_chans=card.in_chans)
         flops = count_flops(model, card.in_chans, card.input_size)
-        table.add_row(name, card.family, f"{count_parameters(model) / 1e6:.2f}", f"{flops / 1e6:,.1f}",
-                      f"{card.input_size}x{card.input_size}x{card.in_chans}", card.source, card.summary)
+        table.add_row(
+            name,
+            card.family,
+            f"{count_parameters(model) / 1e6:.2f}",
+            f"{flops / 1e6:,.1f}",
+            f"{card.input_size}x{card.input_size}x{card.in_chans}",
+            card.source,
+            card.summary,
+        )
     console.print(table)
-    console.print("[dim]Any timm architecture also works by name: timm/<name>, "
-                  "e.g. timm/efficientnet_b0.[/]")
+    console.print(
+        "[dim]Any timm architecture also works by name: timm/<name>, e.g. timm/efficientnet_b0.[/]"
+    )

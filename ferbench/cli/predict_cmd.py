@@ -1,4 +1,5 @@
 """`ferbench predict`: expressions of the faces in images or folders of images."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,28 @@ from ferbench.cli._common import console, err_console, friendly_errors
 @friendly_errors
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders."),
-    model: str = typer.Option(None, "--model", "-m", help="Best finished run of this model under --results."),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="A best.pt / last.pt or run directory."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Best finished run of this model under --results."
+    ),
+    checkpoint: str = typer.Option(
+        None, "--checkpoint", "-c", help="A best.pt / last.pt or run directory."
+    ),
     no_detect: bool = typer.Option(False, "--no-detect", help="Each image is already a face crop."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON (one entry per face) to stdout."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON (one entry per face) to stdout."
+    ),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV (one row per face) to stdout."),
-    annotate: Path = typer.Option(None, "--annotate", help="Write annotated copies into this folder."),
-    margin: float = typer.Option(0.02, "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."),
-    results: Path = typer.Option(Path("results"), "--results", help="Where --model looks for runs."),
+    annotate: Path = typer.Option(
+        None, "--annotate", help="Write annotated copies into this folder."
+    ),
+    margin: float = typer.Option(
+        0.02,
+        "--margin",
+        help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing).",
+    ),
+    results: Path = typer.Option(
+        Path("results"), "--results", help="Where --model looks for runs."
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
 ) -> None:
     """Detect faces (or take each image as a face with --no-detect) and classify them.
@@ -34,7 +49,9 @@ def predict(
     from ferbench.predictor import Predictor
 
     predictor = Predictor.from_cli(model, checkpoint, results, device)
-    rows, skipped = predict_images(predictor, paths, detect=not no_detect, margin=margin, annotate=annotate)
+    rows, skipped = predict_images(
+        predictor, paths, detect=not no_detect, margin=margin, annotate=annotate
+    )
     for path, reason in skipped:
         err_console.print(f"[yellow]skipped[/] {path}: {reason}")
     if as_json:
@@ -44,16 +61,31 @@ def predict(
         import csv
 
         writer = csv.writer(sys.stdout)
-        writer.writerow(["file", "x", "y", "w", "h", "label", "probability", *predictor.class_names])
+        writer.writerow(
+            ["file", "x", "y", "w", "h", "label", "probability", *predictor.class_names]
+        )
         for r in rows:
-            writer.writerow([r["file"], *(r["box"] or [""] * 4), r["label"], f"{r['probability']:.4f}",
-                             *[f"{r['probabilities'][c]:.4f}" for c in predictor.class_names]])
+            writer.writerow(
+                [
+                    r["file"],
+                    *(r["box"] or [""] * 4),
+                    r["label"],
+                    f"{r['probability']:.4f}",
+                    *[f"{r['probabilities'][c]:.4f}" for c in predictor.class_names],
+                ]
+            )
         return
     table = Table(title=f"{predictor.model_name}: {len(rows)} faces", header_style="bold")
     for column in ("file", "box", "label", "prob", *predictor.class_names):
-        table.add_column(column, justify="right" if column not in ("file", "label", "box") else "left")
+        table.add_column(
+            column, justify="right" if column not in ("file", "label", "box") else "left"
+        )
     for r in rows:
-        table.add_row(Path(r["file"]).name, ",".join(map(str, r["box"])) if r["box"] else "whole",
-                      r["label"], f"{r['probability']:.2f}",
-                      *[f"{r['probabilities'][c]:.2f}" for c in predictor.class_names])
+        table.add_row(
+            Path(r["file"]).name,
+            ",".join(map(str, r["box"])) if r["box"] else "whole",
+            r["label"],
+            f"{r['probability']:.2f}",
+            *[f"{r['probabilities'][c]:.2f}" for c in predictor.class_names],
+        )
     console.print(table)

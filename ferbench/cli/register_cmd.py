@@ -1,4 +1,5 @@
 """`ferbench register` / `unregister`: add your own model to the zoo."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,10 @@ def register(
     from ferbench.models.plugins import register_file, registry_dir
 
     for entry in register_file(file, force=force):
-        console.print(f"[green]registered[/] {entry['name']} ({entry['parameters']:,} parameters) "
-                      f"-> {registry_dir() / entry['file']}")
+        console.print(
+            f"[green]registered[/] {entry['name']} ({entry['parameters']:,} parameters) "
+            f"-> {registry_dir() / entry['file']}"
+        )
 
 
 @friendly_errors

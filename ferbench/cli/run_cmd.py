@@ -1,4 +1,5 @@
 """`ferbench run`: train and evaluate every trial of an experiment grid."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,14 +14,21 @@ from ferbench.cli._common import console, err_console, friendly_errors
 @friendly_errors
 def run(
     file: Path = typer.Argument(..., help="Experiment YAML, e.g. experiments/quickstart.yaml."),
-    results: Path = typer.Option(Path("results"), "--results", "-r", help="Where run directories go."),
-    overrides: list[str] = typer.Option([], "--set", "-s",
-                                        help="Override a setting: --set train.epochs=1 (repeatable)."),
+    results: Path = typer.Option(
+        Path("results"), "--results", "-r", help="Where run directories go."
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", "-s", help="Override a setting: --set train.epochs=1 (repeatable)."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded trials and stop."),
     fresh: bool = typer.Option(False, "--fresh", help="Redo finished trials from scratch."),
-    device: str = typer.Option("auto", "--device", "-d", help="auto (cuda, mps, cpu), cpu, cuda, mps."),
+    device: str = typer.Option(
+        "auto", "--device", "-d", help="auto (cuda, mps, cpu), cpu, cuda, mps."
+    ),
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="Trials in parallel processes (local executor)."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", help="Trials in parallel processes (local executor)."
+    ),
     executor: str = typer.Option("local", "--executor", help="local or ray."),
     address: str = typer.Option(None, "--address", help="Ray cluster: auto or ray://host:port."),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="Ray: GPUs per trial."),
@@ -54,31 +62,57 @@ def run(
         for trial in trials:
             data = trial.data.get("path") or trial.data["kind"]
             classes = ",".join(trial.data.get("classes") or []) or "all"
-            settings = " ".join(f"{k}={v}" for k, v in trial.train.items()
-                                if k in ("epochs", "batch_size", "optimizer", "lr", "scheduler", "seed"))
-            table.add_row(f"{trial.experiment}/{trial.name}", trial.model["name"],
-                          str(trial.model["input_size"]), classes, str(data), settings)
+            settings = " ".join(
+                f"{k}={v}"
+                for k, v in trial.train.items()
+                if k in ("epochs", "batch_size", "optimizer", "lr", "scheduler", "seed")
+            )
+            table.add_row(
+                f"{trial.experiment}/{trial.name}",
+                trial.model["name"],
+                str(trial.model["input_size"]),
+                classes,
+                str(data),
+                settings,
+            )
         console.print(table)
         return
-    outcomes = run_grid(trials, results, device=device, fresh=fresh, jobs=jobs, executor=executor,
-                        address=address, gpus_per_trial=gpus_per_trial, cpus_per_trial=cpus_per_trial,
-                        console=console)
+    outcomes = run_grid(
+        trials,
+        results,
+        device=device,
+        fresh=fresh,
+        jobs=jobs,
+        executor=executor,
+        address=address,
+        gpus_per_trial=gpus_per_trial,
+        cpus_per_trial=cpus_per_trial,
+        console=console,
+    )
     print_summary(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
-        err_console.print(f"[bold red]{len(failed)} of {len(outcomes)} trials failed[/] "
-                          "(see error.txt in each run directory)")
+        err_console.print(
+            f"[bold red]{len(failed)} of {len(outcomes)} trials failed[/] "
+            "(see error.txt in each run directory)"
+        )
         raise typer.Exit(1)
 
 
 def print_summary(outcomes) -> None:
     table = Table(title="summary", header_style="bold")
     for column in ("trial", "status", "best val acc", "test acc", "seconds", "note"):
-        table.add_column(column, justify="right" if column in ("best val acc", "test acc", "seconds") else "left")
+        table.add_column(
+            column, justify="right" if column in ("best val acc", "test acc", "seconds") else "left"
+        )
     colours = {"done": "green", "skipped": "dim", "failed": "red", "locked": "yellow"}
     for o in outcomes:
-        table.add_row(o.name, f"[{colours.get(o.status, 'white')}]{o.status}[/]",
-                      f"{o.val_acc:.3f}" if o.val_acc is not None else "-",
-                      f"{o.test_acc:.3f}" if o.test_acc is not None else "-",
-                      f"{o.seconds:.1f}", escape(o.error))
+        table.add_row(
+            o.name,
+            f"[{colours.get(o.status, 'white')}]{o.status}[/]",
+            f"{o.val_acc:.3f}" if o.val_acc is not None else "-",
+            f"{o.test_acc:.3f}" if o.test_acc is not None else "-",
+            f"{o.seconds:.1f}",
+            escape(o.error),
+        )
     console.print(table)

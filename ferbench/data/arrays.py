@@ -1,4 +1,5 @@
 """FaceArrays: the one in-memory dataset every reader produces and every trainer consumes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ class FaceArrays:
     splits: np.ndarray
     class_names: list[str]
     source: str = ""
-    notes: list[str] = field(default_factory=list)       # e.g. "val carved from train (10%)"
+    notes: list[str] = field(default_factory=list)  # e.g. "val carved from train (10%)"
     problems: dict[str, object] = field(default_factory=dict)  # skipped rows, corrupt files, ...
 
     def __post_init__(self) -> None:
@@ -52,8 +53,15 @@ class FaceArrays:
         return digest.hexdigest()
 
     def subset(self, mask: np.ndarray) -> "FaceArrays":
-        return FaceArrays(self.images[mask], self.labels[mask], self.splits[mask],
-                          list(self.class_names), self.source, list(self.notes), dict(self.problems))
+        return FaceArrays(
+            self.images[mask],
+            self.labels[mask],
+            self.splits[mask],
+            list(self.class_names),
+            self.source,
+            list(self.notes),
+            dict(self.problems),
+        )
 
 
 def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -4,6 +4,7 @@ Random crop with padding, flip, rotation and scale are folded into one affine tr
 and applied to the whole batch with a single ``grid_sample``; random erasing is a broadcast mask.
 No per-image Python, no PIL.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,9 +13,15 @@ import torch
 import torch.nn.functional as F
 
 
-def augment_batch(x: torch.Tensor, crop_padding: int = 0, flip: bool = False, rotate: float = 0.0,
-                  scale: float = 0.0, erase: float = 0.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor,
+    crop_padding: int = 0,
+    flip: bool = False,
+    rotate: float = 0.0,
+    scale: float = 0.0,
+    erase: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Augment a float batch N×C×H×W in place of the reference per-image transforms."""
     n, _, h, w = x.shape
     dev = x.device
@@ -30,10 +37,13 @@ def augment_batch(x: torch.Tensor, crop_padding: int = 0, flip: bool = False, ro
         shift_x = torch.floor(rand(n) * (2 * crop_padding + 1)) - crop_padding
         shift_y = torch.floor(rand(n) * (2 * crop_padding + 1)) - crop_padding
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([
-            torch.stack([cos * mirror, -sin, shift_x * 2 / w], 1),
-            torch.stack([sin * mirror, cos, shift_y * 2 / h], 1),
-        ], 1).to(x.dtype)
+        theta = torch.stack(
+            [
+                torch.stack([cos * mirror, -sin, shift_x * 2 / w], 1),
+                torch.stack([sin * mirror, cos, shift_y * 2 / h], 1),
+            ],
+            1,
+        ).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if erase > 0:
@@ -52,8 +62,12 @@ def random_erase(x: torch.Tensor, probability: float, rand) -> torch.Tensor:
     left = rand(n) * (w - ew)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
-              & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
+    inside = (
+        (rows >= top.view(n, 1, 1))
+        & (rows < (top + eh).view(n, 1, 1))
+        & (cols >= left.view(n, 1, 1))
+        & (cols < (left + ew).view(n, 1, 1))
+    )
     chosen = (rand(n) < probability).view(n, 1, 1)
     return x.masked_fill((inside & chosen).unsqueeze(1), 0.0)
 

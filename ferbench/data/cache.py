@@ -4,6 +4,7 @@ Entries are keyed on the source path, the size and mtime of every file under it,
 options and a format version; they are written to a temporary file and renamed into place, so two
 processes filling the cache at once both end with a complete entry.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,13 +45,15 @@ def source_signature(path: Path | None) -> list:
 
 
 def cache_key(paths: list[Path | None], options: dict) -> str:
-    payload = json.dumps([CACHE_VERSION, [source_signature(p) for p in paths], options],
-                         sort_keys=True, default=str)
+    payload = json.dumps(
+        [CACHE_VERSION, [source_signature(p) for p in paths], options], sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def cached(paths: list[Path | None], options: dict, build: Callable[[], FaceArrays],
-           enabled: bool = True) -> FaceArrays:
+def cached(
+    paths: list[Path | None], options: dict, build: Callable[[], FaceArrays], enabled: bool = True
+) -> FaceArrays:
     """Return the cached arrays for these sources and options, building them on a miss."""
     if not enabled:
         return build()
@@ -69,16 +72,32 @@ def cached(paths: list[Path | None], options: dict, build: Callable[[], FaceArra
 
 
 def _save(file: Path, data: FaceArrays) -> None:
-    meta = {"class_names": data.class_names, "source": data.source, "notes": data.notes,
-            "problems": data.problems}
+    meta = {
+        "class_names": data.class_names,
+        "source": data.source,
+        "notes": data.notes,
+        "problems": data.problems,
+    }
     with atomic_path(file) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, images=data.images, labels=data.labels, splits=data.splits,
-                     meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+            np.savez(
+                handle,
+                images=data.images,
+                labels=data.labels,
+                splits=data.splits,
+                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            )
 
 
 def _load(file: Path) -> FaceArrays:
     with np.load(file) as entry:
         meta = json.loads(entry["meta"].tobytes().decode())
-        return FaceArrays(entry["images"], entry["labels"], entry["splits"], meta["class_names"],
-                          meta["source"], meta["notes"], meta["problems"])
+        return FaceArrays(
+            entry["images"],
+            entry["labels"],
+            entry["splits"],
+            meta["class_names"],
+            meta["source"],
+            meta["notes"],
+            meta["problems"],
+        )

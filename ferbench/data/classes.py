@@ -1,4 +1,5 @@
 """Class sets: select, reorder, drop or merge classes of a loaded dataset."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,15 @@ from ferbench.errors import FerbenchError
 FER2013_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 # Common spellings users write for the same expression (FER+ uses nouns).
-ALIASES = {"anger": "angry", "happiness": "happy", "sadness": "sad", "surprised": "surprise",
-           "fearful": "fear", "disgusted": "disgust", "contemptuous": "contempt"}
+ALIASES = {
+    "anger": "angry",
+    "happiness": "happy",
+    "sadness": "sad",
+    "surprised": "surprise",
+    "fearful": "fear",
+    "disgusted": "disgust",
+    "contemptuous": "contempt",
+}
 
 
 def canonical(name: str) -> str:
@@ -21,11 +29,17 @@ def canonical(name: str) -> str:
 def _check_known(names, known: list[str], what: str) -> None:
     for name in names:
         if name not in known:
-            raise FerbenchError(f"unknown class '{name}' in {what}; known classes: {', '.join(known)}")
+            raise FerbenchError(
+                f"unknown class '{name}' in {what}; known classes: {', '.join(known)}"
+            )
 
 
-def apply_class_set(data: FaceArrays, classes: list[str] | None = None,
-                    merge: dict[str, str] | None = None, drop: list[str] | None = None) -> FaceArrays:
+def apply_class_set(
+    data: FaceArrays,
+    classes: list[str] | None = None,
+    merge: dict[str, str] | None = None,
+    drop: list[str] | None = None,
+) -> FaceArrays:
     """Merge first (``{disgust: angry}``), then drop, then select and order with ``classes``."""
     if not (classes or merge or drop):
         return data
@@ -41,7 +55,9 @@ def apply_class_set(data: FaceArrays, classes: list[str] | None = None,
         classes = [canonical(c) for c in classes]
         _check_known(classes, survivors, "classes")
         survivors = classes
-    lookup = np.array([survivors.index(n) if n in survivors and n not in drop else -1 for n in names])
+    lookup = np.array(
+        [survivors.index(n) if n in survivors and n not in drop else -1 for n in names]
+    )
     new_labels = lookup[data.labels]
     keep = new_labels >= 0
     out = data.subset(keep)

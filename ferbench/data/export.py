@@ -1,4 +1,5 @@
 """Write FaceArrays in the formats users exchange: FER2013 CSV and class folders."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def write_csv(data: FaceArrays, path: Path) -> Path:
         raise FerbenchError("the FER2013 CSV format only holds FER2013's seven classes")
     emotion = [FER2013_CLASSES.index(data.class_names[label]) for label in data.labels]
     pixels = [" ".join(map(str, image.ravel().tolist())) for image in data.images]
-    frame = pd.DataFrame({"emotion": emotion, "pixels": pixels,
-                          "Usage": [USAGE[s] for s in data.splits]})
+    frame = pd.DataFrame(
+        {"emotion": emotion, "pixels": pixels, "Usage": [USAGE[s] for s in data.splits]}
+    )
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, compression="gzip" if path.suffix == ".gz" else None)
     return path

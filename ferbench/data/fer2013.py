@@ -1,4 +1,5 @@
 """FER2013 in its two wild forms: the CSV (emotion,pixels,Usage) and the Kaggle image folders."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,9 +14,11 @@ from ferbench.errors import FerbenchError
 
 USAGE_TO_SPLIT = {"training": 0, "publictest": 1, "privatetest": 2}
 PREFIX_TO_SPLIT = {"training_": 0, "publictest_": 1, "privatetest_": 2}
-WHERE_TO_GET = ("FER2013 is on Kaggle (https://www.kaggle.com/datasets/msambare/fer2013 for the "
-                "folders, or the 'challenges-in-representation-learning' competition for "
-                "fer2013.csv)")
+WHERE_TO_GET = (
+    "FER2013 is on Kaggle (https://www.kaggle.com/datasets/msambare/fer2013 for the "
+    "folders, or the 'challenges-in-representation-learning' competition for "
+    "fer2013.csv)"
+)
 SHOW_LINES = 5
 
 
@@ -28,8 +31,10 @@ def read_csv_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in ("emotion", "pixels") if c not in frame.columns]
     if missing:
-        raise FerbenchError(f"{path}: missing column(s) {', '.join(missing)}; a FER2013 CSV has "
-                            f"emotion,pixels,Usage (found: {', '.join(frame.columns)})")
+        raise FerbenchError(
+            f"{path}: missing column(s) {', '.join(missing)}; a FER2013 CSV has "
+            f"emotion,pixels,Usage (found: {', '.join(frame.columns)})"
+        )
     pixels = frame["pixels"].str.strip()
     counts = pixels.str.count(" ").to_numpy() + 1
     counts[pixels.str.len().to_numpy() == 0] = 0
@@ -42,7 +47,9 @@ def read_csv_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     common = np.bincount(side[side > 0]).argmax() if (side > 0).any() else 48
     bad = {
         "pixel count not a square": (side * side != counts) | (counts == 0),
-        f"size differs from {common}x{common}": (side * side == counts) & (side != common) & (counts > 0),
+        f"size differs from {common}x{common}": (side * side == counts)
+        & (side != common)
+        & (counts > 0),
         "label out of range 0-6": ~np.isin(labels, np.arange(7)),
         "unknown Usage": pd.isna(splits),
     }
@@ -52,14 +59,20 @@ def read_csv_rows(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
         flat = np.fromstring(" ".join(pixels.iloc[rows].tolist()), dtype=np.int32, sep=" ")
     except ValueError:  # a non-numeric token somewhere: find the rows one by one
         flat = np.zeros(0, np.int32)
-    if flat.size != len(rows) * common * common or (flat.size and (flat.min() < 0 or flat.max() > 255)):
-        flat, rows, bad["pixel values not integers 0-255"] = _parse_rows_one_by_one(pixels, rows, common)
+    if flat.size != len(rows) * common * common or (
+        flat.size and (flat.min() < 0 or flat.max() > 255)
+    ):
+        flat, rows, bad["pixel values not integers 0-255"] = _parse_rows_one_by_one(
+            pixels, rows, common
+        )
     problems = {}
     for reason, mask in bad.items():
         lines = np.flatnonzero(mask) + 2  # 1-based, after the header line
         if len(lines):
-            problems[f"rows skipped: {reason}"] = {"count": int(len(lines)),
-                                                   "lines": lines[:SHOW_LINES].tolist()}
+            problems[f"rows skipped: {reason}"] = {
+                "count": int(len(lines)),
+                "lines": lines[:SHOW_LINES].tolist(),
+            }
     images = flat.reshape(-1, common, common).astype(np.uint8)
     return images, labels[rows].astype(np.int64), splits[rows].astype(np.int8), rows, problems
 
@@ -84,8 +97,14 @@ def _parse_rows_one_by_one(pixels: pd.Series, rows: np.ndarray, side: int):
 
 def read_csv(path: Path) -> FaceArrays:
     images, labels, splits, _, problems = read_csv_rows(path)
-    return FaceArrays(images, labels, splits, list(FER2013_CLASSES), source=f"fer2013 csv {path}",
-                      problems=problems)
+    return FaceArrays(
+        images,
+        labels,
+        splits,
+        list(FER2013_CLASSES),
+        source=f"fer2013 csv {path}",
+        problems=problems,
+    )
 
 
 def is_fer2013_csv(path: Path) -> bool:
@@ -99,8 +118,13 @@ def is_fer2013_csv(path: Path) -> bool:
     return {"emotion", "pixels"} <= {c.strip() for c in header}
 
 
-def read_folders(root: Path, size: int | None, val_fraction: float = 0.1, seed: int = 0,
-                 class_names: list[str] | None = None) -> FaceArrays:
+def read_folders(
+    root: Path,
+    size: int | None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    class_names: list[str] | None = None,
+) -> FaceArrays:
     """Read ``train/<class>/`` and ``test/<class>/`` (plus ``val/`` when present).
 
     The official split is restored from ``Training_/PublicTest_/PrivateTest_`` file-name prefixes;
@@ -109,10 +133,13 @@ def read_folders(root: Path, size: int | None, val_fraction: float = 0.1, seed: 
     split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
     if "train" not in split_dirs:
         raise FerbenchError(f"{root}: expected a train/ folder with one sub-folder per class")
-    found = sorted({canonical(d.name) for p in split_dirs.values() for d in p.iterdir() if d.is_dir()})
+    found = sorted(
+        {canonical(d.name) for p in split_dirs.values() for d in p.iterdir() if d.is_dir()}
+    )
     if class_names is None:
-        class_names = [c for c in FER2013_CLASSES if c in found] + [c for c in found
-                                                                    if c not in FER2013_CLASSES]
+        class_names = [c for c in FER2013_CLASSES if c in found] + [
+            c for c in found if c not in FER2013_CLASSES
+        ]
     files, labels, splits, problems = [], [], [], {}
     empty = []
     for split_name, folder in split_dirs.items():
@@ -132,11 +159,14 @@ def read_folders(root: Path, size: int | None, val_fraction: float = 0.1, seed: 
     images, ok, corrupt = read_gray_batch(files, size)
     if corrupt:
         problems["files skipped: unreadable or corrupt"] = {
-            "count": len(corrupt), "files": [str(f) for f in corrupt[:SHOW_LINES]]}
+            "count": len(corrupt),
+            "files": [str(f) for f in corrupt[:SHOW_LINES]],
+        }
     labels = np.asarray(labels)[ok]
     splits = np.asarray(splits, dtype=np.int8)[ok]
-    data = FaceArrays(images, labels, splits, class_names, source=f"image folders {root}",
-                      problems=problems)
+    data = FaceArrays(
+        images, labels, splits, class_names, source=f"image folders {root}", problems=problems
+    )
     if not (splits == 1).any():
         carve_validation(data, val_fraction, seed)
     return data
@@ -149,5 +179,7 @@ def carve_validation(data: FaceArrays, fraction: float, seed: int) -> None:
         return
     picked = stratified_fraction(data.labels[train_idx], fraction, seed)
     data.splits[train_idx[picked]] = 1
-    data.notes.append(f"no validation split found: carved a stratified {fraction:.0%} of train "
-                      f"(seed {seed}, {int(picked.sum())} images)")
+    data.notes.append(
+        f"no validation split found: carved a stratified {fraction:.0%} of train "
+        f"(seed {seed}, {int(picked.sum())} images)"
+    )

@@ -1,4 +1,5 @@
 """FER+: Microsoft's ten-annotator relabelling of FER2013, applied row by row to the CSV."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,16 @@ from ferbench.data.arrays import FaceArrays
 from ferbench.data.fer2013 import read_csv_rows
 from ferbench.errors import FerbenchError
 
-VOTE_COLUMNS = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"]
+VOTE_COLUMNS = [
+    "neutral",
+    "happiness",
+    "surprise",
+    "sadness",
+    "anger",
+    "disgust",
+    "fear",
+    "contempt",
+]
 CLASS_NAMES = ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"]
 
 
@@ -30,8 +40,10 @@ def out_of_sequence_rows(names: pd.Series) -> np.ndarray:
 def read_ferplus(csv_path: Path, votes_path: Path, include_contempt: bool = True) -> FaceArrays:
     """Majority protocol: drop dropped images and those whose top vote is unknown or NF."""
     if not votes_path.is_file():
-        raise FerbenchError(f"FER+ vote file not found: {votes_path} (fer2013new.csv from "
-                            "https://github.com/microsoft/FERPlus)")
+        raise FerbenchError(
+            f"FER+ vote file not found: {votes_path} (fer2013new.csv from "
+            "https://github.com/microsoft/FERPlus)"
+        )
     votes = pd.read_csv(votes_path)
     votes.columns = [c.strip() for c in votes.columns]
     missing = [c for c in VOTE_COLUMNS + ["unknown", "NF", "Image name"] if c not in votes.columns]
@@ -39,8 +51,10 @@ def read_ferplus(csv_path: Path, votes_path: Path, include_contempt: bool = True
         raise FerbenchError(f"{votes_path}: missing column(s) {', '.join(missing)}")
     images, _, splits, rows, problems = read_csv_rows(csv_path)
     if len(votes) < rows.max(initial=-1) + 1:
-        raise FerbenchError(f"{votes_path} has {len(votes)} rows but {csv_path} has more; "
-                            "FER+ must line up row by row with fer2013.csv")
+        raise FerbenchError(
+            f"{votes_path} has {len(votes)} rows but {csv_path} has more; "
+            "FER+ must line up row by row with fer2013.csv"
+        )
     table = votes[VOTE_COLUMNS + ["unknown", "NF"]].to_numpy()[rows]
     names = votes["Image name"].iloc[rows].reset_index(drop=True)
     top = table.argmax(axis=1)
@@ -52,10 +66,18 @@ def read_ferplus(csv_path: Path, votes_path: Path, include_contempt: bool = True
     if not include_contempt:
         keep &= top != VOTE_COLUMNS.index("contempt")
         class_names = class_names[:-1]
-    problems.update({
-        "images without a FER+ label": int(dropped_by_ferplus.sum()),
-        "top vote unknown or not a face": int((not_an_emotion & ~dropped_by_ferplus).sum()),
-        "repeated image names with another image's votes": int(repeated.sum()),
-    })
-    return FaceArrays(images[keep], top[keep], splits[keep], class_names,
-                      source=f"fer+ majority {votes_path} on {csv_path}", problems=problems)
+    problems.update(
+        {
+            "images without a FER+ label": int(dropped_by_ferplus.sum()),
+            "top vote unknown or not a face": int((not_an_emotion & ~dropped_by_ferplus).sum()),
+            "repeated image names with another image's votes": int(repeated.sum()),
+        }
+    )
+    return FaceArrays(
+        images[keep],
+        top[keep],
+        splits[keep],
+        class_names,
+        source=f"fer+ majority {votes_path} on {csv_path}",
+        problems=problems,
+    )

@@ -1,4 +1,5 @@
 """Any folder of labelled faces: ``<root>/<class>/*`` or ``<root>/{train,val,test}/<class>/*``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,15 +17,18 @@ def has_split_folders(root: Path) -> bool:
     return (root / "train").is_dir()
 
 
-def read_class_folders(root: Path, size: int, val_fraction: float = 0.1,
-                       test_fraction: float = 0.1, seed: int = 0) -> FaceArrays:
+def read_class_folders(
+    root: Path, size: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> FaceArrays:
     """Read a labelled face folder; without split folders carve stratified val and test splits."""
     if has_split_folders(root):
         return read_folders(root, size, val_fraction, seed)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
-        raise FerbenchError(f"{root}: no class folders found (expected <root>/<class>/*.png or "
-                            "<root>/train/<class>/...)")
+        raise FerbenchError(
+            f"{root}: no class folders found (expected <root>/<class>/*.png or "
+            "<root>/train/<class>/...)"
+        )
     class_names = [canonical(d.name) for d in class_dirs]
     files, labels, empty = [], [], []
     for label, class_dir in enumerate(class_dirs):
@@ -39,15 +43,19 @@ def read_class_folders(root: Path, size: int, val_fraction: float = 0.1,
         problems["empty class folders"] = {"count": len(empty), "folders": empty}
     if corrupt:
         problems["files skipped: unreadable or corrupt"] = {
-            "count": len(corrupt), "files": [str(f) for f in corrupt[:SHOW_LINES]]}
+            "count": len(corrupt),
+            "files": [str(f) for f in corrupt[:SHOW_LINES]],
+        }
     labels = np.asarray(labels, dtype=np.int64)[ok]
     splits = np.zeros(len(labels), dtype=np.int8)
-    data = FaceArrays(images, labels, splits, class_names, source=f"face folders {root}",
-                      problems=problems)
+    data = FaceArrays(
+        images, labels, splits, class_names, source=f"face folders {root}", problems=problems
+    )
     if test_fraction > 0 and len(labels) > 2:
         test = stratified_fraction(labels, test_fraction, seed + 1)
         data.splits[test] = 2
-        data.notes.append(f"no split folders: carved a stratified {test_fraction:.0%} test split "
-                          f"(seed {seed})")
+        data.notes.append(
+            f"no split folders: carved a stratified {test_fraction:.0%} test split (seed {seed})"
+        )
     carve_validation(data, val_fraction, seed)
     return data

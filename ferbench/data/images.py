@@ -1,4 +1,5 @@
 """Image files: listing, parallel decoding to grayscale, resizing."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     if gray.shape == (size, size):
         return gray
     shrinking = gray.shape[0] > size or gray.shape[1] > size
-    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return cv2.resize(
+        gray, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
 
 
 def _read_one(path: Path, size: int | None) -> np.ndarray | None:
@@ -41,7 +44,9 @@ def _read_one(path: Path, size: int | None) -> np.ndarray | None:
     return resize_square(gray, size) if size else gray
 
 
-def read_gray_batch(files: list[Path], size: int | None) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+def read_gray_batch(
+    files: list[Path], size: int | None
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """Decode files in threads (OpenCV releases the GIL); return images, kept mask, corrupt files.
 
     Without `size`, every image must share the first readable image's size.

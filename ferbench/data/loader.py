@@ -1,4 +1,5 @@
 """From a dataset spec (``{kind: fer2013, path: ..., classes: [...], size: 48}``) to FaceArrays."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -14,9 +15,11 @@ from ferbench.data.images import resize_square
 from ferbench.errors import FerbenchError
 
 DATA_KINDS = ("auto", "fer2013", "ferplus", "folder", "synthetic")
-ACCEPTED = ("a FER2013 CSV (emotion,pixels,Usage; .csv or .csv.gz), FER2013 folders "
-            "(train/<class>/, test/<class>/), a labelled face folder (<root>/<class>/*), "
-            "or kind: synthetic")
+ACCEPTED = (
+    "a FER2013 CSV (emotion,pixels,Usage; .csv or .csv.gz), FER2013 folders "
+    "(train/<class>/, test/<class>/), a labelled face folder (<root>/<class>/*), "
+    "or kind: synthetic"
+)
 
 
 @dataclass
@@ -25,16 +28,16 @@ class DataSpec:
 
     kind: str = "synthetic"
     path: str | None = None
-    labels: str | None = None          # FER+ vote file (fer2013new.csv)
-    contempt: bool = True              # FER+: keep the 8th class
-    classes: list[str] | None = None   # select and order classes
+    labels: str | None = None  # FER+ vote file (fer2013new.csv)
+    contempt: bool = True  # FER+: keep the 8th class
+    classes: list[str] | None = None  # select and order classes
     merge: dict[str, str] | None = None
     drop: list[str] | None = None
-    size: int | None = None            # resize faces to size×size (default: the model's input)
-    val_fraction: float = 0.1          # carved from train when the source has no validation split
-    fraction: float = 1.0              # stratified subsample of every split, for quick checks
-    seed: int = 0                      # data seed: synthetic faces, carved splits, subsamples
-    n_per_class: int = 300             # synthetic only
+    size: int | None = None  # resize faces to size×size (default: the model's input)
+    val_fraction: float = 0.1  # carved from train when the source has no validation split
+    fraction: float = 1.0  # stratified subsample of every split, for quick checks
+    seed: int = 0  # data seed: synthetic faces, carved splits, subsamples
+    n_per_class: int = 300  # synthetic only
     cache: bool = True
 
     def to_dict(self) -> dict:
@@ -45,8 +48,9 @@ def detect_kind(path: Path) -> str:
     if path.is_file():
         if fer2013.is_fer2013_csv(path):
             return "fer2013"
-        raise FerbenchError(f"{path}: not a FER2013 CSV (needs columns emotion,pixels); "
-                            f"ferbench reads {ACCEPTED}")
+        raise FerbenchError(
+            f"{path}: not a FER2013 CSV (needs columns emotion,pixels); ferbench reads {ACCEPTED}"
+        )
     for name in ("fer2013.csv", "fer2013.csv.gz"):
         if (path / name).is_file():
             return "fer2013"
@@ -61,9 +65,11 @@ def resolve_source(path: str | None, base_dir: Path | None = None) -> Path:
         if (base_dir / candidate).exists():
             candidate = base_dir / candidate
     if not candidate.exists():
-        raise FerbenchError(f"data not found: {path}. ferbench reads {ACCEPTED}. "
-                            f"{fer2013.WHERE_TO_GET}; point the experiment at it with "
-                            f"--set data.path=/path/to/fer2013.csv")
+        raise FerbenchError(
+            f"data not found: {path}. ferbench reads {ACCEPTED}. "
+            f"{fer2013.WHERE_TO_GET}; point the experiment at it with "
+            f"--set data.path=/path/to/fer2013.csv"
+        )
     return candidate
 
 
@@ -72,30 +78,48 @@ def _read_raw(spec: DataSpec, base_dir: Path | None) -> FaceArrays:
     kind = spec.kind
     if kind == "synthetic":
         size = spec.size or 48
-        options = {"kind": "synthetic", "n": spec.n_per_class, "size": size, "seed": spec.seed,
-                   "version": 1}
-        return cached([], options, lambda: synthetic.make_synthetic(spec.n_per_class, size, spec.seed),
-                      spec.cache)
+        options = {
+            "kind": "synthetic",
+            "n": spec.n_per_class,
+            "size": size,
+            "seed": spec.seed,
+            "version": 1,
+        }
+        return cached(
+            [],
+            options,
+            lambda: synthetic.make_synthetic(spec.n_per_class, size, spec.seed),
+            spec.cache,
+        )
     path = resolve_source(spec.path, base_dir)
     if kind == "auto":
         kind = detect_kind(path)
     if kind in ("fer2013", "ferplus") and path.is_dir():
-        csv = next((path / n for n in ("fer2013.csv", "fer2013.csv.gz") if (path / n).is_file()), None)
+        csv = next(
+            (path / n for n in ("fer2013.csv", "fer2013.csv.gz") if (path / n).is_file()), None
+        )
         if kind == "ferplus" and csv is None:
             raise FerbenchError(f"{path}: FER+ needs fer2013.csv (the votes apply row by row)")
         path = csv or path
     if kind == "ferplus":
         votes = resolve_source(spec.labels or str(path.parent / "fer2013new.csv"), base_dir)
         options = {"kind": "ferplus", "contempt": spec.contempt}
-        return cached([path, votes], options,
-                      lambda: ferplus.read_ferplus(path, votes, spec.contempt), spec.cache)
+        return cached(
+            [path, votes],
+            options,
+            lambda: ferplus.read_ferplus(path, votes, spec.contempt),
+            spec.cache,
+        )
     if kind == "fer2013" and path.is_file():
         return cached([path], {"kind": "fer2013-csv"}, lambda: fer2013.read_csv(path), spec.cache)
     if kind in ("fer2013", "folder"):
         options = {"kind": "folder", "size": spec.size, "val": spec.val_fraction, "seed": spec.seed}
-        return cached([path], options,
-                      lambda: folder.read_class_folders(path, spec.size, spec.val_fraction,
-                                                        seed=spec.seed), spec.cache)
+        return cached(
+            [path],
+            options,
+            lambda: folder.read_class_folders(path, spec.size, spec.val_fraction, seed=spec.seed),
+            spec.cache,
+        )
     raise FerbenchError(f"unknown data kind '{kind}'; choose one of {', '.join(DATA_KINDS)}")
 
 

@@ -1,4 +1,5 @@
 """Data problems FER2013 is known for: near-blank images and pixel-identical duplicates."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,18 +25,23 @@ def duplicate_report(data: FaceArrays) -> dict:
     splits = [set(data.splits[g].tolist()) for g in multi]
     leaking = sum(1 for s in splits if 0 in s and len(s) > 1)  # train images seen again at eval
     conflict = sum(1 for g in multi if len(set(data.labels[g].tolist())) > 1)
-    return {"duplicate groups": len(multi), "images in them": sum(len(g) for g in multi),
-            "groups shared by train and val/test": leaking,
-            "groups spanning any splits": sum(1 for s in splits if len(s) > 1),
-            "groups with conflicting labels": conflict}
+    return {
+        "duplicate groups": len(multi),
+        "images in them": sum(len(g) for g in multi),
+        "groups shared by train and val/test": leaking,
+        "groups spanning any splits": sum(1 for s in splits if len(s) > 1),
+        "groups with conflicting labels": conflict,
+    }
 
 
 def summarize_problems(data: FaceArrays) -> dict:
     problems = dict(data.problems)
     blanks = blank_images(data)
     if len(blanks):
-        problems["near-blank images"] = {"count": int(len(blanks)),
-                                         "splits": [SPLITS[s] for s in data.splits[blanks[:5]]]}
+        problems["near-blank images"] = {
+            "count": int(len(blanks)),
+            "splits": [SPLITS[s] for s in data.splits[blanks[:5]]],
+        }
     dup = duplicate_report(data)
     if dup["duplicate groups"]:
         problems["pixel-identical duplicates"] = dup

@@ -4,6 +4,7 @@ A builder is a function ``name(num_classes=7, in_chans=1, **kwargs) -> nn.Module
 the model name.  Each model carries a :class:`ModelCard` (default input size, channels,
 normalisation, one-line summary) so that training, prediction and export agree on preprocessing.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -44,19 +45,31 @@ class _Registry:
 
 
 _REGISTRY = _Registry()
-_active = _REGISTRY  # where @register_model writes; swapped while `ferbench register` inspects a file
+_active = (
+    _REGISTRY  # where @register_model writes; swapped while `ferbench register` inspects a file
+)
 _current_source = "builtin"
 
 
-def register_model(fn: Callable | None = None, *, input_size: int = 48, in_chans: int = 1,
-                   mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
-                   summary: str | None = None, family: str | None = None):
+def register_model(
+    fn: Callable | None = None,
+    *,
+    input_size: int = 48,
+    in_chans: int = 1,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    summary: str | None = None,
+    family: str | None = None,
+):
     """Register a model builder; usable bare (``@register_model``) or with card fields."""
 
     def decorate(builder: Callable) -> Callable:
         name = builder.__name__
-        if name in _active.builders or (_active is not _REGISTRY and name in _REGISTRY.builders
-                                         and _REGISTRY.cards[name].source == "builtin"):
+        if name in _active.builders or (
+            _active is not _REGISTRY
+            and name in _REGISTRY.builders
+            and _REGISTRY.cards[name].source == "builtin"
+        ):
             raise FerbenchError(f"model '{name}' is already registered")
         doc = inspect.getdoc(builder) or ""
         _active.builders[name] = builder
@@ -135,8 +148,9 @@ def model_card(name: str) -> ModelCard:
     raise unknown_model_error(name)
 
 
-def create_model(name: str, num_classes: int = 7, in_chans: int = 1, input_size: int | None = None,
-                 **overrides) -> nn.Module:
+def create_model(
+    name: str, num_classes: int = 7, in_chans: int = 1, input_size: int | None = None, **overrides
+) -> nn.Module:
     """Build a model by name; ``None`` overrides are dropped so builders keep their defaults."""
     card = model_card(name)
     kwargs = {k: v for k, v in overrides.items() if v is not None}

@@ -3,6 +3,7 @@
 Flatten sizes are computed by a dry forward pass at the requested input size, so both models
 work at 32×32, 48×48 and larger.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,15 @@ def _flat_features(features: nn.Module, in_chans: int, input_size: int) -> int:
 class ConvThenDense(nn.Module):
     """A convolutional feature extractor followed by a fully connected classifier."""
 
-    def __init__(self, features: nn.Module, widths: list[int], num_classes: int, in_chans: int,
-                 input_size: int, dropout: tuple[float, ...]):
+    def __init__(
+        self,
+        features: nn.Module,
+        widths: list[int],
+        num_classes: int,
+        in_chans: int,
+        input_size: int,
+        dropout: tuple[float, ...],
+    ):
         super().__init__()
         self.features = features
         layers: list[nn.Module] = [nn.Flatten()]
@@ -37,44 +45,77 @@ class ConvThenDense(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model(input_size=32, mean=(0.1307,), std=(0.3081,), family="cnn",
-                summary="2 conv + 3 FC reference CNN (52.8% on 6-class FER2013 at 32x32)")
-def cnn5(num_classes: int = 7, in_chans: int = 1, input_size: int = 32, dropout: float = 0.0,
-         **_: object) -> nn.Module:
+@register_model(
+    input_size=32,
+    mean=(0.1307,),
+    std=(0.3081,),
+    family="cnn",
+    summary="2 conv + 3 FC reference CNN (52.8% on 6-class FER2013 at 32x32)",
+)
+def cnn5(
+    num_classes: int = 7, in_chans: int = 1, input_size: int = 32, dropout: float = 0.0, **_: object
+) -> nn.Module:
     """Five-layer CNN: conv64-pool, conv256(no pad)-pool, FC 4096, FC 1024, FC classes."""
     features = nn.Sequential(
-        nn.Conv2d(in_chans, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(64, 256, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(in_chans, 64, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 256, 3),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
     )
-    return ConvThenDense(features, [4096, 1024], num_classes, in_chans, input_size,
-                         dropout=(dropout, dropout))
+    return ConvThenDense(
+        features, [4096, 1024], num_classes, in_chans, input_size, dropout=(dropout, dropout)
+    )
 
 
-@register_model(input_size=48, family="cnn",
-                summary="3 conv + 4 FC reference CNN (60.5% on FER2013 at 48x48)")
-def cnn3(num_classes: int = 7, in_chans: int = 1, input_size: int = 48, dropout: float = 0.5,
-         **_: object) -> nn.Module:
+@register_model(
+    input_size=48, family="cnn", summary="3 conv + 4 FC reference CNN (60.5% on FER2013 at 48x48)"
+)
+def cnn3(
+    num_classes: int = 7, in_chans: int = 1, input_size: int = 48, dropout: float = 0.5, **_: object
+) -> nn.Module:
     """Three conv blocks (64, 128, 256) then FC 4096, 1024, 256, classes with dropout."""
     blocks: list[nn.Module] = []
     width = in_chans
     for out in (64, 128, 256):
         blocks += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         width = out
-    return ConvThenDense(nn.Sequential(*blocks), [4096, 1024, 256], num_classes, in_chans,
-                         input_size, dropout=(dropout, dropout, 0.0))
+    return ConvThenDense(
+        nn.Sequential(*blocks),
+        [4096, 1024, 256],
+        num_classes,
+        in_chans,
+        input_size,
+        dropout=(dropout, dropout, 0.0),
+    )
 
 
-@register_model(input_size=48, family="vgg",
-                summary="VGG variant with batch norm (Khaireddin & Chen 2021: 73.28% on FER2013)")
-def vggfer(num_classes: int = 7, in_chans: int = 1, input_size: int = 48, dropout: float = 0.2,
-           **_: object) -> nn.Module:
+@register_model(
+    input_size=48,
+    family="vgg",
+    summary="VGG variant with batch norm (Khaireddin & Chen 2021: 73.28% on FER2013)",
+)
+def vggfer(
+    num_classes: int = 7, in_chans: int = 1, input_size: int = 48, dropout: float = 0.2, **_: object
+) -> nn.Module:
     """Four stages of two 3x3 conv + BN + ReLU (64, 128, 256, 512) and max-pool; FC 4096, 4096."""
     layers: list[nn.Module] = []
     width = in_chans
     for out in (64, 128, 256, 512):
         for _ in range(2):
-            layers += [nn.Conv2d(width, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(width, out, 3, padding=1),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
             width = out
         layers.append(nn.MaxPool2d(2))
-    return ConvThenDense(nn.Sequential(*layers), [4096, 4096], num_classes, in_chans, input_size,
-                         dropout=(dropout, dropout))
+    return ConvThenDense(
+        nn.Sequential(*layers),
+        [4096, 4096],
+        num_classes,
+        in_chans,
+        input_size,
+        dropout=(dropout, dropout),
+    )

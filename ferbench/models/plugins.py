@@ -3,6 +3,7 @@
 ``registry/index.yaml`` records, per model, the file it came from, its sha256, parameter count
 and date.  Files are imported in isolation, so a broken file never half-registers anything.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -72,11 +73,15 @@ def check_builder(name: str, captured: _registry._Registry, num_classes: int = 7
         with torch.no_grad():
             out = model(torch.zeros(1, card.in_chans, card.input_size, card.input_size))
     except Exception as exc:
-        raise FerbenchError(f"model '{name}' failed to build or run: {type(exc).__name__}: {exc}") from exc
+        raise FerbenchError(
+            f"model '{name}' failed to build or run: {type(exc).__name__}: {exc}"
+        ) from exc
     if tuple(out.shape) != (1, num_classes):
-        raise FerbenchError(f"model '{name}' returns shape {tuple(out.shape)} for a "
-                            f"1x{card.in_chans}x{card.input_size}x{card.input_size} input; "
-                            f"expected (1, {num_classes})")
+        raise FerbenchError(
+            f"model '{name}' returns shape {tuple(out.shape)} for a "
+            f"1x{card.in_chans}x{card.input_size}x{card.input_size} input; "
+            f"expected (1, {num_classes})"
+        )
     return sum(p.numel() for p in model.parameters())
 
 
@@ -86,8 +91,10 @@ def register_file(path: Path, force: bool = False) -> list[dict]:
     path = Path(path)
     captured = import_isolated(path, source=f"registry:{path.name}")
     if not captured.builders:
-        raise FerbenchError(f"{path} registers no model: decorate a builder with "
-                            "@register_model (from ferbench.models import register_model)")
+        raise FerbenchError(
+            f"{path} registers no model: decorate a builder with "
+            "@register_model (from ferbench.models import register_model)"
+        )
     index = read_index(root)
     load_all()
     for name in captured.builders:
@@ -103,10 +110,15 @@ def register_file(path: Path, force: bool = False) -> list[dict]:
     entries = []
     for name in captured.builders:
         params = check_builder(name, captured)
-        entries.append({"name": name, "file": path.name,
-                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                        "parameters": params,
-                        "date": dt.datetime.now().isoformat(timespec="seconds")})
+        entries.append(
+            {
+                "name": name,
+                "file": path.name,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "parameters": params,
+                "date": dt.datetime.now().isoformat(timespec="seconds"),
+            }
+        )
     root.mkdir(parents=True, exist_ok=True)
     if target.resolve() != path.resolve():
         shutil.copyfile(path, root / f".{path.name}.tmp")

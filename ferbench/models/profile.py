@@ -1,4 +1,5 @@
 """Parameter and FLOP counts for model cards and reports."""
+
 from __future__ import annotations
 
 import torch

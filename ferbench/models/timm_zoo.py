@@ -4,6 +4,7 @@
 usual adaptation for 48×48 faces that the ~72% FER2013 ResNet18 results use; ``timm/<name>``
 builds any timm architecture unchanged.
 """
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -12,8 +13,9 @@ from ferbench.errors import FerbenchError
 from ferbench.models._registry import ModelCard, register_model
 
 
-def create_timm(arch: str, num_classes: int = 7, in_chans: int = 1, input_size: int | None = None,
-                **kwargs) -> nn.Module:
+def create_timm(
+    arch: str, num_classes: int = 7, in_chans: int = 1, input_size: int | None = None, **kwargs
+) -> nn.Module:
     import timm
 
     if arch not in timm.list_models():
@@ -23,17 +25,24 @@ def create_timm(arch: str, num_classes: int = 7, in_chans: int = 1, input_size: 
         hint = f"; did you mean {', '.join('timm/' + c for c in close)}?" if close else ""
         raise FerbenchError(f"unknown timm model 'timm/{arch}'{hint}")
     kwargs.pop("pretrained", None)  # no network at run time: always from scratch
-    return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans,
-                             **kwargs)
+    return timm.create_model(
+        arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs
+    )
 
 
 def timm_card(name: str) -> ModelCard:
-    return ModelCard(name=name, summary=f"timm {name[5:]} (unchanged architecture)",
-                     family="timm", input_size=48, source="timm")
+    return ModelCard(
+        name=name,
+        summary=f"timm {name[5:]} (unchanged architecture)",
+        family="timm",
+        input_size=48,
+        source="timm",
+    )
 
 
-def _small_stem_resnet(arch: str, num_classes: int, in_chans: int, small_stem: bool,
-                       **kwargs) -> nn.Module:
+def _small_stem_resnet(
+    arch: str, num_classes: int, in_chans: int, small_stem: bool, **kwargs
+) -> nn.Module:
     kwargs.pop("input_size", None)
     model = create_timm(arch, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if small_stem:

@@ -8,6 +8,7 @@ frames at the same cost, 800 px keeps the ~60 px faces of a 1080p crowd above th
 (``ferbench bench --video``).  Alternative:
 YuNet through ``cv2.FaceDetectorYN`` when the user supplies its ONNX model file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,28 +29,45 @@ FER_MARGIN = 0.02
 class HaarDetector:
     """Haar cascade on a frame downscaled to `detect_width` pixels wide (0: full size)."""
 
-    def __init__(self, cascade: str = "haarcascade_frontalface_alt2.xml", scale_factor: float = 1.2,
-                 min_neighbors: int = 3, min_size: int = 20, detect_width: int = 800,
-                 equalize: bool = False):
+    def __init__(
+        self,
+        cascade: str = "haarcascade_frontalface_alt2.xml",
+        scale_factor: float = 1.2,
+        min_neighbors: int = 3,
+        min_size: int = 20,
+        detect_width: int = 800,
+        equalize: bool = False,
+    ):
         path = Path(cascade)
         if not path.is_file():
             path = Path(cv2.data.haarcascades) / cascade
         self.classifier = cv2.CascadeClassifier(str(path))
         if self.classifier.empty():
-            raise FerbenchError(f"cannot load Haar cascade {cascade} (opencv-python below 5 ships them)")
+            raise FerbenchError(
+                f"cannot load Haar cascade {cascade} (opencv-python below 5 ships them)"
+            )
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
         self.min_size, self.detect_width, self.equalize = min_size, detect_width, equalize
 
     def __call__(self, frame: np.ndarray) -> list[Box]:
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         scale = min(1.0, self.detect_width / gray.shape[1]) if self.detect_width else 1.0
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        small = (
+            cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            if scale < 1
+            else gray
+        )
         if self.equalize:  # helps in dim light, hurts on flat backgrounds: off by default
             small = cv2.equalizeHist(small)
-        found = self.classifier.detectMultiScale(small, scaleFactor=self.scale_factor,
-                                                 minNeighbors=self.min_neighbors,
-                                                 minSize=(self.min_size, self.min_size))
-        return [tuple(int(round(v / scale)) for v in box) for box in np.asarray(found).reshape(-1, 4)]
+        found = self.classifier.detectMultiScale(
+            small,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+        )
+        return [
+            tuple(int(round(v / scale)) for v in box) for box in np.asarray(found).reshape(-1, 4)
+        ]
 
 
 class YuNetDetector:
@@ -57,8 +75,10 @@ class YuNetDetector:
 
     def __init__(self, model_path: str, score_threshold: float = 0.7, detect_width: int = 640):
         if not Path(model_path).is_file():
-            raise FerbenchError(f"YuNet model not found: {model_path} (download "
-                                "face_detection_yunet_2023mar.onnx from opencv_zoo)")
+            raise FerbenchError(
+                f"YuNet model not found: {model_path} (download "
+                "face_detection_yunet_2023mar.onnx from opencv_zoo)"
+            )
         self.net = cv2.FaceDetectorYN.create(model_path, "", (320, 320), score_threshold)
         self.detect_width = detect_width
 
@@ -77,8 +97,10 @@ def make_detector(kind: str = "haar", model: str | None = None, **kwargs):
     if kind == "haar":
         return HaarDetector(**kwargs)
     if kind == "yunet":
-        return YuNetDetector(model or "face_detection_yunet_2023mar.onnx",
-                             detect_width=kwargs.get("detect_width") or 640)
+        return YuNetDetector(
+            model or "face_detection_yunet_2023mar.onnx",
+            detect_width=kwargs.get("detect_width") or 640,
+        )
     raise FerbenchError(f"unknown detector '{kind}'; use haar or yunet")
 
 
@@ -97,5 +119,5 @@ def crop_faces(frame: np.ndarray, boxes: list[Box], margin: float) -> list[np.nd
     crops = []
     for box in boxes:
         x, y, w, h = expand_box(box, margin, gray.shape[1], gray.shape[0])
-        crops.append(gray[y:y + h, x:x + w])
+        crops.append(gray[y : y + h, x : x + w])
     return crops

@@ -1,11 +1,20 @@
 """Drawing on frames: face box, label with probability, a bar chart of all classes, frames/s."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-PALETTE = [(60, 60, 230), (60, 160, 60), (160, 60, 160), (40, 200, 240), (200, 120, 40),
-           (240, 200, 40), (180, 180, 180), (120, 80, 200)]  # BGR per class
+PALETTE = [
+    (60, 60, 230),
+    (60, 160, 60),
+    (160, 60, 160),
+    (40, 200, 240),
+    (200, 120, 40),
+    (240, 200, 40),
+    (180, 180, 180),
+    (120, 80, 200),
+]  # BGR per class
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -24,7 +33,9 @@ def draw_face(frame: np.ndarray, box, probs: np.ndarray, class_names: list[str])
     _draw_bars(frame, box, probs, class_names, scale)
 
 
-def _draw_bars(frame: np.ndarray, box, probs: np.ndarray, class_names: list[str], scale: float) -> None:
+def _draw_bars(
+    frame: np.ndarray, box, probs: np.ndarray, class_names: list[str], scale: float
+) -> None:
     """A small horizontal bar chart of every class probability beside the face."""
     x, y, w, h = box
     row = max(8, int(h / max(len(class_names), 1)))
@@ -38,10 +49,23 @@ def _draw_bars(frame: np.ndarray, box, probs: np.ndarray, class_names: list[str]
         if top + row > frame.shape[0]:
             break
         cv2.rectangle(frame, (left, top + 1), (left + bar_w, top + row - 1), (40, 40, 40), -1)
-        cv2.rectangle(frame, (left, top + 1), (left + int(bar_w * float(p)), top + row - 1),
-                      PALETTE[i % len(PALETTE)], -1)
-        cv2.putText(frame, name[:3], (left + bar_w + 3, top + row - 2), FONT, text_scale,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(
+            frame,
+            (left, top + 1),
+            (left + int(bar_w * float(p)), top + row - 1),
+            PALETTE[i % len(PALETTE)],
+            -1,
+        )
+        cv2.putText(
+            frame,
+            name[:3],
+            (left + bar_w + 3, top + row - 2),
+            FONT,
+            text_scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
 
 
 def draw_fps(frame: np.ndarray, fps: float, faces: int) -> None:

@@ -1,4 +1,5 @@
 """Keep face identities across frames (IoU matching) and smooth each face's probabilities."""
+
 from __future__ import annotations
 
 import numpy as np
