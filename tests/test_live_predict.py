@@ -208,3 +208,23 @@ def test_crowd_clip_and_group_photo(tmp_path, checkpoint, shared_data):
         app, ["predict", str(media / "multiface.jpg"), "--checkpoint", str(checkpoint), "--json"]
     )
     assert photo.exit_code == 0 and len(json.loads(photo.stdout[photo.stdout.index("[") :])) >= 5
+
+
+def test_eval_matches_classes_by_name_and_counts_the_rest(tmp_path, checkpoint):
+    rng = np.random.default_rng(3)
+    for split in ("train", "test"):
+        for name in ("happy", "joy", "Sad"):
+            folder = tmp_path / "faces" / split / name
+            folder.mkdir(parents=True)
+            for i in range(4):
+                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (60, 60), dtype=np.uint8))
+    out = tmp_path / "eval.json"
+    result = runner.invoke(
+        app,
+        ["eval", str(tmp_path / "faces"), "--checkpoint", str(checkpoint), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["images"] == 8  # happy + sad (case-insensitive), on the test split
+    assert metrics["left_out"] == {"classes": ["joy"], "images": 4}
+    assert sum(map(sum, metrics["confusion"])) == 8

@@ -8,6 +8,7 @@ from ferbench.cli import (
     bench_cmd,
     compare_cmd,
     data_cmd,
+    eval_cmd,
     live_cmd,
     models_cmd,
     predict_cmd,
@@ -32,6 +33,7 @@ app.command("run")(run_cmd.run)
 app.command("compare")(compare_cmd.compare)
 app.command("live")(live_cmd.live)
 app.command("predict")(predict_cmd.predict)
+app.command("eval")(eval_cmd.evaluate)
 app.command("bench")(bench_cmd.bench)
 
 

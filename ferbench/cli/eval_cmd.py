@@ -1,0 +1,77 @@
+"""`ferbench eval`: a trained model on any dataset split (cross-dataset numbers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ferbench.cli._common import console, friendly_errors
+
+
+@friendly_errors
+def evaluate(
+    data: str = typer.Argument(
+        ..., help="Dataset: FER2013 CSV or folders, a face folder, or 'synthetic'."
+    ),
+    model: str = typer.Option(
+        None, "--model", "-m", help="Best finished run of this model under --results."
+    ),
+    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="A best.pt or run directory."),
+    kind: str = typer.Option("auto", help="auto, fer2013, ferplus, folder or synthetic."),
+    labels: str = typer.Option(None, help="FER+ vote file for --kind ferplus."),
+    split: str = typer.Option("test", help="train, val or test."),
+    out: Path = typer.Option(None, "--out", help="Write the metrics as JSON."),
+    results: Path = typer.Option(
+        Path("results"), "--results", help="Where --model looks for runs."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+) -> None:
+    """Evaluate a trained model on a dataset split; classes are matched by name.
+
+    Images of classes the model does not know are left out and counted.
+
+    Examples:
+      ferbench eval data/fer2013.csv --model cnn3
+      ferbench eval data/fer2013.csv --kind ferplus --labels data/fer2013new.csv --checkpoint best.pt
+      ferbench eval my_faces/ --model resnet18 --split test --out eval.json
+    """
+    from ferbench.evaluate import evaluate_checkpoint
+    from ferbench.fileio import write_json
+    from ferbench.predictor import Predictor
+
+    predictor = Predictor.from_cli(model, checkpoint, results, device)
+    spec = {"kind": "synthetic"} if data == "synthetic" else {"kind": kind, "path": data}
+    if labels:
+        spec["labels"] = labels
+    metrics = evaluate_checkpoint(predictor, spec, split)
+    console.print(
+        f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "
+        f"{escape(metrics['data_source'])}: {metrics['images']:,} images"
+    )
+    if metrics["left_out"]["images"]:
+        console.print(
+            f"[yellow]left out[/] {metrics['left_out']['images']:,} images of classes the model "
+            f"does not know: {', '.join(metrics['left_out']['classes'])}"
+        )
+    table = Table(header_style="bold")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in metrics["per_class"].items():
+        table.add_row(
+            name,
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
+    console.print(table)
+    console.print(
+        f"accuracy [bold]{metrics['accuracy']:.4f}[/]  balanced accuracy "
+        f"{metrics['balanced_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+    )
+    if out:
+        write_json(out, metrics)
+        console.print(f"[green]wrote[/] {out}")

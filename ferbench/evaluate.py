@@ -1,0 +1,58 @@
+"""Evaluate a trained checkpoint on any dataset split, matching classes by name.
+
+Cross-dataset numbers (a FER2013 model on FER+ or on your own faces) need the class sets lined
+up: images whose class the model does not know are left out and counted, never silently mapped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ferbench.data import SPLITS, load_dataset
+from ferbench.data.classes import canonical
+from ferbench.errors import FerbenchError
+from ferbench.metrics import classification_metrics
+from ferbench.predictor import Predictor
+
+
+def evaluate_checkpoint(
+    predictor: Predictor, data_spec: dict, split: str = "test", batch: int = 512
+) -> dict:
+    if split not in SPLITS:
+        raise FerbenchError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    data = load_dataset({**data_spec, "size": predictor.input_size}, base_dir=Path("."))
+    images, labels = data.split(split)
+    if not len(labels):
+        raise FerbenchError(f"the {split} split of {data.source} is empty")
+    model_classes = [canonical(c) for c in predictor.class_names]
+    to_model = np.array(
+        [model_classes.index(c) if c in model_classes else -1 for c in data.class_names]
+    )
+    mapped = to_model[labels]
+    known = mapped >= 0
+    if not known.any():
+        raise FerbenchError(
+            f"none of the dataset's classes ({', '.join(data.class_names)}) is one the model "
+            f"knows ({', '.join(predictor.class_names)})"
+        )
+    probs = np.concatenate(
+        [
+            predictor.predict(list(images[known][i : i + batch]))
+            for i in range(0, int(known.sum()), batch)
+        ]
+    )
+    metrics = classification_metrics(mapped[known], probs.argmax(1), predictor.class_names)
+    left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
+    metrics.update(
+        {
+            "split": split,
+            "images": int(known.sum()),
+            "left_out": {"classes": left_out, "images": int((~known).sum())},
+            "data_source": data.source,
+            "data_fingerprint": data.fingerprint(),
+            "checkpoint": str(predictor.path),
+        }
+    )
+    return metrics
