@@ -35,7 +35,7 @@ def models(
         table.add_row(
             name,
             card.family,
-            f"{count_parameters(model) / 1e6:.2f}",
+            _millions(count_parameters(model)),
             f"{flops / 1e6:,.1f}",
             f"{card.input_size}x{card.input_size}x{card.in_chans}",
             card.source,
@@ -45,3 +45,7 @@ def models(
     console.print(
         "[dim]Any timm architecture also works by name: timm/<name>, e.g. timm/efficientnet_b0.[/]"
     )
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.2f}" if count >= 10_000 else f"{count / 1e6:.6f}".rstrip("0")
