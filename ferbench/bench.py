@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ferbench.data.arrays import FaceArrays
@@ -194,7 +193,7 @@ def bench_models(
     models: list[str], data: FaceArrays, cfg: BenchConfig, device_name: str = "auto", progress=None
 ) -> list[dict]:
     from ferbench.data.export import write_folders
-    from ferbench.data.images import resize_square
+    from ferbench.data.images import resize_all
     from ferbench.models import model_card
 
     device = select_device(device_name)
@@ -205,15 +204,8 @@ def bench_models(
             folder = write_folders(data, Path(tmp) / "images")
         for name in models:
             size = model_card(name).input_size
-            sized = (
-                data
-                if data.size == size
-                else FaceArrays(
-                    np.stack([resize_square(i, size) for i in data.images]),
-                    data.labels,
-                    data.splits,
-                    data.class_names,
-                )
+            sized = FaceArrays(
+                resize_all(data.images, size), data.labels, data.splits, data.class_names
             )
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)

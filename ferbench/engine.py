@@ -91,9 +91,7 @@ class Preprocess:
         x = x.float().div_(255.0)
         if augment:
             x = augment_batch(x, generator=generator, **augment)
-        mean = torch.tensor(self.mean[:1], device=x.device).view(1, 1, 1, 1)
-        std = torch.tensor(self.std[:1], device=x.device).view(1, 1, 1, 1)
-        x = (x - mean) / std
+        x = (x - self.mean[0]) / self.std[0]
         if self.in_chans > 1:
             x = x.expand(-1, self.in_chans, -1, -1)
         if self.channels_last:

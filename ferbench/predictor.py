@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ferbench.checkpoint import load_checkpoint, model_from_checkpoint
-from ferbench.data.images import to_gray
+from ferbench.data.images import resize_square, to_gray
 from ferbench.engine import Preprocess, select_device
 from ferbench.errors import FerbenchError
 
@@ -29,11 +27,8 @@ def find_best_run(model_name: str, results: Path) -> Path:
             continue
         if status.get("status") != "done" or not (run_dir / "best.pt").exists():
             continue
-        name = (
-            run_dir.relative_to(results).parts[1]
-            if len(run_dir.relative_to(results).parts) > 1
-            else ""
-        )
+        parts = run_dir.relative_to(results).parts  # <experiment>/<model>/<settings...>
+        name = parts[1] if len(parts) > 1 else ""
         available.add(name)
         if name == model_name.replace("/", "-"):
             candidates.append((metrics.get("best_val_acc", 0.0), str(run_dir)))
@@ -92,17 +87,7 @@ class Predictor:
 
     def prepare(self, crops: list[np.ndarray]) -> torch.Tensor:
         size = self.input_size
-        batch = np.stack(
-            [
-                cv2.resize(
-                    to_gray(c),
-                    (size, size),
-                    interpolation=cv2.INTER_AREA if min(c.shape[:2]) > size else cv2.INTER_LINEAR,
-                )
-                for c in crops
-            ]
-        )
-        return torch.from_numpy(batch)
+        return torch.from_numpy(np.stack([resize_square(to_gray(c), size) for c in crops]))
 
     @torch.inference_mode()
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
@@ -111,18 +96,6 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         x = self.preprocess(self.prepare(crops).to(self.device))
         return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
-
-    def latency_ms(self, runs: int = 50) -> float:
-        """Median time to classify one face crop (preprocessing included)."""
-        crop = np.random.default_rng(0).integers(0, 256, (96, 96), dtype=np.uint8)
-        for _ in range(5):
-            self.predict([crop])
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.predict([crop])
-            times.append(time.perf_counter() - start)
-        return float(np.median(times) * 1000)
 
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:

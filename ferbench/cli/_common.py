@@ -37,11 +37,3 @@ def friendly_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-def debug_enabled() -> bool:
-    return bool(os.environ.get("FERBENCH_DEBUG"))
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

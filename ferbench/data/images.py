@@ -33,6 +33,13 @@ def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
     )
 
 
+def resize_all(images: np.ndarray, size: int) -> np.ndarray:
+    """Every image of an N×H×W stack as size×size (the same array when already that size)."""
+    if len(images) == 0 or images.shape[1:] == (size, size):
+        return images
+    return np.stack([resize_square(image, size) for image in images])
+
+
 def _read_one(path: Path, size: int | None) -> np.ndarray | None:
     data = np.fromfile(path, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None

@@ -11,7 +11,7 @@ from ferbench.data import fer2013, ferplus, folder, synthetic
 from ferbench.data.arrays import FaceArrays, stratified_fraction
 from ferbench.data.cache import cached
 from ferbench.data.classes import apply_class_set
-from ferbench.data.images import resize_square
+from ferbench.data.images import resize_all
 from ferbench.errors import FerbenchError
 
 DATA_KINDS = ("auto", "fer2013", "ferplus", "folder", "synthetic")
@@ -129,7 +129,7 @@ def load_dataset(spec: DataSpec | dict, base_dir: Path | None = None) -> FaceArr
         spec = DataSpec(**spec)
     data = _read_raw(spec, base_dir)
     if spec.size and data.size != spec.size and len(data):
-        data.images = np.stack([resize_square(image, spec.size) for image in data.images])
+        data.images = resize_all(data.images, spec.size)
     data = apply_class_set(data, spec.classes, spec.merge, spec.drop)
     if spec.fraction < 1.0:
         keep = np.zeros(len(data), dtype=bool)

@@ -65,11 +65,7 @@ def register_model(
 
     def decorate(builder: Callable) -> Callable:
         name = builder.__name__
-        if name in _active.builders or (
-            _active is not _REGISTRY
-            and name in _REGISTRY.builders
-            and _REGISTRY.cards[name].source == "builtin"
-        ):
+        if name in _active.builders:
             raise FerbenchError(f"model '{name}' is already registered")
         doc = inspect.getdoc(builder) or ""
         _active.builders[name] = builder

@@ -100,7 +100,9 @@ def register_file(path: Path, force: bool = False) -> list[dict]:
     for name in captured.builders:
         card = _registry._REGISTRY.cards.get(name)
         if card is not None and not card.source.startswith("registry:"):
-            raise FerbenchError(f"model '{name}' is a {card.source} model and cannot be replaced")
+            raise FerbenchError(
+                f"model '{name}' is already registered as a {card.source} model and cannot be replaced"
+            )
         if card is not None and not force:
             raise FerbenchError(f"model '{name}' is already registered; use --force to replace it")
     target = root / path.name

@@ -115,9 +115,10 @@ def expand_box(box: Box, margin: float, width: int, height: int) -> Box:
 
 
 def crop_faces(frame: np.ndarray, boxes: list[Box], margin: float) -> list[np.ndarray]:
-    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    """Views of the face regions; the predictor turns only these small crops to gray."""
+    height, width = frame.shape[:2]
     crops = []
     for box in boxes:
-        x, y, w, h = expand_box(box, margin, gray.shape[1], gray.shape[0])
-        crops.append(gray[y : y + h, x : x + w])
+        x, y, w, h = expand_box(box, margin, width, height)
+        crops.append(frame[y : y + h, x : x + w])
     return crops
