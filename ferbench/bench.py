@@ -4,7 +4,7 @@ Per model, three training figures on the same data and optimizer:
 - *compute bound*: the model stepping on one batch of tensors already in memory;
 - *ferbench*: the engine's path (uint8 in memory, batched augmentation, normalisation);
 - *reference*: torchvision ``ImageFolder`` + PIL transforms + ``DataLoader(num_workers=2)``
-  reading PNG files, as the reference tutorials do;
+  reading PNG files, fp32 and NCHW, as the reference tutorials do;
 plus inference images/s at a large batch, batch-1 latency and peak memory.
 """
 
@@ -21,10 +21,12 @@ import torch
 from ferbench.data.arrays import FaceArrays
 from ferbench.engine import (
     Preprocess,
+    Runtime,
     SplitTensors,
     Trainer,
     autocast_for,
     measure_speed,
+    resolve_runtime,
     select_device,
 )
 from ferbench.experiment import AUGMENT_SCHEMA, TRAIN_SCHEMA
@@ -41,9 +43,17 @@ class BenchConfig:
     lr: float = 0.01
     reference: bool = True
     compile: bool = False
+    amp: str = "auto"  # ferbench path and bound; auto = what `ferbench run` would use
+    channels_last: str = "auto"
+
+    def runtime(self, device: torch.device) -> Runtime:
+        return resolve_runtime({"amp": self.amp, "channels_last": self.channels_last}, device)
 
 
-def train_config(cfg: BenchConfig, device: torch.device) -> dict:
+REFERENCE_RUNTIME = Runtime(amp="off", channels_last=False, data_on_device=False)
+
+
+def train_config(cfg: BenchConfig, runtime: Runtime) -> dict:
     train = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
     train.update(
         batch_size=cfg.batch_size,
@@ -51,7 +61,7 @@ def train_config(cfg: BenchConfig, device: torch.device) -> dict:
         lr=cfg.lr,
         epochs=1,
         augment=dict(DEFAULT_AUGMENT),
-        amp="bf16" if device.type == "cuda" else "off",
+        amp=runtime.amp,
     )
     return train
 
@@ -76,9 +86,9 @@ def compute_bound(
     name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device
 ) -> float:
     """Images/s of forward+backward+step on one batch that is already a normalised tensor."""
-    channels_last = device.type == "cuda"
-    model, preprocess = _build(name, len(data.class_names), size, device, channels_last)
-    trainer = Trainer(model, preprocess, train_config(cfg, device), device)
+    runtime = cfg.runtime(device)
+    model, preprocess = _build(name, len(data.class_names), size, device, runtime.channels_last)
+    trainer = Trainer(model, preprocess, train_config(cfg, runtime), device)
     images = torch.from_numpy(data.images[: cfg.batch_size]).unsqueeze(1).to(device)
     x = preprocess(images)
     y = torch.from_numpy(data.labels[: cfg.batch_size]).to(device)
@@ -105,10 +115,10 @@ def ferbench_training(
     name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device
 ) -> float:
     """Images/s of the engine's own epoch loop (uint8 in memory, batched augmentation)."""
-    channels_last = device.type == "cuda"
-    model, preprocess = _build(name, len(data.class_names), size, device, channels_last)
-    train_cfg = train_config(cfg, device)
-    storage = device if device.type == "cuda" else torch.device("cpu")
+    runtime = cfg.runtime(device)
+    model, preprocess = _build(name, len(data.class_names), size, device, runtime.channels_last)
+    train_cfg = train_config(cfg, runtime)
+    storage = device if runtime.data_on_device else torch.device("cpu")
     train = SplitTensors.from_arrays(data, "train", storage)
     needed = (cfg.steps + cfg.warmup) * cfg.batch_size
     if len(train) < needed:
@@ -159,7 +169,10 @@ def reference_training(
     )
     model, _ = _build(name, len(data.class_names), size, device, False)
     trainer = Trainer(
-        model, Preprocess(size, 1, card.mean, card.std), train_config(cfg, device), device
+        model,
+        Preprocess(size, 1, card.mean, card.std),
+        train_config(cfg, REFERENCE_RUNTIME),
+        device,
     )
     model.train()
     seen, start, step = 0, None, 0
@@ -197,6 +210,9 @@ def bench_models(
     from ferbench.models import model_card
 
     device = select_device(device_name)
+    runtime = cfg.runtime(device)
+    precision = runtime.amp if runtime.amp != "off" else "fp32"
+    precision += ", channels_last" if runtime.channels_last else ""
     rows = []
     with tempfile.TemporaryDirectory(prefix="ferbench-bench-") as tmp:
         folder = None
@@ -221,15 +237,14 @@ def bench_models(
                     progress(f"{name}: reference pipeline")
                 reference = reference_training(name, sized, size, cfg, device, folder)
             model, preprocess = _build(
-                name, len(data.class_names), size, device, device.type == "cuda"
+                name, len(data.class_names), size, device, runtime.channels_last
             )
-            speed = measure_speed(
-                model, preprocess, device, "bf16" if device.type == "cuda" else "off"
-            )
+            speed = measure_speed(model, preprocess, device, runtime.amp)
             rows.append(
                 {
                     "model": name,
                     "device": device.type,
+                    "precision": precision,
                     "input": size,
                     "batch_size": cfg.batch_size,
                     "train_img_s": ours,

@@ -33,6 +33,7 @@ from ferbench.engine import (
     balanced_class_weights,
     evaluate,
     measure_speed,
+    resolve_runtime,
     seed_everything,
     select_device,
 )
@@ -244,15 +245,13 @@ def fit(trial: Trial, run_dir: Path, device_name: str, reporter: Reporter) -> di
     }
     model = create_model(trial.model["name"], **model_args)
     parameters, flops = count_parameters(model), count_flops(model, card.in_chans, size)
-    cuda = device.type == "cuda"
-    channels_last = cfg["channels_last"] == "on" or (cfg["channels_last"] == "auto" and cuda)
+    runtime = resolve_runtime(cfg, device)
+    amp, channels_last, on_device = runtime.amp, runtime.channels_last, runtime.data_on_device
     model = model.to(
         device, memory_format=torch.channels_last if channels_last else torch.preserve_format
     )
-    amp = ("bf16" if cuda else "off") if cfg["amp"] == "auto" else cfg["amp"]
     cfg = {**cfg, "amp": amp}
     preprocess = Preprocess(size, card.in_chans, card.mean, card.std, channels_last)
-    on_device = cfg["data_on_device"] == "on" or (cfg["data_on_device"] == "auto" and cuda)
     storage = device if on_device else torch.device("cpu")
     train, val, test = (
         SplitTensors.from_arrays(data, s, storage) for s in ("train", "val", "test")

@@ -156,3 +156,14 @@ def test_bench_measures_against_reference(tmp_path):
     ):
         assert row[key] > 0, key
     assert row["speedup_vs_reference"] == pytest.approx(row["train_img_s"] / row["reference_img_s"])
+    assert row["precision"].split(",")[0] in ("bf16", "fp32")
+
+
+def test_bench_precision_is_chosen_and_checked(tmp_path):
+    args = ["bench", "--models", "cnn5", "--device", "cpu", "--no-reference", "--steps", "1"]
+    fp32 = runner.invoke(app, [*args, "--amp", "off", "--out", str(tmp_path / "b.csv")])
+    assert fp32.exit_code == 0, fp32.output
+    assert pd.read_csv(tmp_path / "b.csv").iloc[0]["precision"].startswith("fp32")
+    bad = runner.invoke(app, [*args, "--amp", "fp16", "--out", str(tmp_path / "c.csv")])
+    assert bad.exit_code == 1 and "fp16 needs a CUDA GPU" in bad.output
+    assert not (tmp_path / "c.csv").exists()

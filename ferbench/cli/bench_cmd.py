@@ -26,6 +26,12 @@ def bench(
     compile_model: bool = typer.Option(
         False, "--compile", help="torch.compile the model (ferbench path)."
     ),
+    amp: str = typer.Option(
+        "auto",
+        "--amp",
+        help="Precision of the ferbench path and bound: auto (bf16 on CUDA and on CPUs with bf16 "
+        "instructions), bf16, fp16 (CUDA) or off. The reference pipeline is always fp32.",
+    ),
     video: Path = typer.Option(
         None, "--video", help="Also time the live loop against the reference loop on this clip."
     ),
@@ -53,12 +59,17 @@ def bench(
         {"kind": "auto", "path": data} if data else {"kind": "synthetic", "n_per_class": 200}
     )
     config = BenchConfig(
-        batch_size=batch_size, steps=steps, reference=not no_reference, compile=compile_model
+        batch_size=batch_size,
+        steps=steps,
+        reference=not no_reference,
+        compile=compile_model,
+        amp=amp,
     )
     with console.status("benchmarking") as status:
         rows = bench_models(names, dataset, config, device, progress=lambda m: status.update(m))
     table = Table(
-        title=f"ferbench bench ({rows[0]['device'] if rows else device}, batch {batch_size})",
+        title=f"ferbench bench ({rows[0]['device'] if rows else device}, "
+        f"{rows[0]['precision'] if rows else amp}, batch {batch_size})",
         header_style="bold",
     )
     columns = [

@@ -1,4 +1,4 @@
-"""The two reference CNNs from the FER literature ferbench reproduces.
+"""The reference CNNs from the FER literature ferbench reproduces, and a compact fast one.
 
 Flatten sizes are computed by a dry forward pass at the requested input size, so both models
 work at 32×32, 48×48 and larger.
@@ -119,3 +119,40 @@ def vggfer(
         input_size,
         dropout=(dropout, dropout),
     )
+
+
+@register_model(
+    input_size=48,
+    family="vgg",
+    summary="Compact VGG (8 conv + BN, global-pool head) built for fast training on a CPU",
+)
+def vggfer_s(
+    num_classes: int = 7,
+    in_chans: int = 1,
+    input_size: int = 48,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    dropout: float = 0.3,
+    **_: object,
+) -> nn.Module:
+    """vggfer's four stages of two 3x3 conv + BN + ReLU at a quarter of the width, then global
+    average pooling and one linear layer instead of the 4096-wide FC head: 1.2 M parameters and
+    235 MFLOPs at 48x48 against vggfer's 40 M / 1 GFLOP, so an epoch of FER2013 fits in about a
+    minute on two CPU cores."""
+    layers: list[nn.Module] = []
+    width = in_chans
+    for out in widths:
+        for _ in range(2):
+            layers += [
+                nn.Conv2d(width, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+            ]
+            width = out
+        layers.append(nn.MaxPool2d(2))
+    layers += [
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(dropout),
+        nn.Linear(width, num_classes),
+    ]
+    return nn.Sequential(*layers)

@@ -1,0 +1,81 @@
+"""Runtime choices (precision, memory layout) and the compact fast model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ferbench.engine import (
+    Preprocess,
+    SplitTensors,
+    Trainer,
+    autocast_for,
+    cpu_has_native_bf16,
+    resolve_runtime,
+)
+from ferbench.errors import FerbenchError
+from ferbench.experiment import TRAIN_SCHEMA
+from ferbench.models import create_model
+
+CPU = torch.device("cpu")
+
+
+def test_auto_runtime_on_cpu_follows_the_hardware():
+    runtime = resolve_runtime({"amp": "auto", "channels_last": "auto"}, CPU)
+    fast = cpu_has_native_bf16()
+    assert runtime.amp == ("bf16" if fast else "off")
+    assert runtime.channels_last == fast
+    assert not runtime.data_on_device
+
+
+def test_explicit_runtime_settings_win():
+    runtime = resolve_runtime({"amp": "off", "channels_last": "off"}, CPU)
+    assert (runtime.amp, runtime.channels_last) == ("off", False)
+    assert resolve_runtime({"amp": "bf16", "channels_last": "on"}, CPU).channels_last
+
+
+@pytest.mark.parametrize(
+    ("amp", "message"), [("fp16", "fp16 needs a CUDA GPU"), ("fp8", "not one of auto")]
+)
+def test_impossible_precision_is_a_clear_error(amp, message):
+    with pytest.raises(FerbenchError, match=message):
+        resolve_runtime({"amp": amp}, CPU)
+
+
+def test_cpu_bf16_autocast_really_computes_in_bf16():
+    conv = torch.nn.Conv2d(1, 4, 3)
+    x = torch.randn(2, 1, 8, 8)
+    with autocast_for(CPU, "bf16"):
+        assert conv(x).dtype == torch.bfloat16
+    with autocast_for(CPU, "off"):
+        assert conv(x).dtype == torch.float32
+
+
+def test_bf16_channels_last_training_learns_like_fp32():
+    """A few steps of the real trainer in bf16 + channels_last end close to fp32."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (256, 1, 48, 48), dtype=torch.uint8)
+    labels = (images.float().mean((1, 2, 3)) > 127).long()  # learnable: brightness
+    cfg = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
+    cfg.update(batch_size=64, optimizer="adam", lr=1e-3, augment={}, epochs=3)
+    losses = {}
+    for amp, layout in (("off", False), ("bf16", True)):
+        torch.manual_seed(0)
+        model = create_model("vggfer_s", num_classes=2)
+        if layout:
+            model = model.to(memory_format=torch.channels_last)
+        prep = Preprocess(48, 1, (0.5,), (0.25,), channels_last=layout)
+        trainer = Trainer(model, prep, {**cfg, "amp": amp}, CPU)
+        for epoch in range(3):
+            stats = trainer.train_epoch(SplitTensors(images, labels), epoch)
+        losses[amp] = stats.loss
+    assert losses["bf16"] < 0.6 and abs(losses["bf16"] - losses["off"]) < 0.15
+
+
+def test_vggfer_s_is_compact_and_size_agnostic():
+    model = create_model("vggfer_s", num_classes=7)
+    assert 1.0e6 < sum(p.numel() for p in model.parameters()) < 1.3e6
+    for size in (40, 48, 64):
+        assert model.eval()(torch.zeros(1, 1, size, size)).shape == (1, 7)
+    wide = create_model("vggfer_s", num_classes=7, widths=(16, 32))
+    assert wide(torch.zeros(1, 1, 48, 48)).shape == (1, 7)
