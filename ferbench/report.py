@@ -363,7 +363,8 @@ def _html_section(dataset: str, table: pd.DataFrame, note: str, images: list[Pat
     for image in images:
         title = image.stem.rsplit("_", 1)[0].replace("_", " ")
         parts.append(
-            f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,{_png_b64(image)}'>"
+            f"<figure><img alt='{html.escape(title)}' "
+            f"src='data:image/png;base64,{_png_b64(image)}'>"
             f"<figcaption>{html.escape(title)}</figcaption></figure>"
         )
     return "\n".join(parts)
@@ -381,7 +382,8 @@ def _html_page(sections: list[str], unfinished: list[Run], metric: str) -> str:
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}"
         "table.board{border-collapse:collapse;font-size:13px}"
-        "table.board td,table.board th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
+        "table.board td,table.board th"
+        "{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
         "table.board tr:first-child td{font-weight:bold;background:#eef6ee}"
         "figure{display:inline-block;margin:1em 1em 0 0}img{max-width:100%}"
         ".note{color:#a60;font-weight:bold}"

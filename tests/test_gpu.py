@@ -1,4 +1,5 @@
-"""GPU paths: data on the device, batched augmentation there, bf16, channels_last (skipped without CUDA)."""
+"""GPU paths: data on the device, batched augmentation there, bf16, channels_last
+(skipped without CUDA)."""
 
 from __future__ import annotations
 

@@ -217,7 +217,9 @@ def test_eval_matches_classes_by_name_and_counts_the_rest(tmp_path, checkpoint):
             folder = tmp_path / "faces" / split / name
             folder.mkdir(parents=True)
             for i in range(4):
-                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (60, 60), dtype=np.uint8))
+                cv2.imwrite(
+                    str(folder / f"{i}.png"), rng.integers(0, 256, (60, 60), dtype=np.uint8)
+                )
     out = tmp_path / "eval.json"
     result = runner.invoke(
         app,

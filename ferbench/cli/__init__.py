@@ -18,7 +18,8 @@ from ferbench.cli import (
 
 app = typer.Typer(
     name="ferbench",
-    help="Facial expression recognition: model zoo, benchmark runner, comparisons and live mode.\n\n"
+    help="Facial expression recognition: model zoo, benchmark runner, comparisons and live "
+    "mode.\n\n"
     "Start with:  ferbench run experiments/quickstart.yaml",
     no_args_is_help=True,
     add_completion=False,

@@ -35,7 +35,7 @@ def evaluate(
 
     Examples:
       ferbench eval data/fer2013.csv --model cnn3
-      ferbench eval data/fer2013.csv --kind ferplus --labels data/fer2013new.csv --checkpoint best.pt
+      ferbench eval fer2013.csv --kind ferplus --labels fer2013new.csv --checkpoint best.pt
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
     """
     from ferbench.evaluate import evaluate_checkpoint

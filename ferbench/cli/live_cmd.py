@@ -59,7 +59,7 @@ def live(
 
     Examples:
       ferbench live --model cnn3
-      ferbench live --model cnn3 --source clip.mp4 --no-window --output annotated.mp4 --log faces.csv
+      ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
     """
     from ferbench.live import run_live
     from ferbench.predictor import Predictor

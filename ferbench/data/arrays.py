@@ -12,7 +12,8 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class FaceArrays:
-    """Grayscale uint8 faces (N×H×W), int labels, a split code per image (0 train, 1 val, 2 test)."""
+    """Grayscale uint8 faces (N×H×W), int labels, a split code per image (0 train, 1 val,
+    2 test)."""
 
     images: np.ndarray
     labels: np.ndarray

@@ -1,5 +1,7 @@
 """Model zoo: ``register_model``, ``create_model``, ``list_models`` and model cards."""
 
+from ferbench.models import cnn as _cnn  # noqa: F401  (registers cnn5, cnn3)
+from ferbench.models import timm_zoo as _timm_zoo  # noqa: F401  (registers resnet18/34/50)
 from ferbench.models._registry import (
     ModelCard,
     create_model,
@@ -8,7 +10,5 @@ from ferbench.models._registry import (
     model_card,
     register_model,
 )
-from ferbench.models import cnn as _cnn  # noqa: F401  (registers cnn5, cnn3)
-from ferbench.models import timm_zoo as _timm_zoo  # noqa: F401  (registers resnet18/34/50)
 
 __all__ = ["ModelCard", "create_model", "is_model", "list_models", "model_card", "register_model"]

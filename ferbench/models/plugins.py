@@ -27,7 +27,8 @@ _loaded = False
 
 
 def registry_dir() -> Path:
-    """``$FERBENCH_REGISTRY``, else ``registry/`` of this checkout, else ``~/.ferbench/registry``."""
+    """``$FERBENCH_REGISTRY``, else ``registry/`` of this checkout, else
+    ``~/.ferbench/registry``."""
     if os.environ.get("FERBENCH_REGISTRY"):
         return Path(os.environ["FERBENCH_REGISTRY"])
     checkout = Path(__file__).resolve().parents[2]
@@ -101,7 +102,8 @@ def register_file(path: Path, force: bool = False) -> list[dict]:
         card = _registry._REGISTRY.cards.get(name)
         if card is not None and not card.source.startswith("registry:"):
             raise FerbenchError(
-                f"model '{name}' is already registered as a {card.source} model and cannot be replaced"
+                f"model '{name}' is already registered as a {card.source} model "
+                "and cannot be replaced"
             )
         if card is not None and not force:
             raise FerbenchError(f"model '{name}' is already registered; use --force to replace it")
