@@ -202,6 +202,8 @@ def leaderboards(
                 values = pd.to_numeric(group[m], errors="coerce")
                 row[f"{m}_mean"] = values.mean()
                 row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else 0.0
+            # the mean time-to-target covers only the runs that got there; say how many did
+            row["target_reached"] = int(pd.to_numeric(group["time_to_target_s"]).notna().sum())
             recall = pd.DataFrame(list(group["recall"])).mean()  # per class, over seeds
             row["worst_class"] = recall.idxmin() if len(recall) else ""
             row["worst_class_recall_mean"] = recall.min() if len(recall) else float("nan")
@@ -239,6 +241,14 @@ def fmt_pm(mean, std, scale=1.0, digits=1) -> str:
     return f"{mean * scale:.{digits}f}"
 
 
+def time_to_target_cell(mean, std, reached: int, n: int) -> str:
+    """Seconds to the target over the runs that reached it, with the count when some did not."""
+    if reached == 0:
+        return "not reached"
+    cell = fmt_pm(mean, std, 1, 0)
+    return cell if reached == n else f"{cell} ({reached}/{n} runs)"
+
+
 def display_table(board: pd.DataFrame) -> pd.DataFrame:
     """The human leaderboard: percentages, M params, MFLOPs, seconds, ms."""
     out = pd.DataFrame(
@@ -267,8 +277,13 @@ def display_table(board: pd.DataFrame) -> pd.DataFrame:
                 for m, s in zip(board["train_time_s_mean"], board["train_time_s_std"])
             ],
             "to target s": [
-                fmt_pm(m, s, 1, 0)
-                for m, s in zip(board["time_to_target_s_mean"], board["time_to_target_s_std"])
+                time_to_target_cell(m, s, reached, n)
+                for m, s, reached, n in zip(
+                    board["time_to_target_s_mean"],
+                    board["time_to_target_s_std"],
+                    board["target_reached"],
+                    board["n"],
+                )
             ],
             "infer img/s": [
                 f"{v:,.0f}" if not pd.isna(v) else "-" for v in board["inference_images_per_s_mean"]

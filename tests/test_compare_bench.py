@@ -11,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ferbench.cli import app
+from ferbench.report import time_to_target_cell
 from ferbench.report_plots import pareto_front
 
 runner = CliRunner()
@@ -118,6 +119,12 @@ def test_filter_group_and_metric(results, tmp_path):
     assert not table["runs"].str.contains("lr=0.0001").any()
     bad = runner.invoke(app, ["compare", str(results), "--out", str(tmp_path), "--metric", "speed"])
     assert bad.exit_code == 1 and "unknown metric" in bad.output
+
+
+def test_time_to_target_says_how_many_runs_got_there():
+    assert time_to_target_cell(854.0, 0.0, 2, 2) == "854"
+    assert time_to_target_cell(854.0, 0.0, 1, 2) == "854 (1/2 runs)"
+    assert time_to_target_cell(float("nan"), float("nan"), 0, 3) == "not reached"
 
 
 def test_pareto_front():
