@@ -47,6 +47,7 @@ def bench(
       ferbench bench --models cnn3,resnet18 --device cpu
       ferbench bench --models resnet18 --device cuda --data data/fer2013.csv --batch-size 256
       ferbench bench --models cnn3 --video clip.mp4 --checkpoint results/quickstart/cnn3/seed=0
+      ferbench bench --models cnn3,vggfer_s --amp off --no-reference   # fp32 vs the bound only
     """
     import pandas as pd
 
