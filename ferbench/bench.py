@@ -29,9 +29,9 @@ from ferbench.engine import (
     resolve_runtime,
     select_device,
 )
-from ferbench.experiment import AUGMENT_SCHEMA, TRAIN_SCHEMA
+from ferbench.experiment import AUGMENT_SCHEMA, TRAIN_SCHEMA, defaults
 
-DEFAULT_AUGMENT = {k: d for k, (_, d) in AUGMENT_SCHEMA.items()}
+DEFAULT_AUGMENT = defaults(AUGMENT_SCHEMA)
 
 
 @dataclass
@@ -54,7 +54,7 @@ REFERENCE_RUNTIME = Runtime(amp="off", channels_last=False, data_on_device=False
 
 
 def train_config(cfg: BenchConfig, runtime: Runtime) -> dict:
-    train = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
+    train = defaults(TRAIN_SCHEMA)
     train.update(
         batch_size=cfg.batch_size,
         optimizer=cfg.optimizer,

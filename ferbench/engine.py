@@ -232,12 +232,11 @@ def resolve_runtime(cfg: dict, device: torch.device) -> Runtime:
 
 def autocast_for(device: torch.device, amp: str):
     """bf16/fp16 autocast on CUDA, bf16 on CPU, nothing for `off` or other devices."""
-    if amp not in ("bf16", "fp16") or device.type not in ("cuda", "cpu"):
-        return nullcontext()
-    if device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cuda" and amp in ("bf16", "fp16"):
+        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
+    if device.type == "cpu" and amp == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return nullcontext()
 
 
 @dataclass

@@ -61,6 +61,13 @@ EVAL_SCHEMA: dict[str, tuple[Any, Any]] = {
     "target_acc": (float, 0.65),
     "speed": (bool, True),
 }
+
+
+def defaults(schema: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """The default value of every key of a schema: a fresh dict the caller may change."""
+    return {key: default for key, (_, default) in schema.items()}
+
+
 MODEL_KEYS = {"name", "input_size", "classes", "merge", "drop", "args"}
 DATA_SCHEMA: dict[str, tuple[Any, Any]] = {
     "kind": (DATA_KINDS, "synthetic"),
@@ -187,7 +194,7 @@ def _validate_section(file: str, where: str, section: dict, schema: dict, axis_o
 
 def _validate_augment(file: str, key: str, value: Any) -> dict:
     if value in (None, "default", True):
-        return {k: d for k, (_, d) in AUGMENT_SCHEMA.items()}
+        return defaults(AUGMENT_SCHEMA)
     if value in ("none", False):
         return dict(NO_AUGMENT)
     if not isinstance(value, dict):
@@ -295,7 +302,7 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
         model["name_overrides"] = names.count(model["name"]) > 1
     train = _validate_section(file, "train.", raw.get("train") or {}, TRAIN_SCHEMA, axis_ok=True)
     evaluation = _validate_section(file, "eval.", raw.get("eval") or {}, EVAL_SCHEMA, axis_ok=False)
-    evaluation = {**{k: d for k, (_, d) in EVAL_SCHEMA.items()}, **evaluation}
+    evaluation = {**defaults(EVAL_SCHEMA), **evaluation}
     trials = []
     for model in models:
         for data_index, data in enumerate(datasets):
@@ -332,11 +339,11 @@ def _model_trials(
     for size in sizes:
         for combo in itertools.product(*axes.values()) if axes else [()]:
             chosen = dict(zip(axes, combo))
-            resolved = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
+            resolved = defaults(TRAIN_SCHEMA)
             resolved.update({k: v for k, v in settings.items() if k not in axes})
             resolved.update(chosen)
             if resolved["augment"] is None:
-                resolved["augment"] = {k: d for k, (_, d) in AUGMENT_SCHEMA.items()}
+                resolved["augment"] = defaults(AUGMENT_SCHEMA)
             spec = DataSpec(**data)
             for key in ("classes", "merge", "drop"):
                 if model.get(key) is not None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers import empty_folder
 from typer.testing import CliRunner
 
 from ferbench.cli import app
@@ -15,12 +16,6 @@ from ferbench.report import time_to_target_cell
 from ferbench.report_plots import pareto_front
 
 runner = CliRunner()
-
-
-def empty_folder(root: Path) -> Path:
-    """An existing folder with no class folders: its trial fails when the data loads."""
-    (root / "empty").mkdir(exist_ok=True)
-    return root / "empty"
 
 
 @pytest.fixture(scope="module")

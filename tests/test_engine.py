@@ -14,7 +14,7 @@ from ferbench.engine import (
     resolve_runtime,
 )
 from ferbench.errors import FerbenchError
-from ferbench.experiment import TRAIN_SCHEMA
+from ferbench.experiment import TRAIN_SCHEMA, defaults
 from ferbench.models import create_model
 
 CPU = torch.device("cpu")
@@ -56,7 +56,7 @@ def test_bf16_channels_last_training_learns_like_fp32():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (256, 1, 48, 48), dtype=torch.uint8)
     labels = (images.float().mean((1, 2, 3)) > 127).long()  # learnable: brightness
-    cfg = {k: d for k, (_, d) in TRAIN_SCHEMA.items()}
+    cfg = defaults(TRAIN_SCHEMA)
     cfg.update(batch_size=64, optimizer="adam", lr=1e-3, augment={}, epochs=3)
     losses = {}
     for amp, layout in (("off", False), ("bf16", True)):

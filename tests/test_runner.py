@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import empty_folder
 from typer.testing import CliRunner
 
 from ferbench import experiment
@@ -19,12 +20,6 @@ from ferbench.cli import app
 from ferbench.runner import Reporter, execute_trial, trial_lock
 
 runner = CliRunner()
-
-
-def empty_folder(root: Path) -> Path:
-    """An existing folder with no class folders: its trial fails when the data loads."""
-    (root / "empty").mkdir(exist_ok=True)
-    return root / "empty"
 
 
 RUN_FILES = [
