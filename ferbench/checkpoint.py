@@ -1,7 +1,8 @@
-"""Checkpoints: a state_dict plus what rebuilds the model and its preprocessing.
+"""Checkpoints: a state_dict plus what rebuilds the model, its preprocessing and its evaluation.
 
 Never a pickled module (those break across library versions); always loaded with
-``weights_only=True``.
+``weights_only=True``.  :func:`checkpoint_meta` is the one place that says what a checkpoint
+carries.
 """
 
 from __future__ import annotations
@@ -12,8 +13,30 @@ import torch
 
 from ferbench.errors import FerbenchError
 from ferbench.fileio import atomic_path
+from ferbench.models.preprocess import Preprocess
 
 FORMAT = "ferbench-checkpoint-v1"
+REQUIRED = ("model", "model_args", "class_names", "preprocess", "state_dict")
+
+
+def checkpoint_meta(
+    model: str,
+    model_args: dict,
+    class_names: list[str],
+    preprocess: Preprocess,
+    tta_shift: int = 0,
+    **extra,
+) -> dict:
+    """Everything a predictor needs besides the weights: the model to build, its classes, its
+    preprocessing and the test-time augmentation its reported accuracy used."""
+    return {
+        "model": model,
+        "model_args": dict(model_args),
+        "class_names": list(class_names),
+        "preprocess": preprocess.to_dict(),
+        "tta_shift": int(tta_shift),
+        **extra,
+    }
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, **extra) -> None:
@@ -38,7 +61,7 @@ def load_checkpoint(path: Path) -> dict:
             f"{path}: not a ferbench checkpoint (no '{FORMAT}' header; a bare "
             "state_dict does not say which model or preprocessing it needs)"
         )
-    for key in ("model", "model_args", "class_names", "preprocess", "state_dict"):
+    for key in REQUIRED:
         if key not in payload:
             raise FerbenchError(f"{path}: ferbench checkpoint is missing '{key}'")
     return payload
@@ -47,8 +70,7 @@ def load_checkpoint(path: Path) -> dict:
 def model_from_checkpoint(payload: dict, path: Path | str = "checkpoint") -> torch.nn.Module:
     from ferbench.models import create_model
 
-    args = dict(payload["model_args"])
-    model = create_model(payload["model"], **args)
+    model = create_model(payload["model"], **dict(payload["model_args"]))
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -32,6 +32,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def cache_dir() -> Path:
+    """Where decoded datasets and the model catalog are cached: ``$FERBENCH_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/ferbench``, else ``~/.cache/ferbench``."""
+    if os.environ.get("FERBENCH_CACHE_DIR"):
+        return Path(os.environ["FERBENCH_CACHE_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "ferbench"
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

@@ -12,8 +12,8 @@ from helpers import empty_folder
 from typer.testing import CliRunner
 
 from ferbench.cli import app
-from ferbench.report import time_to_target_cell
-from ferbench.report_plots import pareto_front
+from ferbench.report.leaderboard import time_to_target_cell
+from ferbench.report.plots import pareto_front
 
 runner = CliRunner()
 

@@ -5,23 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ferbench.engine import (
-    Preprocess,
-    SplitTensors,
-    Trainer,
-    autocast_for,
-    cpu_has_native_bf16,
-    resolve_runtime,
-)
+from ferbench.config import AugmentConfig, TrainConfig
+from ferbench.device import Runtime, cpu_has_native_bf16, resolve_runtime
 from ferbench.errors import FerbenchError
-from ferbench.experiment import TRAIN_SCHEMA, defaults
-from ferbench.models import create_model
+from ferbench.models import Preprocess, create_model
+from ferbench.train.engine import SplitTensors, Trainer
 
 CPU = torch.device("cpu")
 
 
 def test_auto_runtime_on_cpu_follows_the_hardware():
-    runtime = resolve_runtime({"amp": "auto", "channels_last": "auto"}, CPU)
+    runtime = resolve_runtime(CPU, "auto", "auto")
     fast = cpu_has_native_bf16()
     assert runtime.amp == ("bf16" if fast else "off")
     assert runtime.channels_last == fast
@@ -29,9 +23,9 @@ def test_auto_runtime_on_cpu_follows_the_hardware():
 
 
 def test_explicit_runtime_settings_win():
-    runtime = resolve_runtime({"amp": "off", "channels_last": "off"}, CPU)
+    runtime = resolve_runtime(CPU, "off", "off")
     assert (runtime.amp, runtime.channels_last) == ("off", False)
-    assert resolve_runtime({"amp": "bf16", "channels_last": "on"}, CPU).channels_last
+    assert resolve_runtime(CPU, "bf16", "on").channels_last
 
 
 @pytest.mark.parametrize(
@@ -39,15 +33,15 @@ def test_explicit_runtime_settings_win():
 )
 def test_impossible_precision_is_a_clear_error(amp, message):
     with pytest.raises(FerbenchError, match=message):
-        resolve_runtime({"amp": amp}, CPU)
+        resolve_runtime(CPU, amp)
 
 
 def test_cpu_bf16_autocast_really_computes_in_bf16():
     conv = torch.nn.Conv2d(1, 4, 3)
     x = torch.randn(2, 1, 8, 8)
-    with autocast_for(CPU, "bf16"):
+    with Runtime(CPU, "bf16", False, False).autocast():
         assert conv(x).dtype == torch.bfloat16
-    with autocast_for(CPU, "off"):
+    with Runtime(CPU, "off", False, False).autocast():
         assert conv(x).dtype == torch.float32
 
 
@@ -56,8 +50,9 @@ def test_bf16_channels_last_training_learns_like_fp32():
     torch.manual_seed(0)
     images = torch.randint(0, 256, (256, 1, 48, 48), dtype=torch.uint8)
     labels = (images.float().mean((1, 2, 3)) > 127).long()  # learnable: brightness
-    cfg = defaults(TRAIN_SCHEMA)
-    cfg.update(batch_size=64, optimizer="adam", lr=1e-3, augment={}, epochs=3)
+    cfg = TrainConfig(
+        batch_size=64, optimizer="adam", lr=1e-3, augment=AugmentConfig.none(), epochs=3
+    )
     losses = {}
     for amp, layout in (("off", False), ("bf16", True)):
         torch.manual_seed(0)
@@ -65,7 +60,7 @@ def test_bf16_channels_last_training_learns_like_fp32():
         if layout:
             model = model.to(memory_format=torch.channels_last)
         prep = Preprocess(48, 1, (0.5,), (0.25,), channels_last=layout)
-        trainer = Trainer(model, prep, {**cfg, "amp": amp}, CPU)
+        trainer = Trainer(model, prep, cfg, Runtime(CPU, amp, layout, False))
         for epoch in range(3):
             stats = trainer.train_epoch(SplitTensors(images, labels), epoch)
         losses[amp] = stats.loss

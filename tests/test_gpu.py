@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from ferbench import experiment
-from ferbench.runner import execute_trial
+from ferbench.train import experiment
+from ferbench.train.runner import execute_trial
 
 pytestmark = pytest.mark.gpu
 

@@ -11,11 +11,10 @@ from typer.testing import CliRunner
 
 from ferbench.checkpoint import save_checkpoint
 from ferbench.cli import app
-from ferbench.engine import Preprocess
 from ferbench.errors import FerbenchError
-from ferbench.models import create_model, model_card
-from ferbench.predictor import Predictor
-from ferbench.vision.detect import HaarDetector
+from ferbench.infer.detect import HaarDetector
+from ferbench.infer.predictor import Predictor
+from ferbench.models import Preprocess, create_model, model_card
 
 runner = CliRunner()
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]

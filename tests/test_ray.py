@@ -11,8 +11,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from ferbench import experiment
-from ferbench.grid import run_grid
+from ferbench.train import experiment
+from ferbench.train.executors import run_grid
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

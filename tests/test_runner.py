@@ -15,25 +15,15 @@ import yaml
 from helpers import empty_folder
 from typer.testing import CliRunner
 
-from ferbench import experiment
 from ferbench.cli import app
-from ferbench.runner import Reporter, execute_trial, trial_lock
+from ferbench.runs import OUTPUT_FILES, RunDir
+from ferbench.train import experiment
+from ferbench.train.runner import Reporter, execute_trial
 
 runner = CliRunner()
 
 
-RUN_FILES = [
-    "config.yaml",
-    "status.json",
-    "history.csv",
-    "metrics.json",
-    "per_class.csv",
-    "confusion.csv",
-    "confusion.png",
-    "curves.png",
-    "best.pt",
-    "last.pt",
-]
+RUN_FILES = [name for name in OUTPUT_FILES if name != "error.txt"]
 
 
 def tiny_experiment(tmp_path: Path, **train) -> Path:
@@ -144,7 +134,7 @@ def test_failing_trial_is_recorded_and_the_grid_goes_on(tmp_path):
 
 def test_locked_trial_is_left_alone(tmp_path):
     trial = experiment.load(tiny_experiment(tmp_path, seed=0))[0]
-    with trial_lock(tmp_path / "r" / "tiny" / trial.name) as acquired:
+    with RunDir(tmp_path / "r" / "tiny" / trial.name).lock() as acquired:
         assert acquired
         assert execute_trial(trial, tmp_path / "r").status == "locked"
 
@@ -193,7 +183,7 @@ def test_shipped_experiments_validate():
     for file in root.glob("*.yaml"):
         assert experiment.load(file), file
     baseline = experiment.load(root / "baseline.yaml")
-    assert {t.model["name"] for t in baseline} == {"cnn5", "cnn3", "resnet18"}
+    assert {t.model.name for t in baseline} == {"cnn5", "cnn3", "resnet18"}
     assert len(baseline) == 9
 
 
@@ -229,3 +219,50 @@ def test_missing_fer2013_fails_before_anything_runs(tmp_path):
     assert result.exit_code == 1
     assert "Kaggle" in result.output and "--set data.path=" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_moved_data_is_skipped_and_eval_reproduces_a_tencrop_run(tmp_path):
+    """The data is identified by its content: moving and gzipping the CSV re-runs nothing.  And
+    `ferbench eval` of the run's checkpoint on its test split gives the run's own accuracy
+    (ten-crop TTA and precision taken from the checkpoint)."""
+    import gzip
+    import shutil
+
+    csv = tmp_path / "a" / "fer2013.csv"
+    assert (
+        runner.invoke(
+            app,
+            ["data", "synth", str(csv), "--n-per-class", "12", "--size", "16", "--format", "csv"],
+        ).exit_code
+        == 0
+    )
+    spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0).read_text())
+    spec["data"] = {"kind": "fer2013", "path": str(csv)}
+    spec["eval"]["tta"] = "tencrop"
+    (tmp_path / "csv.yaml").write_text(yaml.safe_dump(spec))
+    results = str(tmp_path / "r")
+    first = runner.invoke(app, ["run", str(tmp_path / "csv.yaml"), "--results", results])
+    assert first.exit_code == 0, first.output
+    moved = tmp_path / "b" / "fer2013.csv.gz"
+    moved.parent.mkdir()
+    with open(csv, "rb") as src, gzip.open(moved, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    shutil.rmtree(csv.parent)
+    run_dir = tmp_path / "r" / "tiny" / "cnn5" / "size=16" / "seed=0"
+    trained_at = (run_dir / "best.pt").stat().st_mtime_ns
+    again = runner.invoke(
+        app,
+        ["run", str(tmp_path / "csv.yaml"), "--results", results, "--set", f"data.path={moved}"],
+    )
+    assert again.exit_code == 0, again.output
+    assert "skipped" in again.output
+    assert (run_dir / "best.pt").stat().st_mtime_ns == trained_at
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tta"] == "tencrop"
+    out = tmp_path / "eval.json"
+    evaluated = runner.invoke(
+        app, ["eval", str(moved), "--checkpoint", str(run_dir), "--out", str(out)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "ten-crop" in evaluated.output
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -37,3 +38,27 @@ def friendly_errors(fn: Callable) -> Callable:
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+# Options several commands share, declared once (typer's Annotated form).
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="Best finished run of this model under --results."),
+]
+CheckpointOption = Annotated[
+    Optional[str],
+    typer.Option("--checkpoint", "-c", help="A best.pt / last.pt file or a run directory."),
+]
+ResultsOption = Annotated[
+    Path, typer.Option("--results", "-r", help="Where run directories are (written or read).")
+]
+InferDeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda, mps or auto.")]
+TrainDeviceOption = Annotated[
+    str, typer.Option("--device", "-d", help="auto (cuda, mps, cpu), cpu, cuda or mps.")
+]
+MarginOption = Annotated[
+    float,
+    typer.Option(
+        "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."
+    ),
+]

@@ -8,7 +8,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ferbench.cli._common import console, friendly_errors
+from ferbench.cli._common import (
+    TrainDeviceOption,
+    console,
+    friendly_errors,
+)
 
 
 @friendly_errors
@@ -16,7 +20,7 @@ def bench(
     models: str = typer.Option(
         "cnn5,cnn3,resnet18", "--models", help="Comma-separated model names."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: TrainDeviceOption = "auto",
     data: str = typer.Option(None, "--data", help="Dataset path (default: synthetic faces)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Training batch size."),
     steps: int = typer.Option(10, "--steps", help="Timed training steps per measurement."),
@@ -51,7 +55,7 @@ def bench(
     """
     import pandas as pd
 
-    from ferbench.bench import BenchConfig, bench_models
+    from ferbench.bench.train_speed import BenchConfig, bench_models
     from ferbench.data import load_dataset
     from ferbench.fileio import write_text
 
@@ -93,7 +97,7 @@ def bench(
     console.print(table)
     frame = pd.DataFrame(rows)
     if video is not None:
-        from ferbench.live_bench import bench_live
+        from ferbench.bench.train_speed.live_speed import bench_live
 
         live_rows = bench_live(video, checkpoint, names[0])
         live = Table(title=f"live loop on {video.name} (640x360)", header_style="bold")

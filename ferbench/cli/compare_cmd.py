@@ -48,7 +48,7 @@ def compare(
       ferbench compare results/quickstart
       ferbench compare results/ --metric macro_f1 --filter model='resnet*' --out report/
     """
-    from ferbench.report import (
+    from ferbench.report.leaderboard import (
         collect_runs,
         display_table,
         leader_is_uncertain,

@@ -8,7 +8,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ferbench.cli._common import console, friendly_errors
+from ferbench.cli._common import (
+    CheckpointOption,
+    InferDeviceOption,
+    ModelOption,
+    ResultsOption,
+    console,
+    friendly_errors,
+)
 
 
 @friendly_errors
@@ -16,18 +23,17 @@ def evaluate(
     data: str = typer.Argument(
         ..., help="Dataset: FER2013 CSV or folders, a face folder, or 'synthetic'."
     ),
-    model: str = typer.Option(
-        None, "--model", "-m", help="Best finished run of this model under --results."
-    ),
-    checkpoint: str = typer.Option(None, "--checkpoint", "-c", help="A best.pt or run directory."),
+    model: ModelOption = None,
+    checkpoint: CheckpointOption = None,
     kind: str = typer.Option("auto", help="auto, fer2013, ferplus, folder or synthetic."),
     labels: str = typer.Option(None, help="FER+ vote file for --kind ferplus."),
     split: str = typer.Option("test", help="train, val or test."),
-    out: Path = typer.Option(None, "--out", help="Write the metrics as JSON."),
-    results: Path = typer.Option(
-        Path("results"), "--results", help="Where --model looks for runs."
+    tta: bool = typer.Option(
+        True, "--tta/--no-tta", help="Ten-crop test views where the run used them (default)."
     ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    out: Path = typer.Option(None, "--out", help="Write the metrics as JSON."),
+    results: ResultsOption = Path("results"),
+    device: InferDeviceOption = "cpu",
 ) -> None:
     """Evaluate a trained model on a dataset split; classes are matched by name.
 
@@ -38,18 +44,21 @@ def evaluate(
       ferbench eval fer2013.csv --kind ferplus --labels fer2013new.csv --checkpoint best.pt
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
     """
-    from ferbench.evaluate import evaluate_checkpoint
+    from ferbench.config import DataSpec, parse_data
     from ferbench.fileio import write_json
-    from ferbench.predictor import Predictor
+    from ferbench.infer.cross_eval import evaluate_checkpoint
+    from ferbench.infer.predictor import Predictor
 
-    predictor = Predictor.from_cli(model, checkpoint, results, device)
-    spec = {"kind": "synthetic"} if data == "synthetic" else {"kind": kind, "path": data}
-    if labels:
-        spec["labels"] = labels
-    metrics = evaluate_checkpoint(predictor, spec, split)
+    predictor = Predictor.from_cli(model, checkpoint, results, device, amp="checkpoint")
+    spec = parse_data("--kind", "data", {"kind": kind, "path": data, "labels": labels})
+    if data == "synthetic":
+        spec = DataSpec()
+    metrics = evaluate_checkpoint(predictor, spec, split, tta=tta)
+    how = f"ten-crop ±{metrics['tta_shift']}px" if metrics["tta_shift"] else "single view"
+    precision = metrics["amp"] if metrics["amp"] != "off" else "fp32"
     console.print(
         f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "
-        f"{escape(metrics['data_source'])}: {metrics['images']:,} images"
+        f"{escape(metrics['data_source'])}: {metrics['images']:,} images, {how}, {precision}"
     )
     if metrics["left_out"]["images"]:
         console.print(

@@ -6,17 +6,21 @@ from pathlib import Path
 
 import typer
 
-from ferbench.cli._common import console, friendly_errors
+from ferbench.cli._common import (
+    CheckpointOption,
+    InferDeviceOption,
+    MarginOption,
+    ModelOption,
+    ResultsOption,
+    console,
+    friendly_errors,
+)
 
 
 @friendly_errors
 def live(
-    model: str = typer.Option(
-        None, "--model", "-m", help="Best finished run of this model under --results."
-    ),
-    checkpoint: str = typer.Option(
-        None, "--checkpoint", "-c", help="A best.pt / last.pt or run directory."
-    ),
+    model: ModelOption = None,
+    checkpoint: CheckpointOption = None,
     source: str = typer.Option("0", "--source", help="Camera index (0), video file or stream URL."),
     output: Path = typer.Option(
         None, "--output", "-o", help="Write every annotated frame (.mp4/.avi)."
@@ -36,11 +40,7 @@ def live(
     ),
     detector: str = typer.Option("haar", "--detector", help="haar (built in) or yunet."),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
-    margin: float = typer.Option(
-        0.02,
-        "--margin",
-        help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing).",
-    ),
+    margin: MarginOption = 0.02,
     quantize: bool = typer.Option(
         None,
         "--quantize/--no-quantize",
@@ -49,10 +49,8 @@ def live(
     detect_width: int = typer.Option(
         800, "--detect-width", help="Detect on frames downscaled to this width (0: full)."
     ),
-    results: Path = typer.Option(
-        Path("results"), "--results", help="Where --model looks for runs."
-    ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    results: ResultsOption = Path("results"),
+    device: InferDeviceOption = "cpu",
     max_frames: int = typer.Option(None, "--max-frames", help="Stop after N frames."),
 ) -> None:
     """Detect faces, classify each, draw label, probability and a bar chart; q or Esc quits.
@@ -61,9 +59,9 @@ def live(
       ferbench live --model cnn3
       ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
     """
-    from ferbench.live import run_live
-    from ferbench.predictor import Predictor
-    from ferbench.vision.detect import make_detector
+    from ferbench.infer.detect import make_detector
+    from ferbench.infer.live import run_live
+    from ferbench.infer.predictor import Predictor
 
     if quantize is None:
         quantize = (

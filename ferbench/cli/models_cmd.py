@@ -15,10 +15,11 @@ def models(
 ) -> None:
     """List every model (built-in, registered, plugin) with parameters and MFLOPs.
 
+    The figures are cached per ferbench version and model files, so a warm call is instant.
+
     Example:  ferbench models 'cnn*'
     """
-    from ferbench.models import create_model, list_models, model_card
-    from ferbench.models.profile import count_flops, count_parameters
+    from ferbench.models.catalog import catalog
 
     table = Table(title="ferbench models", header_style="bold")
     for column in ("model", "family", "params (M)", "MFLOPs", "input", "source", "summary"):
@@ -28,18 +29,16 @@ def models(
             no_wrap=column != "summary",
             overflow="fold",
         )
-    for name in list_models(pattern):
-        card = model_card(name)
-        model = create_model(name, num_classes=num_classes, in_chans=card.in_chans)
-        flops = count_flops(model, card.in_chans, card.input_size)
+    for row in catalog(pattern, num_classes):
+        size = row["input_size"]
         table.add_row(
-            name,
-            card.family,
-            _millions(count_parameters(model)),
-            f"{flops / 1e6:,.1f}",
-            f"{card.input_size}x{card.input_size}x{card.in_chans}",
-            card.source,
-            card.summary,
+            row["name"],
+            row["family"],
+            _millions(row["parameters"]),
+            f"{row['flops'] / 1e6:,.1f}",
+            f"{size}x{size}x{row['in_chans']}",
+            row["source"],
+            row["summary"],
         )
     console.print(table)
     console.print(

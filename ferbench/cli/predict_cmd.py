@@ -9,18 +9,23 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ferbench.cli._common import console, err_console, friendly_errors
+from ferbench.cli._common import (
+    CheckpointOption,
+    InferDeviceOption,
+    MarginOption,
+    ModelOption,
+    ResultsOption,
+    console,
+    err_console,
+    friendly_errors,
+)
 
 
 @friendly_errors
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files or folders."),
-    model: str = typer.Option(
-        None, "--model", "-m", help="Best finished run of this model under --results."
-    ),
-    checkpoint: str = typer.Option(
-        None, "--checkpoint", "-c", help="A best.pt / last.pt or run directory."
-    ),
+    model: ModelOption = None,
+    checkpoint: CheckpointOption = None,
     no_detect: bool = typer.Option(False, "--no-detect", help="Each image is already a face crop."),
     as_json: bool = typer.Option(
         False, "--json", help="Print JSON (one entry per face) to stdout."
@@ -29,15 +34,9 @@ def predict(
     annotate: Path = typer.Option(
         None, "--annotate", help="Write annotated copies into this folder."
     ),
-    margin: float = typer.Option(
-        0.02,
-        "--margin",
-        help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing).",
-    ),
-    results: Path = typer.Option(
-        Path("results"), "--results", help="Where --model looks for runs."
-    ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    margin: MarginOption = 0.02,
+    results: ResultsOption = Path("results"),
+    device: InferDeviceOption = "cpu",
 ) -> None:
     """Detect faces (or take each image as a face with --no-detect) and classify them.
 
@@ -45,8 +44,8 @@ def predict(
       ferbench predict group.jpg --model cnn3
       ferbench predict faces/ --checkpoint results/quickstart/cnn3/seed=0/best.pt --no-detect --csv
     """
-    from ferbench.predict import predict_images
-    from ferbench.predictor import Predictor
+    from ferbench.infer.images import predict_images
+    from ferbench.infer.predictor import Predictor
 
     predictor = Predictor.from_cli(model, checkpoint, results, device)
     rows, skipped = predict_images(

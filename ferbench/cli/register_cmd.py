@@ -20,7 +20,8 @@ def register(
 
     Example:  ferbench register my_model.py
     """
-    from ferbench.models.plugins import register_file, registry_dir
+    from ferbench.models.plugins import register_file
+    from ferbench.models.registry import registry_dir
 
     for entry in register_file(file, force=force):
         console.print(

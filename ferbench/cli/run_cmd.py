@@ -8,23 +8,25 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ferbench.cli._common import console, err_console, friendly_errors
+from ferbench.cli._common import (
+    ResultsOption,
+    TrainDeviceOption,
+    console,
+    err_console,
+    friendly_errors,
+)
 
 
 @friendly_errors
 def run(
     file: Path = typer.Argument(..., help="Experiment YAML, e.g. experiments/quickstart.yaml."),
-    results: Path = typer.Option(
-        Path("results"), "--results", "-r", help="Where run directories go."
-    ),
+    results: ResultsOption = Path("results"),
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a setting: --set train.epochs=1 (repeatable)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded trials and stop."),
     fresh: bool = typer.Option(False, "--fresh", help="Redo finished trials from scratch."),
-    device: str = typer.Option(
-        "auto", "--device", "-d", help="auto (cuda, mps, cpu), cpu, cuda, mps."
-    ),
+    device: TrainDeviceOption = "auto",
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms."),
     jobs: int = typer.Option(
         1, "--jobs", "-j", help="Trials in parallel processes (local executor)."
@@ -44,15 +46,15 @@ def run(
       ferbench run experiments/baseline.yaml --set data.path=~/data/fer2013.csv --dry-run
       ferbench run experiments/baseline.yaml --set train.epochs=1 --device cuda
     """
-    from ferbench import experiment
-    from ferbench.grid import run_grid
+    from ferbench.train import experiment
+    from ferbench.train.executors import run_grid
 
     if deterministic:
         overrides = [*overrides, "train.deterministic=true"]
     trials = experiment.load(file, overrides)
     experiment.check_data_paths(trials)  # a wrong FER2013 path fails now, not in every trial
     if executor == "local":
-        from ferbench.engine import select_device
+        from ferbench.device import select_device
 
         select_device(device)  # likewise --device cuda on a machine without one
     if dry_run:
@@ -60,20 +62,13 @@ def run(
         for column in ("run directory", "model", "size", "classes", "data", "settings"):
             table.add_column(column)
         for trial in trials:
-            data = trial.data.get("path") or trial.data["kind"]
-            classes = ",".join(trial.data.get("classes") or []) or "all"
-            settings = " ".join(
-                f"{k}={v}"
-                for k, v in trial.train.items()
-                if k in ("epochs", "batch_size", "optimizer", "lr", "scheduler", "seed")
-            )
             table.add_row(
                 f"{trial.experiment}/{trial.name}",
-                trial.model["name"],
-                str(trial.model["input_size"]),
-                classes,
-                str(data),
-                settings,
+                trial.model.name,
+                str(trial.model.input_size),
+                ",".join(trial.data.classes or []) or "all",
+                str(trial.data.path or trial.data.kind),
+                experiment.trial_name_summary(trial),
             )
         console.print(table)
         return

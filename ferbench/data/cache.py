@@ -16,16 +16,9 @@ from typing import Callable
 import numpy as np
 
 from ferbench.data.arrays import FaceArrays
-from ferbench.fileio import atomic_path
+from ferbench.fileio import atomic_path, cache_dir
 
 CACHE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    if os.environ.get("FERBENCH_CACHE_DIR"):
-        return Path(os.environ["FERBENCH_CACHE_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "ferbench"
 
 
 def source_signature(path: Path | None) -> list:

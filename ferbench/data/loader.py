@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ferbench.config import DATA_KINDS, DataSpec
 from ferbench.data import fer2013, ferplus, folder, synthetic
 from ferbench.data.arrays import FaceArrays, stratified_fraction
 from ferbench.data.cache import cached
@@ -14,34 +14,11 @@ from ferbench.data.classes import apply_class_set
 from ferbench.data.images import resize_all
 from ferbench.errors import FerbenchError
 
-DATA_KINDS = ("auto", "fer2013", "ferplus", "folder", "synthetic")
 ACCEPTED = (
     "a FER2013 CSV (emotion,pixels,Usage; .csv or .csv.gz), FER2013 folders "
     "(train/<class>/, test/<class>/), a labelled face folder (<root>/<class>/*), "
     "or kind: synthetic"
 )
-
-
-@dataclass
-class DataSpec:
-    """Where the faces come from and how to shape them; every field can be set in YAML."""
-
-    kind: str = "synthetic"
-    path: str | None = None
-    labels: str | None = None  # FER+ vote file (fer2013new.csv)
-    contempt: bool = True  # FER+: keep the 8th class
-    classes: list[str] | None = None  # select and order classes
-    merge: dict[str, str] | None = None
-    drop: list[str] | None = None
-    size: int | None = None  # resize faces to size×size (default: the model's input)
-    val_fraction: float = 0.1  # carved from train when the source has no validation split
-    fraction: float = 1.0  # stratified subsample of every split, for quick checks
-    seed: int = 0  # data seed: synthetic faces, carved splits, subsamples
-    n_per_class: int = 300  # synthetic only
-    cache: bool = True
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def detect_kind(path: Path) -> str:

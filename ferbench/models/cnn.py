@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ferbench.models._registry import register_model
+from ferbench.models.registry import register_model
 
 
 def _flat_features(features: nn.Module, in_chans: int, input_size: int) -> int:

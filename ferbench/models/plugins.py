@@ -16,31 +16,14 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 from ferbench.errors import FerbenchError
-from ferbench.fileio import read_yaml, write_yaml
-from ferbench.models import _registry
+from ferbench.fileio import write_yaml
+from ferbench.models import cnn as _cnn  # noqa: F401  built-ins first: user names are checked
+from ferbench.models import registry as _registry
+from ferbench.models import timm_zoo as _timm_zoo  # noqa: F401  against them
+from ferbench.models.registry import ENTRY_POINT_GROUP, read_index, registry_dir
 
-ENTRY_POINT_GROUP = "ferbench.models"
 _loaded = False
-
-
-def registry_dir() -> Path:
-    """``$FERBENCH_REGISTRY``, else ``registry/`` of this checkout, else
-    ``~/.ferbench/registry``."""
-    if os.environ.get("FERBENCH_REGISTRY"):
-        return Path(os.environ["FERBENCH_REGISTRY"])
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").exists() and (checkout / "registry").is_dir():
-        return checkout / "registry"
-    return Path.home() / ".ferbench" / "registry"
-
-
-def read_index(root: Path | None = None) -> dict:
-    index = (root or registry_dir()) / "index.yaml"
-    data = read_yaml(index) if index.exists() else None
-    return data if isinstance(data, dict) else {}
 
 
 def import_isolated(path: Path, source: str) -> _registry._Registry:
@@ -67,6 +50,8 @@ def import_isolated(path: Path, source: str) -> _registry._Registry:
 
 def check_builder(name: str, captured: _registry._Registry, num_classes: int = 7) -> int:
     """Build a captured model and check its output shape; return its parameter count."""
+    import torch
+
     card = captured.cards[name]
     try:
         model = captured.builders[name](num_classes=num_classes, in_chans=card.in_chans)
@@ -99,7 +84,7 @@ def register_file(path: Path, force: bool = False) -> list[dict]:
     index = read_index(root)
     load_all()
     for name in captured.builders:
-        card = _registry._REGISTRY.cards.get(name)
+        card = _registry.registered_card(name)
         if card is not None and not card.source.startswith("registry:"):
             raise FerbenchError(
                 f"model '{name}' is already registered as a {card.source} model "
@@ -177,7 +162,7 @@ def load_all() -> None:
 def reset() -> None:
     """Forget user models so the next lookup reloads them (tests, registry changes)."""
     global _loaded
-    for name, card in list(_registry._REGISTRY.cards.items()):
-        if card.source != "builtin":
+    for name in _registry.registered_names():
+        if _registry.registered_card(name).source != "builtin":
             _registry.remove_model(name)
     _loaded = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ferbench.errors import FerbenchError
-from ferbench.models._registry import ModelCard, register_model
+from ferbench.models.registry import ModelCard, register_model
 
 
 def create_timm(

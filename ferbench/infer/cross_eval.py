@@ -10,19 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
+from ferbench.config import DataSpec
 from ferbench.data import SPLITS, load_dataset
 from ferbench.data.classes import canonical
 from ferbench.errors import FerbenchError
+from ferbench.infer.predictor import Predictor
 from ferbench.metrics import classification_metrics
-from ferbench.predictor import Predictor
 
 
 def evaluate_checkpoint(
-    predictor: Predictor, data_spec: dict, split: str = "test", batch: int = 512
+    predictor: Predictor, data_spec: DataSpec, split: str = "test", tta: bool = True
 ) -> dict:
+    """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
+    (same resize, preprocessing, TTA and precision), on the classes both sides know."""
     if split not in SPLITS:
         raise FerbenchError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    data = load_dataset({**data_spec, "size": predictor.input_size}, base_dir=Path("."))
+    data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
     images, labels = data.split(split)
     if not len(labels):
         raise FerbenchError(f"the {split} split of {data.source} is empty")
@@ -37,12 +40,7 @@ def evaluate_checkpoint(
             f"none of the dataset's classes ({', '.join(data.class_names)}) is one the model "
             f"knows ({', '.join(predictor.class_names)})"
         )
-    probs = np.concatenate(
-        [
-            predictor.predict(list(images[known][i : i + batch]))
-            for i in range(0, int(known.sum()), batch)
-        ]
-    )
+    probs = predictor.predict_arrays(images[known], tta=tta)
     metrics = classification_metrics(mapped[known], probs.argmax(1), predictor.class_names)
     left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
     metrics.update(
@@ -53,6 +51,8 @@ def evaluate_checkpoint(
             "data_source": data.source,
             "data_fingerprint": data.fingerprint(),
             "checkpoint": str(predictor.path),
+            "tta_shift": predictor.tta_shift if tta else 0,
+            "amp": predictor.runtime.amp,
         }
     )
     return metrics

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,41 +10,25 @@ import torch.nn as nn
 
 from ferbench.checkpoint import load_checkpoint, model_from_checkpoint
 from ferbench.data.images import resize_square, to_gray
-from ferbench.engine import Preprocess, select_device
+from ferbench.device import resolve_runtime
 from ferbench.errors import FerbenchError
-
-
-def find_best_run(model_name: str, results: Path) -> Path:
-    """The finished run of `model_name` under `results` with the best validation accuracy."""
-    candidates, available = [], set()
-    for status_file in Path(results).rglob("status.json"):
-        run_dir = status_file.parent
-        try:
-            status = json.loads(status_file.read_text())
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if status.get("status") != "done" or not (run_dir / "best.pt").exists():
-            continue
-        parts = run_dir.relative_to(results).parts  # <experiment>/<model>/<settings...>
-        name = parts[1] if len(parts) > 1 else ""
-        available.add(name)
-        if name == model_name.replace("/", "-"):
-            candidates.append((metrics.get("best_val_acc", 0.0), str(run_dir)))
-    if not candidates:
-        have = ", ".join(sorted(available)) or "none"
-        raise FerbenchError(
-            f"no finished run of '{model_name}' under {results} (finished models: "
-            f"{have}); train one with `ferbench run experiments/quickstart.yaml` "
-            "or pass --checkpoint PATH"
-        )
-    return Path(max(candidates)[1])
+from ferbench.infer.batched import predict_logits
+from ferbench.models.preprocess import Preprocess
+from ferbench.runs import best_run
 
 
 class Predictor:
     """Classifies batches of face crops (any size, gray or BGR) exactly as the model was trained."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", quantize: bool = False):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "cpu",
+        quantize: bool = False,
+        amp: str = "auto",
+    ):
+        """`amp`: auto (bf16 where the device runs it natively), bf16, fp16, off, or
+        `checkpoint`: the precision the run was evaluated in, to reproduce its numbers."""
         path = Path(checkpoint)
         if path.is_dir():
             path = path / "best.pt"
@@ -53,11 +36,13 @@ class Predictor:
         self.path = path
         self.model_name = payload["model"]
         self.class_names: list[str] = list(payload["class_names"])
-        pre = payload["preprocess"]
-        self.device = select_device(device)
-        self.preprocess = Preprocess(
-            int(pre["input_size"]), int(pre["in_chans"]), tuple(pre["mean"]), tuple(pre["std"])
-        )
+        if amp == "checkpoint":
+            amp = payload.get("amp", "off")
+            amp = "off" if amp == "fp16" and not str(device).startswith("cuda") else amp
+        self.runtime = resolve_runtime(device, amp, channels_last="off", data_on_device="on")
+        self.device = self.runtime.device
+        self.preprocess = Preprocess.from_dict(payload["preprocess"])
+        self.tta_shift = int(payload.get("tta_shift", 0))  # what the run's test accuracy used
         model = model_from_checkpoint(payload, path)
         if quantize:
             if self.device.type != "cpu":
@@ -75,11 +60,12 @@ class Predictor:
         results: str | Path = "results",
         device: str = "cpu",
         quantize: bool = False,
+        amp: str = "auto",
     ) -> "Predictor":
         if bool(model) == bool(checkpoint):
             raise FerbenchError("give exactly one of --model NAME or --checkpoint PATH")
-        source = Path(checkpoint) if checkpoint else find_best_run(model, Path(results))
-        return cls(source, device=device, quantize=quantize)
+        source = Path(checkpoint) if checkpoint else best_run(model, results).best_checkpoint
+        return cls(source, device=device, quantize=quantize, amp=amp)
 
     @property
     def input_size(self) -> int:
@@ -96,6 +82,19 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         x = self.preprocess(self.prepare(crops).to(self.device))
         return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+
+    def predict_arrays(self, images: np.ndarray, tta: bool = True, batch_size: int = 512):
+        """Probabilities for uint8 faces already at the input size (N×H×W), batched, with the
+        checkpoint's ten-crop TTA when `tta`: the path a run's own test evaluation took."""
+        logits = predict_logits(
+            self.model,
+            self.preprocess,
+            torch.from_numpy(np.ascontiguousarray(images)),
+            self.runtime,
+            batch_size,
+            self.tta_shift if tta else 0,
+        )
+        return torch.softmax(logits, dim=1).numpy()
 
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 
 from ferbench.errors import FerbenchError
-from ferbench.predictor import Predictor
-from ferbench.vision.detect import FER_MARGIN, crop_faces
-from ferbench.vision.overlay import draw_face, draw_fps
-from ferbench.vision.tracking import FaceTracker
+from ferbench.infer.detect import FER_MARGIN, crop_faces
+from ferbench.infer.overlay import draw_face, draw_fps
+from ferbench.infer.predictor import Predictor
+from ferbench.infer.tracking import FaceTracker
 
 QUIT_KEYS = {ord("q"), ord("Q"), 27}
 

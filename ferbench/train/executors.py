@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ferbench.config import Trial
 from ferbench.errors import FerbenchError
-from ferbench.experiment import Trial
-from ferbench.runner import Outcome, execute_trial
+from ferbench.train.runner import Outcome, execute_trial
 
 
 def run_grid(
@@ -31,7 +31,7 @@ def run_grid(
 ) -> list[Outcome]:
     console = console or Console()
     if executor == "ray":
-        from ferbench.ray_executor import run_on_ray
+        from ferbench.train.ray_executor import run_on_ray
 
         return run_on_ray(
             trials, results, device, fresh, address, gpus_per_trial, cpus_per_trial, console
@@ -40,7 +40,7 @@ def run_grid(
         raise FerbenchError(f"unknown executor '{executor}'; use local or ray")
     if jobs > 1:
         return _run_processes(trials, results, device, fresh, jobs, console)
-    from ferbench.progress import RichReporter
+    from ferbench.train.progress import RichReporter
 
     outcomes = []
     with RichReporter(console, len(trials)) as reporter:
@@ -62,7 +62,7 @@ def _run_processes(
 ) -> list[Outcome]:
     from rich.progress import Progress
 
-    from ferbench.runner import default_threads
+    from ferbench.train.runner import default_threads
 
     outcomes: dict[str, Outcome] = {}
     context = mp.get_context("spawn")  # never fork a process that holds torch threads

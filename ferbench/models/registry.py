@@ -1,5 +1,7 @@
 """Model registry in the style of timm: importing a module registers its builders.
 
+A leaf: it imports nothing else of ferbench's models; ``factory`` resolves names on top of it.
+
 A builder is a function ``name(num_classes=7, in_chans=1, **kwargs) -> nn.Module``; its name is
 the model name.  Each model carries a :class:`ModelCard` (default input size, channels,
 normalisation, one-line summary) so that training, prediction and export agree on preprocessing.
@@ -7,16 +9,38 @@ normalisation, one-line summary) so that training, prediction and export agree o
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import inspect
+import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import torch.nn as nn
+if TYPE_CHECKING:  # the registry stores builders; it never needs torch itself
+    import torch.nn as nn
 
 from ferbench.errors import FerbenchError
+from ferbench.fileio import read_yaml
+
+ENTRY_POINT_GROUP = "ferbench.models"
+
+
+def registry_dir() -> Path:
+    """``$FERBENCH_REGISTRY``, else ``registry/`` of this checkout, else
+    ``~/.ferbench/registry``."""
+    if os.environ.get("FERBENCH_REGISTRY"):
+        return Path(os.environ["FERBENCH_REGISTRY"])
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").exists() and (checkout / "registry").is_dir():
+        return checkout / "registry"
+    return Path.home() / ".ferbench" / "registry"
+
+
+def read_index(root: Path | None = None) -> dict:
+    index = (root or registry_dir()) / "index.yaml"
+    data = read_yaml(index) if index.exists() else None
+    return data if isinstance(data, dict) else {}
+
 
 # FER2013 pixel statistics (0..1 scale), the default normalisation for models trained from scratch.
 FER_MEAN = (0.5077,)
@@ -110,57 +134,16 @@ def remove_model(name: str) -> None:
     _REGISTRY.cards.pop(name, None)
 
 
-def _ensure_loaded() -> None:
-    from ferbench.models import plugins
-
-    plugins.load_all()
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Names of registered models matching a shell-style pattern (``'resnet*'``)."""
-    _ensure_loaded()
-    return sorted(n for n in _REGISTRY.builders if fnmatch.fnmatch(n, pattern))
+def registered(name: str) -> tuple[Callable[..., nn.Module], ModelCard] | None:
+    """The builder and card registered under `name`, or None."""
+    if name not in _REGISTRY.builders:
+        return None
+    return _REGISTRY.builders[name], _REGISTRY.cards[name]
 
 
-def is_model(name: str) -> bool:
-    _ensure_loaded()
-    return name in _REGISTRY.builders or name.startswith("timm/")
+def registered_names() -> list[str]:
+    return sorted(_REGISTRY.builders)
 
 
-def unknown_model_error(name: str) -> FerbenchError:
-    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `ferbench models`"
-    return FerbenchError(f"unknown model '{name}'{hint} (any timm model works as timm/<name>)")
-
-
-def model_card(name: str) -> ModelCard:
-    _ensure_loaded()
-    if name in _REGISTRY.cards:
-        return _REGISTRY.cards[name]
-    if name.startswith("timm/"):
-        from ferbench.models.timm_zoo import timm_card
-
-        return timm_card(name)
-    raise unknown_model_error(name)
-
-
-def create_model(
-    name: str, num_classes: int = 7, in_chans: int = 1, input_size: int | None = None, **overrides
-) -> nn.Module:
-    """Build a model by name; ``None`` overrides are dropped so builders keep their defaults."""
-    card = model_card(name)
-    kwargs = {k: v for k, v in overrides.items() if v is not None}
-    kwargs["input_size"] = input_size or card.input_size
-    if name.startswith("timm/"):
-        from ferbench.models.timm_zoo import create_timm
-
-        return create_timm(name[5:], num_classes=num_classes, in_chans=in_chans, **kwargs)
-    builder = _REGISTRY.builders[name]
-    if not _accepts(builder, "input_size"):
-        kwargs.pop("input_size")
-    return builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
-
-
-def _accepts(fn: Callable, arg: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return arg in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+def registered_card(name: str) -> ModelCard | None:
+    return _REGISTRY.cards.get(name)

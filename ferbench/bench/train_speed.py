@@ -18,20 +18,14 @@ from pathlib import Path
 
 import torch
 
+from ferbench.config import AugmentConfig, TrainConfig
 from ferbench.data.arrays import FaceArrays
-from ferbench.engine import (
-    Preprocess,
-    Runtime,
-    SplitTensors,
-    Trainer,
-    autocast_for,
-    measure_speed,
-    resolve_runtime,
-    select_device,
-)
-from ferbench.experiment import AUGMENT_SCHEMA, TRAIN_SCHEMA, defaults
+from ferbench.device import Runtime, resolve_runtime, select_device
+from ferbench.infer.batched import measure_speed
+from ferbench.models.preprocess import Preprocess
+from ferbench.train.engine import SplitTensors, Trainer
 
-DEFAULT_AUGMENT = defaults(AUGMENT_SCHEMA)
+DEFAULT_AUGMENT = AugmentConfig()
 
 
 @dataclass
@@ -47,28 +41,17 @@ class BenchConfig:
     channels_last: str = "auto"
 
     def runtime(self, device: torch.device) -> Runtime:
-        return resolve_runtime({"amp": self.amp, "channels_last": self.channels_last}, device)
+        return resolve_runtime(device, self.amp, self.channels_last)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, epochs=1
+        )
 
 
-REFERENCE_RUNTIME = Runtime(amp="off", channels_last=False, data_on_device=False)
-
-
-def train_config(cfg: BenchConfig, runtime: Runtime) -> dict:
-    train = defaults(TRAIN_SCHEMA)
-    train.update(
-        batch_size=cfg.batch_size,
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        epochs=1,
-        augment=dict(DEFAULT_AUGMENT),
-        amp=runtime.amp,
-    )
-    return train
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def reference_runtime(device: torch.device) -> Runtime:
+    """fp32, NCHW, data in host memory: the reference tutorials' setting."""
+    return Runtime(device, amp="off", channels_last=False, data_on_device=False)
 
 
 def _build(name: str, num_classes: int, size: int, device: torch.device, channels_last: bool):
@@ -77,9 +60,7 @@ def _build(name: str, num_classes: int, size: int, device: torch.device, channel
     card = model_card(name)
     model = create_model(name, num_classes=num_classes, in_chans=card.in_chans, input_size=size)
     fmt = torch.channels_last if channels_last else torch.preserve_format
-    return model.to(device, memory_format=fmt), Preprocess(
-        size, card.in_chans, card.mean, card.std, channels_last
-    )
+    return model.to(device, memory_format=fmt), Preprocess.for_model(card, size, channels_last)
 
 
 def compute_bound(
@@ -88,14 +69,14 @@ def compute_bound(
     """Images/s of forward+backward+step on one batch that is already a normalised tensor."""
     runtime = cfg.runtime(device)
     model, preprocess = _build(name, len(data.class_names), size, device, runtime.channels_last)
-    trainer = Trainer(model, preprocess, train_config(cfg, runtime), device)
+    trainer = Trainer(model, preprocess, cfg.train_config(), runtime)
     images = torch.from_numpy(data.images[: cfg.batch_size]).unsqueeze(1).to(device)
     x = preprocess(images)
     y = torch.from_numpy(data.labels[: cfg.batch_size]).to(device)
     model.train()
 
     def step():
-        with autocast_for(device, trainer.cfg["amp"]):
+        with runtime.autocast():
             loss = trainer.loss_fn(model(x).float(), y)
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,11 +84,11 @@ def compute_bound(
 
     for _ in range(cfg.warmup):
         step()
-    _sync(device)
+    runtime.synchronize()
     start = time.perf_counter()
     for _ in range(cfg.steps):
         step()
-    _sync(device)
+    runtime.synchronize()
     return cfg.steps * len(y) / (time.perf_counter() - start)
 
 
@@ -117,7 +98,6 @@ def ferbench_training(
     """Images/s of the engine's own epoch loop (uint8 in memory, batched augmentation)."""
     runtime = cfg.runtime(device)
     model, preprocess = _build(name, len(data.class_names), size, device, runtime.channels_last)
-    train_cfg = train_config(cfg, runtime)
     storage = device if runtime.data_on_device else torch.device("cpu")
     train = SplitTensors.from_arrays(data, "train", storage)
     needed = (cfg.steps + cfg.warmup) * cfg.batch_size
@@ -131,7 +111,7 @@ def ferbench_training(
         train.images[: cfg.steps * cfg.batch_size], train.labels[: cfg.steps * cfg.batch_size]
     )
     net = torch.compile(model) if cfg.compile else model
-    trainer = Trainer(net, preprocess, train_cfg, device)
+    trainer = Trainer(net, preprocess, cfg.train_config(), runtime)
     trainer.train_epoch(warm, 0)
     stats = trainer.train_epoch(timed, 1)
     return stats.images / stats.seconds
@@ -151,9 +131,9 @@ def reference_training(
         [
             transforms.Grayscale(),
             transforms.Resize((size, size)),
-            transforms.RandomCrop(size, padding=DEFAULT_AUGMENT["crop_padding"]),
+            transforms.RandomCrop(size, padding=DEFAULT_AUGMENT.crop_padding),
             transforms.RandomHorizontalFlip(),
-            transforms.RandomRotation(DEFAULT_AUGMENT["rotate"]),
+            transforms.RandomRotation(DEFAULT_AUGMENT.rotate),
             transforms.ToTensor(),
             transforms.Normalize(card.mean, card.std),
         ]
@@ -167,22 +147,18 @@ def reference_training(
         drop_last=True,
         persistent_workers=False,
     )
-    model, _ = _build(name, len(data.class_names), size, device, False)
-    trainer = Trainer(
-        model,
-        Preprocess(size, 1, card.mean, card.std),
-        train_config(cfg, REFERENCE_RUNTIME),
-        device,
-    )
+    model, preprocess = _build(name, len(data.class_names), size, device, False)
+    runtime = reference_runtime(device)
+    trainer = Trainer(model, preprocess, cfg.train_config(), runtime)
     model.train()
     seen, start, step = 0, None, 0
     while step < cfg.steps + cfg.warmup:
         for x, y in loader:
             if step == cfg.warmup:
-                _sync(device)
+                runtime.synchronize()
                 start = time.perf_counter()
             x, y = x.to(device), y.to(device)
-            with autocast_for(device, trainer.cfg["amp"]):
+            with runtime.autocast():
                 loss = trainer.loss_fn(model(x).float(), y)
             trainer.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -192,7 +168,7 @@ def reference_training(
             step += 1
             if step >= cfg.steps + cfg.warmup:
                 break
-    _sync(device)
+    runtime.synchronize()
     return seen / (time.perf_counter() - start)
 
 
@@ -239,7 +215,7 @@ def bench_models(
             model, preprocess = _build(
                 name, len(data.class_names), size, device, runtime.channels_last
             )
-            speed = measure_speed(model, preprocess, device, runtime.amp)
+            speed = measure_speed(model, preprocess, runtime)
             rows.append(
                 {
                     "model": name,

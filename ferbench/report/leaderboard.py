@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from ferbench.config import RUNTIME_KEYS
 from ferbench.errors import FerbenchError
+from ferbench.runs import RunDir, iter_runs
 
 METRICS = [
     "accuracy",
@@ -34,17 +35,6 @@ METRICS = [
     "train_images_per_s",
     "best_epoch",
 ]
-IGNORED_SETTINGS = {
-    "train.seed",
-    "train.amp",
-    "train.channels_last",
-    "train.compile",
-    "train.data_on_device",
-    "eval.speed",
-    "data.cache",
-    "data.path",
-    "data.labels",
-}
 
 
 @dataclass
@@ -68,44 +58,43 @@ def _flatten(prefix: str, value, out: dict) -> None:
 
 
 def collect_runs(roots: list[Path]) -> list[Run]:
-    """Every run directory (a folder with status.json or config.yaml) under the given paths."""
+    """Every run directory under the given paths, read through RunDir."""
     runs = []
     for root in roots:
-        if not root.exists():
-            raise FerbenchError(f"no such results folder: {root}")
-        dirs = {p.parent for pattern in ("status.json", "config.yaml") for p in root.rglob(pattern)}
-        for run_dir in sorted(dirs):
-            runs.append(_read_run(run_dir, root))
+        for run_dir in iter_runs(root):
+            runs.append(_read_run(run_dir, Path(root)))
     return runs
 
 
-def _read_run(run_dir: Path, root: Path) -> Run:
-    relative = Path(root.name) / run_dir.relative_to(root) if run_dir != root else Path(root.name)
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        status = {"status": "unknown"}
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        config = {}
-    run = Run(relative, status.get("status", "unknown"), config, error=status.get("error", ""))
+def _read_run(run_dir: RunDir, root: Path) -> Run:
+    path = run_dir.path
+    relative = Path(root.name) / path.relative_to(root) if path != root else Path(root.name)
+    status = run_dir.status()
+    run = Run(
+        relative, status.get("status", "unknown"), run_dir.config(), error=status.get("error", "")
+    )
     if run.status == "done":
+        run.metrics = run_dir.metrics()
         try:
-            run.metrics = json.loads((run_dir / "metrics.json").read_text())
-            run.history = pd.read_csv(run_dir / "history.csv")
+            run.history = run_dir.history()
         except (OSError, ValueError) as exc:
             run.status, run.error = "incomplete", f"unreadable outputs: {exc}"
+        if not run.metrics:
+            run.status, run.error = "incomplete", "unreadable outputs: metrics.json"
     return run
 
 
 def _data_label(config: dict) -> str:
+    """Runs share a leaderboard when their data is the same content and class set, wherever the
+    file lived: the label is the kind, the class set and the data fingerprint."""
     data = config.get("data", {})
-    source = Path(str(data.get("path"))).name if data.get("path") else data.get("kind", "?")
-    if data.get("kind") == "ferplus":
-        source = f"ferplus:{source}"
+    kind = data.get("kind", "?")
+    if kind == "auto" and config.get("data_source"):  # "fer2013 csv /path/...": its format
+        kind = " ".join(str(config["data_source"]).split()[:2])
     classes = config.get("class_names") or []
-    return f"{source} ({len(classes)} classes: {','.join(c[:3] for c in classes)})"
+    fingerprint = str(config.get("data_fingerprint", ""))[:8]
+    short = ",".join(c[:3] for c in classes)
+    return f"{kind} ({len(classes)} classes: {short})" + (f" #{fingerprint}" if fingerprint else "")
 
 
 def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
@@ -116,7 +105,9 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         settings: dict = {}
         for section in ("model", "data", "train", "eval"):
             _flatten(section, run.config.get(section, {}), settings)
-        settings = {k: v for k, v in settings.items() if k not in IGNORED_SETTINGS}
+        settings = {
+            k: v for k, v in settings.items() if k not in RUNTIME_KEYS and k != "train.seed"
+        }
         row = {
             "run": str(run.path),
             "experiment": run.config.get("experiment", ""),
@@ -310,7 +301,7 @@ def write_outputs(
     target: float,
 ) -> list[Path]:
     """comparison.csv / .md, PNG plots and a self-contained report.html under `out`."""
-    from ferbench import report_plots as plots
+    from ferbench.report import plots
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -12,9 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from ferbench.config import Trial
 from ferbench.errors import FerbenchError
-from ferbench.experiment import Trial
-from ferbench.runner import Outcome, execute_trial
+from ferbench.train.runner import Outcome, execute_trial
 
 MAX_RETRIES = 3
 

@@ -13,8 +13,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from ferbench.experiment import Trial
-from ferbench.runner import Reporter
+from ferbench.config import Trial
+from ferbench.train.runner import Reporter
 
 
 class RichReporter(Reporter):

@@ -9,9 +9,9 @@ import numpy as np
 
 from ferbench.data.images import IMAGE_SUFFIXES
 from ferbench.errors import FerbenchError
-from ferbench.predictor import Predictor
-from ferbench.vision.detect import FER_MARGIN, HaarDetector, crop_faces
-from ferbench.vision.overlay import draw_face
+from ferbench.infer.detect import FER_MARGIN, HaarDetector, crop_faces
+from ferbench.infer.overlay import draw_face
+from ferbench.infer.predictor import Predictor
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

@@ -14,9 +14,10 @@ import cv2
 import torch
 
 from ferbench.errors import FerbenchError
-from ferbench.live import run_live
-from ferbench.predictor import Predictor, find_best_run
-from ferbench.vision.detect import HaarDetector
+from ferbench.infer.detect import HaarDetector
+from ferbench.infer.live import run_live
+from ferbench.infer.predictor import Predictor
+from ferbench.runs import best_run
 
 SIZE = (640, 360)
 DETECT_EVERY, COAST = 3, 1  # the `ferbench live` defaults
@@ -92,26 +93,18 @@ def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize:
     if checkpoint:
         return Predictor(checkpoint, quantize=quantize)
     try:
-        return Predictor(find_best_run(model_name, Path("results")), quantize=quantize)
+        return Predictor(best_run(model_name, "results").path, quantize=quantize)
     except FerbenchError:
         pass  # speed does not depend on the weights: an untrained model of the same shape serves
-    from ferbench.checkpoint import save_checkpoint
-    from ferbench.engine import Preprocess
-    from ferbench.models import create_model, model_card
+    from ferbench.checkpoint import checkpoint_meta, save_checkpoint
+    from ferbench.data.classes import FER2013_CLASSES
+    from ferbench.models import Preprocess, create_model, model_card
 
     card = model_card(model_name)
     args = {"num_classes": 7, "in_chans": card.in_chans, "input_size": card.input_size}
     path = tmp / "untrained.pt"
-    save_checkpoint(
-        path,
-        create_model(model_name, **args),
-        {
-            "model": model_name,
-            "model_args": args,
-            "class_names": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
-            "preprocess": Preprocess(card.input_size, card.in_chans, card.mean, card.std).to_dict(),
-        },
-    )
+    meta = checkpoint_meta(model_name, args, FER2013_CLASSES, Preprocess.for_model(card))
+    save_checkpoint(path, create_model(model_name, **args), meta)
     return Predictor(path, quantize=quantize)
 
 

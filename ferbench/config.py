@@ -1,0 +1,340 @@
+"""Typed, frozen configuration: what an experiment file may say, checked against the field types.
+
+Every section is a frozen dataclass; its fields, their types and their defaults are the schema.
+Validation is derived from the types (``int``, ``float``, ``bool``, ``str``, ``Literal`` choices,
+``tuple[str, ...]``, ``dict``, nested sections), and every error is one line naming the file, the
+key and, for an unknown key, the closest valid one.  No torch here: reading a config is instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ferbench.errors import FerbenchError
+
+DataKind = Literal["auto", "fer2013", "ferplus", "folder", "synthetic"]
+DATA_KINDS: tuple[str, ...] = typing.get_args(DataKind)
+
+# Settings that change where or how fast a trial runs, not what it computes.  Used by the config
+# hash (a finished trial is skipped whatever these say) and by compare (runs that differ only here
+# share a leaderboard row).  The data's identity is its content fingerprint, not its path.
+RUNTIME_KEYS = frozenset(
+    {
+        "train.amp",
+        "train.channels_last",
+        "train.compile",
+        "train.data_on_device",
+        "eval.speed",
+        "eval.batch_size",
+        "data.cache",
+        "data.path",
+        "data.labels",
+    }
+)
+
+
+class ConfigError(FerbenchError):
+    pass
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Batched train-time augmentation (see data/augment.py)."""
+
+    crop_padding: int = 4
+    flip: bool = True
+    rotate: float = 10.0
+    scale: float = 0.1
+    erase: float = 0.0
+
+    @classmethod
+    def none(cls) -> "AugmentConfig":
+        return cls(crop_padding=0, flip=False, rotate=0.0, scale=0.0, erase=0.0)
+
+    @property
+    def active(self) -> bool:
+        return any(dataclasses.astuple(self))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    scheduler: Literal["none", "step", "cosine", "plateau", "onecycle"] = "none"
+    warmup_epochs: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    plateau_patience: int = 3
+    label_smoothing: float = 0.0
+    class_weights: Literal["none", "balanced"] = "none"
+    grad_clip: float = 0.0
+    early_stopping: int = 0
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 0
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: bool = False
+    deterministic: bool = False
+    data_on_device: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tta: Literal["none", "tencrop"] = "none"
+    batch_size: int = 512
+    target_acc: float = 0.65
+    speed: bool = True
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the faces come from and how to shape them."""
+
+    kind: DataKind = "synthetic"
+    path: str | None = None
+    labels: str | None = None  # FER+ vote file (fer2013new.csv)
+    contempt: bool = True  # FER+: keep the 8th class
+    classes: tuple[str, ...] | None = None  # select and order classes
+    merge: dict[str, str] | None = None
+    drop: tuple[str, ...] | None = None
+    size: int | None = None  # faces resized to size×size; the model's input size
+    val_fraction: float = 0.1  # carved from train when the source has no validation split
+    fraction: float = 1.0  # stratified subsample of every split, for quick checks
+    seed: int = 0  # data seed: synthetic faces, carved splits, subsamples
+    n_per_class: int = 300  # synthetic only
+    cache: bool = True
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in to_plain(self).items() if v is not None}
+
+    def replace(self, **changes) -> "DataSpec":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input_size: int
+    args: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One fully resolved training run; its run directory is ``<experiment>/<name>``."""
+
+    experiment: str
+    name: str  # e.g. cnn3/lr=0.1/seed=0
+    model: ModelSpec
+    data: DataSpec
+    train: TrainConfig
+    eval: EvalConfig
+    base_dir: str = "."  # where relative data paths are resolved
+    axes: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict:
+        """The resolved configuration, as written to config.yaml."""
+        return {
+            "experiment": self.experiment,
+            "trial": self.name,
+            "model": to_plain(self.model),
+            "data": self.data.to_dict(),
+            "train": to_plain(self.train),
+            "eval": to_plain(self.eval),
+        }
+
+    def config_hash(self) -> str:
+        return config_hash(self.to_dict())
+
+    @property
+    def tta_shift(self) -> int:
+        """Pixels the ten-crop test views are shifted by (the training crop padding, at least 2);
+        0 without TTA."""
+        return max(self.train.augment.crop_padding, 2) if self.eval.tta == "tencrop" else 0
+
+
+def config_hash(resolved: dict) -> str:
+    """Hash of every setting that changes the result (RUNTIME_KEYS left out)."""
+    semantic = {
+        section: {
+            k: v
+            for k, v in resolved.get(section, {}).items()
+            if f"{section}.{k}" not in RUNTIME_KEYS
+        }
+        for section in ("model", "data", "train", "eval")
+    }
+    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_plain(value: Any) -> Any:
+    """Dataclasses and tuples → dicts and lists (YAML/JSON friendly)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    return value
+
+
+# --- validation derived from the field types --------------------------------------------------
+
+
+def error(file: str, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{file}: {key}: {message}")
+
+
+def check_keys(file: str, where: str, given: dict, known: set[str] | frozenset[str]) -> None:
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+            hint = (
+                f"; did you mean '{close[0]}'?"
+                if close
+                else f"; known keys: {', '.join(sorted(known))}"
+            )
+            raise error(file, f"{where}{key}", f"unknown key{hint}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(file: str, key: str, value: Any, hint: Any) -> Any:
+    """Check one value against a type hint and return it in canonical form."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(file, key, value, inner)
+    if origin is Literal:
+        if str(value).lower() not in args:
+            raise error(file, key, f"'{value}' is not one of {', '.join(args)}")
+        return str(value).lower()
+    if hint is AugmentConfig:
+        return parse_augment(file, key, value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise error(file, key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise error(file, key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                return float(str(value))  # YAML 1.1 reads 5e-4 as a string
+            except ValueError:
+                raise error(file, key, f"expected a number, got {value!r}") from None
+        return float(value)
+    if hint is str:
+        if isinstance(value, (dict, list)):
+            raise error(file, key, f"expected a string, got {value!r}")
+        return str(value)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise error(file, key, f"expected a list, got {value!r}")
+        return tuple(coerce(file, key, v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise error(file, key, f"expected a mapping, got {value!r}")
+        if args:
+            return {str(k): coerce(file, f"{key}.{k}", v, args[1]) for k, v in value.items()}
+        return dict(value)
+    return value
+
+
+def parse_section(
+    cls: type,
+    file: str,
+    where: str,
+    raw: Any,
+    axis_ok: bool = False,
+    allow: frozenset = frozenset(),
+) -> dict:
+    """Validate a mapping against `cls`'s fields.  With `axis_ok`, a list given for a scalar field
+    is a grid axis: every element is checked and the list is kept.  Keys in `allow` pass
+    through unchecked (the caller owns them)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise error(file, where.rstrip(".") or "<top>", f"expected a mapping, got {raw!r}")
+    hints = field_types(cls)
+    check_keys(file, where, raw, set(hints) | allow)
+    out = {}
+    for key, value in raw.items():
+        if key in allow:
+            continue
+        hint = hints[key]
+        takes_list = typing.get_origin(hint) in (tuple, list) or _optional_list(hint)
+        if isinstance(value, list) and not takes_list:
+            if not axis_ok or not value:
+                raise error(file, f"{where}{key}", "a list (grid axis) is not allowed here")
+            out[key] = [coerce(file, f"{where}{key}", v, hint) for v in value]
+        else:
+            out[key] = coerce(file, f"{where}{key}", value, hint)
+    return out
+
+
+def _optional_list(hint: Any) -> bool:
+    return any(typing.get_origin(a) in (tuple, list) for a in typing.get_args(hint))
+
+
+def parse_augment(file: str, key: str, value: Any) -> AugmentConfig:
+    """`default`/true, `none`/false, or a mapping (unset keys off, as the reference transforms)."""
+    if isinstance(value, AugmentConfig):
+        return value
+    if value in (None, "default", True):
+        return AugmentConfig()
+    if value in ("none", False):
+        return AugmentConfig.none()
+    if not isinstance(value, dict):
+        raise error(
+            file,
+            key,
+            "expected none, default or a mapping of " + ", ".join(field_types(AugmentConfig)),
+        )
+    checked = parse_section(AugmentConfig, file, f"{key}.", value)
+    return dataclasses.replace(AugmentConfig.none(), **checked)
+
+
+def parse_data(file: str, key: str, value: Any) -> DataSpec:
+    """A data spec: a mapping, ``synthetic`` or a bare path."""
+    if isinstance(value, str):
+        value = {"kind": "synthetic"} if value == "synthetic" else {"kind": "auto", "path": value}
+    if not isinstance(value, dict):
+        raise error(file, key, "expected a mapping like {kind: fer2013, path: data/fer2013.csv}")
+    spec = DataSpec(**parse_section(DataSpec, file, f"{key}.", value))
+    if spec.kind != "synthetic" and not spec.path:
+        raise error(file, f"{key}.path", f"required for kind {spec.kind}")
+    return spec
+
+
+SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_.,+=@%-]+$")
+
+
+def safe_segment(file: str, key: str, text: str) -> str:
+    """A value that becomes one folder name: no separators, no '..', nothing hidden."""
+    if not SAFE_SEGMENT.match(text) or text.startswith(".") or len(text) > 120:
+        raise error(
+            file,
+            key,
+            f"'{text}' cannot name a run folder (use letters, digits and _ . , + = @ % -, "
+            "not starting with '.')",
+        )
+    return text

@@ -1,0 +1,85 @@
+"""Batched inference on uint8 faces, with optional ten-crop TTA, and its speed.
+
+One function for every place that classifies a whole split: validation and test during training,
+`ferbench eval`, export parity checks.  Same preprocessing, same precision, same TTA, so a
+number measured in one place is reproduced in another.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ferbench.data.augment import shifted_views
+from ferbench.device import Runtime
+from ferbench.models.preprocess import Preprocess
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    preprocess: Preprocess,
+    images: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int = 512,
+    tta_shift: int = 0,
+) -> torch.Tensor:
+    """Logits (float32, CPU) for uint8 images, batched; with `tta_shift` the ten-crop mean of
+    softmax probabilities is returned as log-probabilities."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = preprocess(images[start : start + batch_size].to(runtime.device, non_blocking=True))
+        with runtime.autocast():
+            if tta_shift:
+                probs = torch.stack(
+                    [F.softmax(model(v).float(), 1) for v in shifted_views(x, tta_shift)]
+                ).mean(0)
+                outputs.append(probs.clamp_min(1e-12).log().cpu())
+            else:
+                outputs.append(model(x).float().cpu())
+    if not outputs:
+        return torch.zeros(0, 0)
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
+def measure_speed(
+    model: nn.Module,
+    preprocess: Preprocess,
+    runtime: Runtime,
+    batch_size: int = 256,
+    repeats: int = 5,
+    latency_runs: int = 30,
+) -> dict:
+    """Inference images/s at a large batch and median batch-1 latency (ms), warm-up excluded."""
+    model.eval()
+    size = preprocess.input_size
+    images = torch.randint(
+        0, 256, (batch_size, 1, size, size), dtype=torch.uint8, device=runtime.device
+    )
+    with runtime.autocast():
+        model(preprocess(images[:8]))
+        runtime.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(preprocess(images))
+        runtime.synchronize()
+        throughput = batch_size * repeats / (time.perf_counter() - start)
+        single = images[:1]
+        model(preprocess(single))
+        times = []
+        for _ in range(latency_runs):
+            runtime.synchronize()
+            t0 = time.perf_counter()
+            model(preprocess(single))
+            runtime.synchronize()
+            times.append(time.perf_counter() - t0)
+    return {
+        "inference_images_per_s": float(throughput),
+        "latency_batch1_ms": float(np.median(times) * 1000),
+    }

@@ -1,0 +1,178 @@
+"""Run directories: the one place that knows their layout, lock and status.
+
+A trial writes into ``<results>/<experiment>/<trial name>/``: config.yaml (the resolved config,
+data fingerprint, versions, device), status.json, history.csv, metrics.json, per_class.csv,
+confusion.csv/.png, curves.png, best.pt and last.pt.  Everything after training (compare,
+predict, live, eval) reads runs through :class:`RunDir`, so any launcher can produce them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ferbench.errors import FerbenchError
+from ferbench.fileio import write_json
+
+OUTPUT_FILES = (
+    "config.yaml",
+    "status.json",
+    "history.csv",
+    "metrics.json",
+    "per_class.csv",
+    "confusion.csv",
+    "confusion.png",
+    "curves.png",
+    "best.pt",
+    "last.pt",
+    "error.txt",
+)
+
+
+def now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    # files ---------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "best.pt"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "last.pt"
+
+    def clear(self) -> None:
+        """Remove every output, so a changed or `--fresh` trial starts from nothing."""
+        for name in OUTPUT_FILES:
+            (self.path / name).unlink(missing_ok=True)
+
+    # lock ----------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self) -> Iterator[bool]:
+        """An exclusive, non-blocking lock; yields False when another process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: run unlocked
+            yield True
+            return
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # status --------------------------------------------------------------------------------
+    def status(self) -> dict:
+        return _read_json(self.path / "status.json")
+
+    @property
+    def state(self) -> str:
+        """done, running, failed, interrupted, or unknown."""
+        return self.status().get("status", "unknown")
+
+    def write_status(self, state: str, trial: str, config_hash: str, **extra) -> None:
+        previous = self.status()
+        started = previous.get("started", now()) if state != "running" else now()
+        write_json(
+            self.path / "status.json",
+            {
+                "status": state,
+                "trial": trial,
+                "config_hash": config_hash,
+                "started": started,
+                "updated": now(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                **{k: v for k, v in previous.items() if k == "data_fingerprint"},
+                **extra,
+            },
+        )
+
+    # contents ------------------------------------------------------------------------------
+    def config(self) -> dict:
+        import yaml
+
+        try:
+            return yaml.safe_load((self.path / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return {}
+
+    def metrics(self) -> dict:
+        return _read_json(self.path / "metrics.json")
+
+    def history(self):
+        import pandas as pd
+
+        return pd.read_csv(self.path / "history.csv")
+
+    @property
+    def model_name(self) -> str:
+        """The model this run trained, as its config says (never guessed from the path)."""
+        return str(self.config().get("model", {}).get("name", ""))
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "done" and self.best_checkpoint.exists()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def iter_runs(root: Path | str) -> Iterator[RunDir]:
+    """Every run directory (a folder with status.json or config.yaml) under `root`, sorted."""
+    root = Path(root)
+    if not root.exists():
+        raise FerbenchError(f"no such results folder: {root}")
+    dirs = {p.parent for pattern in ("status.json", "config.yaml") for p in root.rglob(pattern)}
+    for path in sorted(dirs):
+        yield RunDir(path)
+
+
+def best_run(model_name: str, results: Path | str) -> RunDir:
+    """The finished run of `model_name` under `results` with the best validation accuracy."""
+    results = Path(results)
+    candidates, available = [], set()
+    runs = iter_runs(results) if results.exists() else iter([])
+    for run in runs:
+        if not run.finished:
+            continue
+        name = run.model_name
+        available.add(name)
+        if name == model_name:
+            candidates.append((run.metrics().get("best_val_acc", 0.0), str(run.path)))
+    if not candidates:
+        have = ", ".join(sorted(available)) or "none"
+        raise FerbenchError(
+            f"no finished run of '{model_name}' under {results} (finished models: "
+            f"{have}); train one with `ferbench run experiments/quickstart.yaml` "
+            "or pass --checkpoint PATH"
+        )
+    return RunDir(Path(max(candidates)[1]))

@@ -1,0 +1,249 @@
+"""Training and evaluation of one trial, from memory, on GPU or CPU.
+
+The whole dataset is held as uint8 tensors (on the GPU when there is one); batches are sliced,
+converted, augmented and normalised there.  Data order, augmentation and dropout are seeded per
+epoch, so a run resumed from ``last.pt`` continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ferbench.config import TrainConfig
+from ferbench.data.arrays import FaceArrays
+from ferbench.device import Runtime
+from ferbench.errors import FerbenchError
+from ferbench.infer.batched import predict_logits
+from ferbench.models.preprocess import Preprocess
+
+
+class TrainingDiverged(FerbenchError):
+    pass
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class SplitTensors:
+    images: torch.Tensor  # uint8 N×1×H×W
+    labels: torch.Tensor  # int64 N
+
+    @classmethod
+    def from_arrays(cls, data: FaceArrays, split: str, device: torch.device) -> "SplitTensors":
+        images, labels = data.split(split)
+        return cls(
+            torch.from_numpy(images).unsqueeze(1).to(device), torch.from_numpy(labels).to(device)
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for param in model.parameters():  # no weight decay on biases and norm scales
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+        )
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@dataclass
+class LRSchedule:
+    """Learning rate as a function of fractional epoch, with warmup; plateau keeps its state."""
+
+    cfg: TrainConfig
+    plateau_scale: float = 1.0
+    plateau_best: float = math.inf
+    plateau_wait: int = 0
+
+    def lr_at(self, epoch_progress: float) -> float:
+        cfg, base = self.cfg, self.cfg.lr
+        warmup = cfg.warmup_epochs
+        if warmup > 0 and epoch_progress < warmup:
+            return base * (epoch_progress + 1e-3) / warmup
+        kind, total = cfg.scheduler, max(cfg.epochs, 1)
+        if kind == "step":
+            return base * cfg.gamma ** int(epoch_progress // max(cfg.step_size, 1))
+        if kind in ("cosine", "onecycle"):
+            span = max(total - warmup, 1e-9)
+            t = min(max((epoch_progress - warmup) / span, 0.0), 1.0)
+            if kind == "onecycle":  # linear decay to min_lr after warmup
+                return cfg.min_lr + (base - cfg.min_lr) * (1 - t)
+            return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+        if kind == "plateau":
+            return max(base * self.plateau_scale, cfg.min_lr)
+        return base
+
+    def end_epoch(self, val_loss: float) -> None:
+        if self.cfg.scheduler != "plateau":
+            return
+        if val_loss < self.plateau_best - 1e-4:
+            self.plateau_best, self.plateau_wait = val_loss, 0
+        else:
+            self.plateau_wait += 1
+            if self.plateau_wait > self.cfg.plateau_patience:
+                self.plateau_scale *= self.cfg.gamma
+                self.plateau_wait = 0
+
+    def state_dict(self) -> dict:
+        return {
+            "plateau_scale": self.plateau_scale,
+            "plateau_best": self.plateau_best,
+            "plateau_wait": self.plateau_wait,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale = float(state["plateau_scale"])
+        self.plateau_best = float(state["plateau_best"])
+        self.plateau_wait = int(state["plateau_wait"])
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    seconds: float
+    images: int
+
+
+@dataclass
+class Trainer:
+    """Everything one epoch of training needs; the runner owns checkpoints and files."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    cfg: TrainConfig
+    runtime: Runtime
+    class_weights: torch.Tensor | None = None
+    schedule: LRSchedule | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scaler: torch.amp.GradScaler | None = None
+    on_batch: Callable[[int, int, float, float], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.optimizer = self.optimizer or build_optimizer(self.model, self.cfg)
+        self.schedule = self.schedule or LRSchedule(self.cfg)
+        self.device = self.runtime.device
+        if self.runtime.amp == "fp16":
+            self.scaler = torch.amp.GradScaler("cuda")
+        self.loss_fn = nn.CrossEntropyLoss(
+            weight=self.class_weights, label_smoothing=self.cfg.label_smoothing
+        )
+
+    def train_epoch(self, train: SplitTensors, epoch: int) -> EpochStats:
+        cfg, seed = self.cfg, self.cfg.seed
+        torch.manual_seed(seed * 100003 + epoch)  # dropout: same stream after a resume
+        order_gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
+        aug_gen = torch.Generator().manual_seed(seed * 10007 + epoch)
+        order = torch.randperm(len(train), generator=order_gen).to(train.images.device)
+        batch_size = cfg.batch_size
+        steps = max(1, len(train) // batch_size)  # drop the last partial batch, as usual
+        self.model.train()
+        total_loss = torch.zeros((), device=self.device)
+        total_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        start = time.perf_counter()
+        augment = dataclasses.asdict(cfg.augment) if cfg.augment.active else None
+        for step in range(steps):
+            lr = self.schedule.lr_at(epoch + step / steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            index = order[step * batch_size : (step + 1) * batch_size]
+            x = self.preprocess(
+                train.images[index].to(self.device, non_blocking=True), augment, aug_gen
+            )
+            y = train.labels[index].to(self.device, non_blocking=True)
+            with self.runtime.autocast():
+                logits = self.model(x)
+                loss = self.loss_fn(logits.float(), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            total_loss += loss.detach() * len(y)
+            total_correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if self.on_batch is not None and (step % 10 == 0 or step == steps - 1):
+                running = total_loss.item() / seen
+                if not math.isfinite(running):
+                    raise TrainingDiverged(
+                        f"loss became {running} at epoch {epoch + 1}, step "
+                        f"{step + 1} (try a lower lr or grad_clip)"
+                    )
+                self.on_batch(step + 1, steps, running, total_correct.item() / seen)
+        mean_loss = total_loss.item() / max(seen, 1)
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(
+                f"loss became {mean_loss} in epoch {epoch + 1} (try a lower lr or grad_clip)"
+            )
+        self.runtime.synchronize()
+        return EpochStats(
+            mean_loss, total_correct.item() / max(seen, 1), time.perf_counter() - start, seen
+        )
+
+
+def evaluate(
+    model: nn.Module,
+    preprocess: Preprocess,
+    split: SplitTensors,
+    runtime: Runtime,
+    batch_size: int = 512,
+    tta_shift: int = 0,
+) -> tuple[float, float, np.ndarray]:
+    """Mean cross-entropy, accuracy and predicted labels on one split."""
+    if len(split) == 0:
+        return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
+    logits = predict_logits(model, preprocess, split.images, runtime, batch_size, tta_shift)
+    labels = split.labels.cpu()
+    loss = (
+        F.cross_entropy(logits, labels).item()
+        if not tta_shift
+        else F.nll_loss(logits, labels).item()
+    )
+    predictions = logits.argmax(1)
+    return loss, (predictions == labels).float().mean().item(), predictions.numpy()
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = len(labels) / (num_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)

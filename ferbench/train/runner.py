@@ -1,0 +1,399 @@
+"""Run trials into run directories: skip what is finished, resume what was interrupted,
+record what failed, never let two processes write one trial (the layout is ``runs.RunDir``'s).
+
+A finished trial is skipped when its config hash (settings that change the result) and its data
+fingerprint (the content of the faces, wherever the file lives) are both unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ferbench import __version__
+from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
+from ferbench.config import Trial, to_plain
+from ferbench.data import SPLITS, FaceArrays, load_dataset
+from ferbench.device import Runtime, resolve_runtime, select_device
+from ferbench.errors import FerbenchError
+from ferbench.fileio import write_json, write_text, write_yaml
+from ferbench.infer.batched import measure_speed
+from ferbench.metrics import classification_metrics
+from ferbench.models.preprocess import Preprocess
+from ferbench.runs import RunDir
+from ferbench.train.engine import (
+    SplitTensors,
+    Trainer,
+    balanced_class_weights,
+    evaluate,
+    seed_everything,
+)
+
+
+class Reporter:
+    """Progress hooks; the default reports nothing (subprocesses, Ray workers, tests)."""
+
+    def trial_started(self, trial: Trial, start_epoch: int, epochs: int) -> None: ...
+    def batch(self, step: int, steps: int, loss: float, acc: float) -> None: ...
+    def epoch_done(self, epoch: int, epochs: int, row: dict) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # done, skipped, failed, locked
+    run_dir: str
+    seconds: float = 0.0
+    test_acc: float | None = None
+    val_acc: float | None = None
+    error: str = ""
+
+
+_DATA_MEMO: dict[tuple, FaceArrays] = {}
+
+
+def trial_data(trial: Trial) -> FaceArrays:
+    """The trial's dataset, loaded once per process (a grid shares it across trials)."""
+    key = (json.dumps(to_plain(trial.data), sort_keys=True), trial.base_dir)
+    if key not in _DATA_MEMO:
+        _DATA_MEMO.clear()  # keep one dataset in memory, not every one a grid touched
+        _DATA_MEMO[key] = load_dataset(trial.data, base_dir=Path(trial.base_dir))
+    return _DATA_MEMO[key]
+
+
+def execute_trial(
+    trial: Trial,
+    results: Path,
+    device: str = "auto",
+    fresh: bool = False,
+    reporter: Reporter | None = None,
+) -> Outcome:
+    """Run one trial unless it is finished with the same config; never raises for trial errors."""
+    reporter = reporter or Reporter()
+    run = RunDir(Path(results) / trial.experiment / trial.name)
+    start = time.perf_counter()
+    with run.lock() as acquired:
+        if not acquired:
+            return Outcome(
+                trial.name, "locked", str(run.path), error="another process is running it"
+            )
+        status = run.status()
+        same = status.get("config_hash") == trial.config_hash()
+        try:
+            if status.get("status") == "done" and same and not fresh:
+                if status.get("data_fingerprint") in (None, trial_data(trial).fingerprint()):
+                    metrics = run.metrics()
+                    return Outcome(
+                        trial.name,
+                        "skipped",
+                        str(run.path),
+                        test_acc=metrics.get("accuracy"),
+                        val_acc=metrics.get("best_val_acc"),
+                    )
+                reporter.note(f"{trial.name}: the data changed since the last run; starting over")
+                same = False
+            if fresh or (status and not same):
+                if status and not same and not fresh:
+                    reporter.note(
+                        f"{trial.name}: settings changed since the last run; starting over"
+                    )
+                run.clear()
+            run.file("error.txt").unlink(missing_ok=True)
+            metrics = fit(trial, run, device, reporter)
+        except KeyboardInterrupt:
+            run.write_status("interrupted", trial.name, trial.config_hash())
+            raise
+        except Exception as exc:  # any failure is recorded and the grid goes on
+            message = _one_line(exc)
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                message = f"out of GPU memory ({message}); lower batch_size"
+            write_text(run.file("error.txt"), traceback.format_exc())
+            run.write_status("failed", trial.name, trial.config_hash(), error=message)
+            return Outcome(
+                trial.name, "failed", str(run.path), time.perf_counter() - start, error=message
+            )
+    return Outcome(
+        trial.name,
+        "done",
+        str(run.path),
+        time.perf_counter() - start,
+        test_acc=metrics["accuracy"],
+        val_acc=metrics["best_val_acc"],
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _versions() -> dict:
+    import sklearn
+    import timm
+
+    return {
+        "ferbench": __version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def _device_info(device: torch.device) -> dict:
+    info = {"type": device.type, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    else:
+        info["name"] = cpu_name()
+    return info
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class _Setup:
+    """What fit builds before the first epoch."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module  # the compiled model when train.compile, else `model`
+    preprocess: Preprocess
+    runtime: Runtime
+    trainer: Trainer
+    splits: tuple[SplitTensors, SplitTensors, SplitTensors]
+    meta: dict
+    parameters: int
+    flops: int
+
+
+def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter) -> _Setup:
+    from ferbench.models import create_model, model_card
+    from ferbench.models.profile import count_flops, count_parameters
+
+    cfg = trial.train
+    runtime = resolve_runtime(
+        select_device(device_name), cfg.amp, cfg.channels_last, cfg.data_on_device
+    )
+    card = model_card(trial.model.name)
+    size = trial.model.input_size
+    model_args = {
+        "num_classes": len(data.class_names),
+        "in_chans": card.in_chans,
+        "input_size": size,
+        **trial.model.args,
+    }
+    model = create_model(trial.model.name, **model_args)
+    parameters, flops = count_parameters(model), count_flops(model, card.in_chans, size)
+    model = model.to(runtime.device, memory_format=runtime.memory_format)
+    preprocess = Preprocess.for_model(card, size, runtime.channels_last)
+    storage = runtime.device if runtime.data_on_device else torch.device("cpu")
+    splits = tuple(SplitTensors.from_arrays(data, s, storage) for s in ("train", "val", "test"))
+    weights = None
+    if cfg.class_weights == "balanced":
+        weights = balanced_class_weights(splits[0].labels.cpu().numpy(), len(data.class_names)).to(
+            runtime.device
+        )
+    net = torch.compile(model) if cfg.compile else model
+    trainer = Trainer(net, preprocess, cfg, runtime, class_weights=weights, on_batch=reporter.batch)
+    meta = checkpoint_meta(
+        trial.model.name,
+        model_args,
+        data.class_names,
+        preprocess,
+        trial.tta_shift,
+        amp=runtime.amp,
+        config_hash=trial.config_hash(),
+        trial=trial.name,
+        data_fingerprint=data.fingerprint(),
+    )
+    return _Setup(model, net, preprocess, runtime, trainer, splits, meta, parameters, flops)
+
+
+def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime) -> None:
+    counts = data.counts()
+    write_yaml(
+        run.file("config.yaml"),
+        {
+            **trial.to_dict(),
+            "config_hash": trial.config_hash(),
+            "data_fingerprint": data.fingerprint(),
+            "data_source": data.source,
+            "data_notes": data.notes,
+            "class_names": list(data.class_names),
+            "data_counts": {s: counts[i].tolist() for i, s in enumerate(SPLITS)},
+            "versions": _versions(),
+            "device": _device_info(runtime.device),
+            **runtime.describe(),
+        },
+    )
+
+
+def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict:
+    """Train with model selection on validation, then evaluate the best checkpoint on test once."""
+    cfg, eval_cfg = trial.train, trial.eval
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = trial_data(trial)
+    counts = data.counts()
+    for split in ("train", "val", "test"):
+        if counts[SPLITS.index(split)].sum() == 0:
+            raise FerbenchError(f"the {split} split of {data.source} is empty")
+    setup = _setup(trial, data, device_name, reporter)
+    train, val, test = setup.splits
+    trainer, runtime = setup.trainer, setup.runtime
+    _write_config(run, trial, data, runtime)
+    run.write_status(
+        "running", trial.name, trial.config_hash(), data_fingerprint=data.fingerprint()
+    )
+
+    history: list[dict] = []
+    start_epoch, best = 0, {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}
+    if run.last_checkpoint.exists():
+        start_epoch, best, history = _resume(run, setup.model, trainer, trial, reporter)
+    reporter.trial_started(trial, start_epoch, cfg.epochs)
+    stale = 0
+    elapsed = history[-1]["elapsed_s"] if history else 0.0
+    for epoch in range(start_epoch, cfg.epochs):
+        stats = trainer.train_epoch(train, epoch)
+        eval_start = time.perf_counter()
+        val_loss, val_acc, _ = evaluate(
+            setup.net, setup.preprocess, val, runtime, eval_cfg.batch_size
+        )
+        eval_seconds = time.perf_counter() - eval_start
+        trainer.schedule.end_epoch(val_loss)
+        elapsed += stats.seconds + eval_seconds
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": stats.loss,
+            "train_acc": stats.acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+            "train_s": stats.seconds,
+            "eval_s": eval_seconds,
+            "elapsed_s": elapsed,
+            "train_images_per_s": stats.images / max(stats.seconds, 1e-9),
+        }
+        history.append(row)
+        write_text(run.file("history.csv"), pd.DataFrame(history).to_csv(index=False))
+        improved = val_acc > best["val_acc"] or (
+            val_acc == best["val_acc"] and val_loss < best["val_loss"]
+        )
+        meta = {**setup.meta, "epoch": epoch + 1, "val_acc": val_acc}
+        if improved:
+            best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
+            save_checkpoint(run.best_checkpoint, setup.model, meta)
+            stale = 0
+        else:
+            stale += 1
+        save_checkpoint(
+            run.last_checkpoint,
+            setup.model,
+            meta,
+            optimizer=trainer.optimizer.state_dict(),
+            schedule=trainer.schedule.state_dict(),
+            best=best,
+        )
+        reporter.epoch_done(epoch + 1, cfg.epochs, row)
+        if cfg.early_stopping and stale >= cfg.early_stopping:
+            reporter.note(
+                f"{trial.name}: early stop after epoch {epoch + 1} "
+                f"(no val improvement in {stale} epochs)"
+            )
+            break
+    return _finish(trial, run, setup, data.class_names, history, best)
+
+
+def _resume(
+    run: RunDir, model, trainer: Trainer, trial: Trial, reporter: Reporter
+) -> tuple[int, dict, list[dict]]:
+    payload = load_checkpoint(run.last_checkpoint)
+    if payload.get("config_hash") != trial.config_hash():
+        reporter.note(f"{trial.name}: last.pt is from other settings; starting over")
+        return 0, {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}, []
+    model.load_state_dict(payload["state_dict"])
+    trainer.optimizer.load_state_dict(payload["optimizer"])
+    trainer.schedule.load_state_dict(payload["schedule"])
+    epoch = int(payload["epoch"])
+    history = []
+    if run.file("history.csv").exists():
+        frame = run.history()
+        history = frame[frame["epoch"] <= epoch].to_dict("records")
+    reporter.note(f"{trial.name}: resuming after epoch {epoch}")
+    return epoch, dict(payload["best"]), history
+
+
+def _finish(
+    trial: Trial,
+    run: RunDir,
+    setup: _Setup,
+    class_names: list[str],
+    history: list[dict],
+    best: dict,
+) -> dict:
+    from ferbench.report.plots import confusion_figure, curves_figure
+
+    eval_cfg = trial.eval
+    model, test = setup.model, setup.splits[2]
+    model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
+    test_loss, _, predictions = evaluate(
+        model, setup.preprocess, test, setup.runtime, eval_cfg.batch_size, trial.tta_shift
+    )
+    truth = test.labels.cpu().numpy()
+    metrics = classification_metrics(truth, predictions, class_names)
+    frame = pd.DataFrame(history)
+    train_seconds = float(frame["train_s"].sum())
+    images = float((frame["train_images_per_s"] * frame["train_s"]).sum())
+    reached = frame[frame["val_acc"] >= eval_cfg.target_acc]
+    metrics.update(
+        {
+            "test_loss": test_loss,
+            "tta": eval_cfg.tta,
+            "best_epoch": int(best["epoch"]),
+            "best_val_acc": float(best["val_acc"]),
+            "epochs_run": int(frame["epoch"].max()),
+            "parameters": setup.parameters,
+            "flops": setup.flops,
+            "train_time_s": train_seconds,
+            "wall_time_s": float(frame["elapsed_s"].iloc[-1]),
+            "train_images_per_s": images / max(train_seconds, 1e-9),
+            "target_val_acc": eval_cfg.target_acc,
+            "time_to_target_s": float(reached["elapsed_s"].iloc[0]) if len(reached) else None,
+            "epoch_to_target": int(reached["epoch"].iloc[0]) if len(reached) else None,
+        }
+    )
+    if eval_cfg.speed:
+        metrics.update(measure_speed(model, setup.preprocess, setup.runtime))
+    write_json(run.file("metrics.json"), metrics)
+    per_class = pd.DataFrame(metrics["per_class"]).T.rename_axis("class").reset_index()
+    write_text(run.file("per_class.csv"), per_class.to_csv(index=False))
+    confusion = pd.DataFrame(metrics["confusion"], index=class_names, columns=class_names)
+    write_text(run.file("confusion.csv"), confusion.rename_axis("true\\predicted").to_csv())
+    title = f"{trial.experiment}/{trial.name}  test acc {metrics['accuracy']:.3f}"
+    confusion_figure(metrics["confusion"], class_names, run.file("confusion.png"), title)
+    curves_figure(frame, run.file("curves.png"), title)
+    run.write_status("done", trial.name, trial.config_hash(), test_acc=metrics["accuracy"])
+    return metrics
+
+
+def default_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(jobs, 1))

@@ -1,1 +1,0 @@
-"""Face detection, video sources and overlay drawing for live and predict modes."""

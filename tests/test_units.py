@@ -1,0 +1,138 @@
+"""Unit tests of the small pieces: LR schedules, trial naming and validation, leaderboard
+aggregation, RunDir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ferbench.config import ConfigError, TrainConfig, config_hash
+from ferbench.errors import FerbenchError
+from ferbench.report.leaderboard import Run, leaderboards, runs_frame
+from ferbench.runs import RunDir, best_run
+from ferbench.train.engine import LRSchedule
+from ferbench.train.experiment import expand
+
+
+def test_lr_schedules():
+    step = LRSchedule(TrainConfig(lr=0.1, scheduler="step", step_size=2, gamma=0.5, epochs=6))
+    assert [step.lr_at(e) for e in (0, 1.9, 2, 4)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+    cosine = LRSchedule(TrainConfig(lr=0.1, scheduler="cosine", epochs=10, min_lr=0.0))
+    assert cosine.lr_at(0) == pytest.approx(0.1) and cosine.lr_at(5) == pytest.approx(0.05)
+    assert cosine.lr_at(10) == pytest.approx(0.0, abs=1e-9)
+    one = LRSchedule(TrainConfig(lr=0.1, scheduler="onecycle", epochs=10, warmup_epochs=2))
+    assert one.lr_at(1) == pytest.approx(0.1 * 1.001 / 2)  # linear warm-up
+    assert one.lr_at(2) == pytest.approx(0.1) and one.lr_at(6) == pytest.approx(0.05)
+    plateau = LRSchedule(TrainConfig(lr=0.1, scheduler="plateau", plateau_patience=1, gamma=0.1))
+    for loss in (1.0, 1.0, 1.0):
+        plateau.end_epoch(loss)
+    assert plateau.lr_at(3) == pytest.approx(0.01)
+    restored = LRSchedule(plateau.cfg)
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.lr_at(3) == pytest.approx(0.01)
+
+
+def _expand(**raw):
+    return expand({"models": ["cnn5"], **raw}, "exp.yaml")
+
+
+def test_trial_names_come_from_the_grid_axes():
+    trials = _expand(
+        name="grid",
+        models=["cnn5", {"name": "cnn3", "lr": [0.1, 0.01]}],
+        train={"seed": [0, 1], "epochs": 2},
+    )
+    names = sorted(t.name for t in trials)
+    assert names == sorted(
+        [
+            "cnn5/seed=0",
+            "cnn5/seed=1",
+            "cnn3/lr=0.1/seed=0",
+            "cnn3/lr=0.1/seed=1",
+            "cnn3/lr=0.01/seed=0",
+            "cnn3/lr=0.01/seed=1",
+        ]
+    )
+    assert {t.train.epochs for t in trials} == {2} and {
+        t.train.lr for t in trials if "lr=0.1/" in t.name
+    } == {0.1}
+    same_model = _expand(models=[{"name": "cnn5", "lr": 0.1}, {"name": "cnn5", "lr": 0.2}])
+    assert [t.name for t in same_model] == ["cnn5/lr=0.1/seed=0", "cnn5/lr=0.2/seed=0"]
+
+
+def test_data_size_is_honoured_or_refused():
+    trial = _expand(data={"kind": "synthetic", "size": 40})[0]
+    assert trial.model.input_size == trial.data.size == 40
+    assert _expand(models=[{"name": "cnn5", "input_size": 40}], data={"size": 40})
+    with pytest.raises(ConfigError, match=r"exp.yaml: data.size: 40 disagrees with models\[0\]"):
+        _expand(models=[{"name": "cnn5", "input_size": 48}], data={"size": 40})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"name": "../../../elsewhere"}, "name"),
+        ({"name": ".hidden"}, "name"),
+        ({"models": [{"name": "cnn5", "args": {"x": "a/b"}}]}, r"models\[0\].args.x"),
+        ({"train": {"optimizer": ["sgd"], "lr": ["../x"]}}, "train.lr"),
+    ],
+)
+def test_unsafe_folder_names_are_refused(raw, key):
+    with pytest.raises(FerbenchError, match=f"exp.yaml: {key}: "):
+        _expand(**raw)
+
+
+def test_config_hash_ignores_where_the_data_lives():
+    a, b = (_expand(data={"kind": "fer2013", "path": p})[0] for p in ("x/f.csv", "y/f.csv.gz"))
+    assert a.config_hash() == b.config_hash()
+    assert config_hash(a.to_dict()) != _expand(train={"lr": 0.5})[0].config_hash()
+
+
+def _run(name: str, model: str, seed: int, acc: float, recall: dict, lr=0.1) -> Run:
+    config = {
+        "experiment": "e",
+        "model": {"name": model, "input_size": 48},
+        "data": {"kind": "fer2013", "path": f"/somewhere/{seed}/fer2013.csv"},
+        "train": {"seed": seed, "lr": lr},
+        "class_names": list(recall),
+        "data_fingerprint": "abcdef0123",
+    }
+    per_class = {c: {"recall": r, "support": 10} for c, r in recall.items()}
+    metrics = {"accuracy": acc, "per_class": per_class, "parameters": 1e6, "flops": 2e6}
+    return Run(Path(name), "done", config, metrics)
+
+
+def test_leaderboard_groups_seeds_across_data_paths():
+    runs = [
+        _run("e/a/0", "cnn3", 0, 0.60, {"happy": 0.9, "fear": 0.3}),
+        _run("e/a/1", "cnn3", 1, 0.62, {"happy": 0.8, "fear": 0.5}),
+        _run("e/b/0", "cnn5", 0, 0.50, {"happy": 0.7, "fear": 0.2}),
+    ]
+    boards = leaderboards(runs_frame(runs))
+    assert len(boards) == 1  # one dataset: same fingerprint, whatever the path
+    board = next(iter(boards.values()))
+    top = board.iloc[0]
+    assert (top["model"], top["n"]) == ("cnn3", 2)
+    assert top["accuracy_mean"] == pytest.approx(0.61)
+    assert top["accuracy_std"] == pytest.approx(pd.Series([0.60, 0.62]).std())
+    assert (top["worst_class"], top["worst_class_recall_mean"]) == ("fear", pytest.approx(0.4))
+
+
+def test_run_dir_status_and_best_run(tmp_path):
+    for index, (model, val) in enumerate((("cnn3", 0.5), ("cnn3", 0.6), ("cnn5", 0.9))):
+        run = RunDir(tmp_path / "exp" / f"trial{index}")  # folder names say nothing
+        run.path.mkdir(parents=True)
+        (run.path / "config.yaml").write_text(f"model: {{name: {model}}}\n")
+        (run.path / "metrics.json").write_text(json.dumps({"best_val_acc": val}))
+        run.best_checkpoint.write_bytes(b"x")
+        run.write_status("done", f"trial{index}", "hash")
+        assert run.state == "done" and run.status()["config_hash"] == "hash"
+    assert best_run("cnn3", tmp_path).path.name == "trial1"
+    with pytest.raises(FerbenchError, match="finished models: cnn3, cnn5"):
+        best_run("resnet18", tmp_path)
+    run = RunDir(tmp_path / "exp" / "trial0")
+    run.clear()
+    assert not run.best_checkpoint.exists() and run.state == "unknown"
