@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,45 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     plugins.reset()
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """A real ferbench checkpoint of a (randomly initialised) cnn5."""
+    from ferbench.checkpoint import checkpoint_meta, save_checkpoint
+    from ferbench.data.classes import FER2013_CLASSES
+    from ferbench.models import Preprocess, create_model, model_card
+
+    args = {"num_classes": 7, "in_chans": 1, "input_size": 32}
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    meta = checkpoint_meta(
+        "cnn5", args, FER2013_CLASSES, Preprocess.for_model(model_card("cnn5"), 32), val_acc=0.5
+    )
+    save_checkpoint(path, create_model("cnn5", **args), {**meta, "epoch": 1})
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_video(tmp_path_factory) -> tuple[Path, int]:
+    """A 640x360 clip of scikit-image's public-domain astronaut face moving and scaling."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut()[20:220, 120:300], cv2.COLOR_RGB2BGR)
+    path = tmp_path_factory.mktemp("video") / "astronaut.mp4"
+    frames = 24
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (640, 360))
+    for i in range(frames):
+        frame = np.full((360, 640, 3), 90, np.uint8)
+        scale = 0.8 + 0.4 * i / frames
+        resized = cv2.resize(face, None, fx=scale, fy=scale)
+        x, y = 40 + i * 14, 40 + (i % 6) * 8
+        h, w = resized.shape[:2]
+        frame[y : y + h, x : x + w] = resized[: 360 - y, : 640 - x]
+        writer.write(frame)
+    writer.release()
+    return path, frames
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED.is_dir():
@@ -37,4 +75,3 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
-    os.environ.setdefault("FERBENCH_NO_WINDOW", "1")

@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ferbench"
 # run's figures with report.plots; report itself reads only run directories.
 LAYERS = {
     "errors": 0,
+    "opencv": 0,
     "fileio": 0,
     "config": 0,
     "metrics": 0,

@@ -2,66 +2,20 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ferbench.checkpoint import save_checkpoint
 from ferbench.cli import app
 from ferbench.errors import FerbenchError
 from ferbench.infer.detect import HaarDetector
 from ferbench.infer.predictor import Predictor
-from ferbench.models import Preprocess, create_model, model_card
+from ferbench.models import create_model
 
 runner = CliRunner()
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A real ferbench checkpoint of a (randomly initialised) cnn5."""
-    card = model_card("cnn5")
-    args = {"num_classes": 7, "in_chans": 1, "input_size": 32}
-    model = create_model("cnn5", **args)
-    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    pre = Preprocess(32, 1, card.mean, card.std)
-    save_checkpoint(
-        path,
-        model,
-        {
-            "model": "cnn5",
-            "model_args": args,
-            "class_names": CLASSES,
-            "preprocess": pre.to_dict(),
-            "epoch": 1,
-            "val_acc": 0.5,
-        },
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def astronaut_video(tmp_path_factory) -> tuple[Path, int]:
-    """A 640x360 clip of scikit-image's public-domain astronaut face moving and scaling."""
-    from skimage import data
-
-    face = cv2.cvtColor(data.astronaut()[20:220, 120:300], cv2.COLOR_RGB2BGR)
-    path = tmp_path_factory.mktemp("video") / "astronaut.mp4"
-    frames = 24
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (640, 360))
-    for i in range(frames):
-        frame = np.full((360, 640, 3), 90, np.uint8)
-        scale = 0.8 + 0.4 * i / frames
-        resized = cv2.resize(face, None, fx=scale, fy=scale)
-        x, y = 40 + i * 14, 40 + (i % 6) * 8
-        h, w = resized.shape[:2]
-        frame[y : y + h, x : x + w] = resized[: 360 - y, : 640 - x]
-        writer.write(frame)
-    writer.release()
-    return path, frames
 
 
 def test_predictor_batches_any_crop(checkpoint):

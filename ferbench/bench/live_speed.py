@@ -10,13 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import torch
 
 from ferbench.errors import FerbenchError
 from ferbench.infer.detect import HaarDetector
 from ferbench.infer.live import run_live
 from ferbench.infer.predictor import Predictor
+from ferbench.opencv import cv2
 from ferbench.runs import best_run
 
 SIZE = (640, 360)
@@ -89,23 +89,29 @@ def reference_loop(clip: Path, predictor: Predictor, output: Path) -> dict:
     }
 
 
-def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize: bool) -> Predictor:
+def speed_checkpoint(checkpoint: str | None, model_name: str, tmp: Path) -> Path:
+    """The checkpoint to time: the given one, else the best finished run of the model, else an
+    untrained model of the same shape (speed does not depend on the weights)."""
     if checkpoint:
-        return Predictor(checkpoint, quantize=quantize)
+        return Path(checkpoint)
     try:
-        return Predictor(best_run(model_name, "results").path, quantize=quantize)
+        return best_run(model_name, "results").best_checkpoint
     except FerbenchError:
-        pass  # speed does not depend on the weights: an untrained model of the same shape serves
+        pass
     from ferbench.checkpoint import checkpoint_meta, save_checkpoint
     from ferbench.data.classes import FER2013_CLASSES
     from ferbench.models import Preprocess, create_model, model_card
 
     card = model_card(model_name)
     args = {"num_classes": 7, "in_chans": card.in_chans, "input_size": card.input_size}
-    path = tmp / "untrained.pt"
+    path = tmp / f"untrained-{model_name.replace('/', '-')}.pt"
     meta = checkpoint_meta(model_name, args, FER2013_CLASSES, Preprocess.for_model(card))
     save_checkpoint(path, create_model(model_name, **args), meta)
-    return Predictor(path, quantize=quantize)
+    return path
+
+
+def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize: bool) -> Predictor:
+    return Predictor(speed_checkpoint(checkpoint, model_name, tmp), quantize=quantize)
 
 
 def bench_live(video: Path, checkpoint: str | None, model_name: str) -> list[dict]:

@@ -9,6 +9,7 @@ from ferbench.cli import (
     compare_cmd,
     data_cmd,
     eval_cmd,
+    export_cmd,
     live_cmd,
     models_cmd,
     predict_cmd,
@@ -35,6 +36,7 @@ app.command("compare")(compare_cmd.compare)
 app.command("live")(live_cmd.live)
 app.command("predict")(predict_cmd.predict)
 app.command("eval")(eval_cmd.evaluate)
+app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
 
 

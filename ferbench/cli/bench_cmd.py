@@ -39,7 +39,15 @@ def bench(
     video: Path = typer.Option(
         None, "--video", help="Also time the live loop against the reference loop on this clip."
     ),
-    checkpoint: str = typer.Option(None, "--checkpoint", help="Checkpoint for the live benchmark."),
+    checkpoint: str = typer.Option(
+        None, "--checkpoint", help="Checkpoint (.pt or .onnx) for --video and --backends."
+    ),
+    backends: bool = typer.Option(
+        False,
+        "--backends",
+        help="Inference backends side by side: PyTorch fp32 / dynamic int8, ONNX Runtime fp32 / "
+        "int8 (needs ferbench[onnx]); batch-1 latency, batch-256 throughput, ratios.",
+    ),
     out: Path = typer.Option(Path("bench.csv"), "--out", help="CSV with every figure."),
 ) -> None:
     """Measure training and inference speed against the compute bound and a reference pipeline.
@@ -52,6 +60,7 @@ def bench(
       ferbench bench --models resnet18 --device cuda --data data/fer2013.csv --batch-size 256
       ferbench bench --models cnn3 --video clip.mp4 --checkpoint results/quickstart/cnn3/seed=0
       ferbench bench --models cnn3,vggfer_s --amp off --no-reference   # fp32 vs the bound only
+      ferbench bench --models cnn3,vggfer_s --backends --data fer2013.csv  # ONNX vs PyTorch
     """
     import pandas as pd
 
@@ -97,7 +106,7 @@ def bench(
     console.print(table)
     frame = pd.DataFrame(rows)
     if video is not None:
-        from ferbench.bench.train_speed.live_speed import bench_live
+        from ferbench.bench.live_speed import bench_live
 
         live_rows = bench_live(video, checkpoint, names[0])
         live = Table(title=f"live loop on {video.name} (640x360)", header_style="bold")
@@ -113,5 +122,37 @@ def bench(
             )
         console.print(live)
         frame = pd.concat([frame, pd.DataFrame(live_rows)], ignore_index=True)
+    if backends:
+        backend_rows = _bench_backends(names, checkpoint, dataset)
+        frame = pd.concat([frame, pd.DataFrame(backend_rows)], ignore_index=True)
     write_text(out, frame.to_csv(index=False))
     console.print(f"[green]wrote[/] {out}")
+
+
+def _bench_backends(names: list[str], checkpoint: str | None, dataset) -> list[dict]:
+    import tempfile
+
+    from ferbench.bench.backends import bench_backends
+    from ferbench.bench.live_speed import speed_checkpoint
+
+    rows = []
+    faces = dataset.split("val")[0][:1000]
+    with tempfile.TemporaryDirectory(prefix="ferbench-bench-") as tmp:
+        for name in names if not checkpoint else names[:1]:
+            path = speed_checkpoint(checkpoint, name, Path(tmp))
+            with console.status("inference backends") as status:
+                rows += bench_backends(path, faces, progress=status.update)
+    table = Table(title="inference backends (CPU)", header_style="bold")
+    for column in ("model", "backend", "batch-1 ms", "vs fp32", "batch-256 img/s", "vs fp32"):
+        table.add_column(column, justify="left" if column in ("model", "backend") else "right")
+    for r in rows:
+        table.add_row(
+            r["model"],
+            r["backend"],
+            f"{r['latency_batch1_ms']:.2f}",
+            f"{r['latency_vs_torch_fp32']:.2f}x",
+            f"{r['throughput_batch256_img_s']:,.0f}",
+            f"{r['throughput_vs_torch_fp32']:.2f}x",
+        )
+    console.print(table)
+    return rows

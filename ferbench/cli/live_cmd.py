@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -52,40 +53,77 @@ def live(
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
     max_frames: int = typer.Option(None, "--max-frames", help="Stop after N frames."),
+    serve: int = typer.Option(
+        None,
+        "--serve",
+        help="Show the stream as a web page on this port (0: any free port) instead of a window.",
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="With --serve: the address to bind (0.0.0.0 for the network)."
+    ),
 ) -> None:
     """Detect faces, classify each, draw label, probability and a bar chart; q or Esc quits.
 
+    Three ways to watch: a window (default), a web page (--serve PORT: open the printed URL;
+    Ctrl-C stops), or a file (--no-window --output out.mp4).
+
     Examples:
       ferbench live --model cnn3
+      ferbench live --model cnn3 --serve 8000
       ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
     """
     from ferbench.infer.detect import make_detector
     from ferbench.infer.live import run_live
     from ferbench.infer.predictor import Predictor
 
-    if quantize is None:
-        quantize = (
-            device == "cpu"
-        )  # 3-4x faster cnn3/cnn5 faces; accuracy within 1 point (see notes)
+    if quantize is None:  # 3-4x faster cnn3/cnn5 faces; accuracy within 1 point (see notes)
+        quantize = device == "cpu" and not str(checkpoint or "").endswith(".onnx")
     predictor = Predictor.from_cli(model, checkpoint, results, device, quantize)
     console.print(
         f"[bold]{predictor.model_name}[/] from {predictor.path} "
         f"({len(predictor.class_names)} classes, {predictor.input_size}px"
         f"{', int8' if quantize else ''})"
     )
-    stats = run_live(
-        predictor,
-        source,
-        make_detector(detector, detector_model, detect_width=detect_width),
-        output=output,
-        show=not no_window,
-        log=log,
-        detect_every=detect_every,
-        smooth=smooth,
-        coast=coast,
-        margin=margin,
-        max_frames=max_frames,
-    )
+    server = None
+    if serve is not None:
+        from ferbench.infer.serve import FrameServer
+
+        server = FrameServer(host, serve, predictor.class_names).start()
+        console.print(f"serving the annotated stream on [bold]{server.url}[/] (Ctrl-C stops)")
+    try:
+        stats = run_live(
+            predictor,
+            source,
+            make_detector(detector, detector_model, detect_width=detect_width),
+            output=output,
+            show=not no_window and server is None,
+            log=log,
+            detect_every=detect_every,
+            smooth=smooth,
+            coast=coast,
+            margin=margin,
+            max_frames=max_frames,
+            server=server,
+        )
+        _print_summary(stats)
+        if server is not None and not source.isdigit():
+            console.print(f"the video ended; still serving its last frame on {server.url}")
+            while True:  # a camera ends only with Ctrl-C; a file stays on screen until then
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        if server is None:
+            raise
+        console.print("stopped")
+    finally:
+        if server is not None:
+            server.close()
+    if output:
+        console.print(f"annotated video: {output}")
+    if log:
+        console.print(f"face log: {log}")
+
+
+def _print_summary(stats) -> None:
     summary = stats.summary()
     console.print(
         f"{summary['frames']} frames in {summary['seconds']:.1f} s: "
@@ -93,7 +131,3 @@ def live(
         f"frames ({summary['faces']} faces), detection {summary['detect_ms_per_frame']} ms/frame, "
         f"classification {summary['classify_ms_per_face']} ms/face"
     )
-    if output:
-        console.print(f"annotated video: {output}")
-    if log:
-        console.print(f"face log: {log}")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import pandas as pd
 
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.errors import FerbenchError
 from ferbench.fileio import atomic_path
+from ferbench.opencv import cv2
 
 USAGE = ("Training", "PublicTest", "PrivateTest")
 FOLDER_SPLIT = ("train", "val", "test")

@@ -9,11 +9,11 @@ trivial; the same seed always gives the same faces.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.classes import FER2013_CLASSES
+from ferbench.opencv import cv2
 
 CANVAS = 64
 #                 curve  open  width  brow_up  brow_slant  eye_open  wrinkle  asym

@@ -6,16 +6,48 @@ up: images whose class the model does not know are left out and counted, never s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ferbench.config import DataSpec
-from ferbench.data import SPLITS, load_dataset
+from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.data.classes import canonical
 from ferbench.errors import FerbenchError
 from ferbench.infer.predictor import Predictor
 from ferbench.metrics import classification_metrics
+
+
+@dataclass
+class MatchedSplit:
+    """One split's faces whose class the model knows, with labels in the model's class order."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    left_out_classes: list[str]
+    left_out_images: int
+
+
+def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> MatchedSplit:
+    if split not in SPLITS:
+        raise FerbenchError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
+    images, labels = data.split(split)
+    if not len(labels):
+        raise FerbenchError(f"the {split} split of {data.source} is empty")
+    known_names = [canonical(c) for c in model_classes]
+    to_model = np.array(
+        [known_names.index(c) if c in known_names else -1 for c in data.class_names]
+    )
+    mapped = to_model[labels]
+    known = mapped >= 0
+    if not known.any():
+        raise FerbenchError(
+            f"none of the dataset's classes ({', '.join(data.class_names)}) is one the model "
+            f"knows ({', '.join(model_classes)})"
+        )
+    left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
+    return MatchedSplit(images[known], mapped[known], left_out, int((~known).sum()))
 
 
 def evaluate_checkpoint(
@@ -23,31 +55,15 @@ def evaluate_checkpoint(
 ) -> dict:
     """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
     (same resize, preprocessing, TTA and precision), on the classes both sides know."""
-    if split not in SPLITS:
-        raise FerbenchError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
     data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
-    images, labels = data.split(split)
-    if not len(labels):
-        raise FerbenchError(f"the {split} split of {data.source} is empty")
-    model_classes = [canonical(c) for c in predictor.class_names]
-    to_model = np.array(
-        [model_classes.index(c) if c in model_classes else -1 for c in data.class_names]
-    )
-    mapped = to_model[labels]
-    known = mapped >= 0
-    if not known.any():
-        raise FerbenchError(
-            f"none of the dataset's classes ({', '.join(data.class_names)}) is one the model "
-            f"knows ({', '.join(predictor.class_names)})"
-        )
-    probs = predictor.predict_arrays(images[known], tta=tta)
-    metrics = classification_metrics(mapped[known], probs.argmax(1), predictor.class_names)
-    left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
+    faces = matched_split(data, split, predictor.class_names)
+    probs = predictor.predict_arrays(faces.images, tta=tta)
+    metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names)
     metrics.update(
         {
             "split": split,
-            "images": int(known.sum()),
-            "left_out": {"classes": left_out, "images": int((~known).sum())},
+            "images": len(faces.labels),
+            "left_out": {"classes": faces.left_out_classes, "images": faces.left_out_images},
             "data_source": data.source,
             "data_fingerprint": data.fingerprint(),
             "checkpoint": str(predictor.path),

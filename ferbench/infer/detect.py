@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ferbench.errors import FerbenchError
+from ferbench.opencv import cv2
 
 Box = tuple[int, int, int, int]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ferbench.data.images import IMAGE_SUFFIXES
@@ -12,6 +11,7 @@ from ferbench.errors import FerbenchError
 from ferbench.infer.detect import FER_MARGIN, HaarDetector, crop_faces
 from ferbench.infer.overlay import draw_face
 from ferbench.infer.predictor import Predictor
+from ferbench.opencv import cv2
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

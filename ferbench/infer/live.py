@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ferbench.errors import FerbenchError
@@ -17,8 +16,10 @@ from ferbench.infer.detect import FER_MARGIN, crop_faces
 from ferbench.infer.overlay import draw_face, draw_fps
 from ferbench.infer.predictor import Predictor
 from ferbench.infer.tracking import FaceTracker
+from ferbench.opencv import cv2
 
 QUIT_KEYS = {ord("q"), ord("Q"), 27}
+WINDOW = "ferbench live"
 
 
 @dataclass
@@ -72,15 +73,16 @@ def check_display() -> None:
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
         raise FerbenchError(
-            "no display found; run headless with --source FILE --no-window "
-            "(add --output annotated.mp4 to keep the result)"
+            "no display found; watch in a browser with --serve, or run headless with "
+            "--no-window --output annotated.mp4"
         )
     try:
-        cv2.namedWindow("ferbench live", cv2.WINDOW_NORMAL)
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error:
         raise FerbenchError(
-            "this OpenCV build has no GUI (opencv-python-headless); install "
-            "opencv-python<5 for a window, or use --no-window"
+            "this OpenCV build has no GUI (opencv-python-headless replaced ferbench's "
+            "opencv-python): `pip uninstall -y opencv-python-headless && pip install "
+            "--force-reinstall 'opencv-python<5'`, or watch with --serve or --no-window --output"
         ) from None
 
 
@@ -96,7 +98,10 @@ def run_live(
     margin: float = FER_MARGIN,
     max_frames: int | None = None,
     coast: int = 1,
+    server=None,
 ) -> LiveStats:
+    """Run until the source ends, `max_frames`, or q/Esc in the window.  `server` (a
+    FrameServer) receives every annotated frame with its faces for the browser view."""
     capture = open_source(source)
     if show:
         check_display()
@@ -145,6 +150,8 @@ def run_live(
             stats.frames_with_face += bool(boxes)
             stats.seconds = time.perf_counter() - start
             draw_fps(frame, stats.fps, len(boxes))
+            if server is not None:
+                server.publish(frame, _faces(ids, boxes, probs, predictor.class_names), stats.fps)
             if output is not None:
                 if writer is None:
                     writer = _open_writer(output, fps_in, frame.shape)
@@ -165,7 +172,12 @@ def run_live(
                         ]
                     )
             if show:
-                cv2.imshow("ferbench live", frame)
+                if stats.frames == 1:  # open at the frame's size (capped), not Qt's default
+                    scale = min(1.0, 1280 / frame.shape[1])
+                    cv2.resizeWindow(
+                        WINDOW, int(frame.shape[1] * scale), int(frame.shape[0] * scale)
+                    )
+                cv2.imshow(WINDOW, frame)
                 if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
                     break
     finally:
@@ -178,6 +190,18 @@ def run_live(
         if show:
             cv2.destroyAllWindows()
     return stats
+
+
+def _faces(ids, boxes, probs, class_names) -> list[dict]:
+    return [
+        {
+            "id": int(face_id),
+            "box": [int(v) for v in box],
+            "label": class_names[int(np.argmax(p))],
+            "probabilities": [round(float(v), 4) for v in p],
+        }
+        for face_id, box, p in zip(ids, boxes, probs)
+    ]
 
 
 def _open_writer(path: Path, fps: float, shape) -> cv2.VideoWriter:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from ferbench.opencv import cv2
 
 PALETTE = [
     (60, 60, 230),

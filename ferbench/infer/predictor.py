@@ -32,8 +32,22 @@ class Predictor:
         path = Path(checkpoint)
         if path.is_dir():
             path = path / "best.pt"
-        payload = load_checkpoint(path)
         self.path = path
+        self.backend = "onnxruntime" if path.suffix == ".onnx" else "torch"
+        if self.backend == "onnxruntime":
+            from ferbench.infer.onnx import OnnxModule, read_metadata
+
+            payload = read_metadata(path)
+            if quantize or amp not in ("auto", "off", "checkpoint") or str(device) != "cpu":
+                raise FerbenchError(
+                    f"{path.name}: an ONNX model runs on the CPU as exported; drop --quantize, "
+                    "--amp and --device (export with --int8 for int8)"
+                )
+            amp, quantize = "off", payload.get("quantization", "none") != "none"
+            model = OnnxModule(path)
+        else:
+            payload = load_checkpoint(path)
+            model = None
         self.model_name = payload["model"]
         self.class_names: list[str] = list(payload["class_names"])
         if amp == "checkpoint":
@@ -43,14 +57,18 @@ class Predictor:
         self.device = self.runtime.device
         self.preprocess = Preprocess.from_dict(payload["preprocess"])
         self.tta_shift = int(payload.get("tta_shift", 0))  # what the run's test accuracy used
-        model = model_from_checkpoint(payload, path)
-        if quantize:
-            if self.device.type != "cpu":
-                raise FerbenchError("--quantize is for CPU inference; drop it or use --device cpu")
-            model = quantize_linear_int8(model)
+        if model is None:
+            model = model_from_checkpoint(payload, path)
+            if quantize:
+                if self.device.type != "cpu":
+                    raise FerbenchError(
+                        "--quantize is for CPU inference; drop it or use --device cpu"
+                    )
+                model = quantize_linear_int8(model)
         self.model = model.to(self.device).eval()
         self.quantized = quantize
         self.val_acc = payload.get("val_acc")
+        self.payload = {k: v for k, v in payload.items() if k != "state_dict"}
 
     @classmethod
     def from_cli(

@@ -1,0 +1,164 @@
+"""The live stream as a local web page, for machines with a camera or a video but no window.
+
+Standard library only (``http.server`` in a thread).  Endpoints:
+- ``/``: a page showing the stream, frames/s and every face's probabilities;
+- ``/stream``: MJPEG (``multipart/x-mixed-replace``), for browsers, VLC or ffplay;
+- ``/frame.jpg``: the latest annotated frame; ``/stats.json``: frames/s and faces.
+Binds to 127.0.0.1 unless told otherwise; a JPEG is encoded only when someone asks for a frame.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from ferbench.errors import FerbenchError
+from ferbench.opencv import cv2
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>ferbench live</title>
+<style>body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:1em}
+img{max-width:100%;border:1px solid #444}table{border-collapse:collapse;margin-top:.5em}
+td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #333}</style></head><body>
+<h1>ferbench live <small id="fps"></small></h1>
+<img id="frame" src="/frame.jpg" alt="annotated stream">
+<table id="faces"></table>
+<script>
+const img = document.getElementById("frame");
+function next() { img.src = "/frame.jpg?t=" + Date.now(); }
+img.onload = () => setTimeout(next, 40);
+img.onerror = () => setTimeout(next, 500);
+async function stats() {
+  try {
+    const s = await (await fetch("/stats.json")).json();
+    document.getElementById("fps").textContent = s.fps.toFixed(1) + " frames/s";
+    const names = s.classes;
+    let rows = "<tr><th>face</th><th>label</th>" + names.map(n => "<th>" + n + "</th>").join("");
+    for (const f of s.faces) {
+      rows += "<tr><td>" + f.id + "</td><td>" + f.label + "</td>" +
+        f.probabilities.map(p => "<td>" + (100 * p).toFixed(0) + "%</td>").join("") + "</tr>";
+    }
+    document.getElementById("faces").innerHTML = rows;
+  } catch (e) {}
+  setTimeout(stats, 500);
+}
+stats();
+</script></body></html>
+"""
+
+
+class FrameServer:
+    """Holds the latest annotated frame and serves it over HTTP."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, class_names=()):
+        self.class_names = list(class_names)
+        self._lock = threading.Condition()
+        self._frame: np.ndarray | None = None
+        self._sequence = 0
+        self._jpeg: tuple[int, bytes] = (-1, b"")
+        self._stats: dict = {"fps": 0.0, "faces": [], "classes": self.class_names}
+        try:
+            self._http = ThreadingHTTPServer((host, port), _handler(self))
+        except OSError as exc:
+            raise FerbenchError(
+                f"--serve: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from None
+        self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> "FrameServer":
+        self._thread.start()
+        return self
+
+    def publish(self, frame: np.ndarray, faces: list[dict], fps: float) -> None:
+        """Called by the live loop for every annotated frame (no copy of the caller's array is
+        kept beyond the next call)."""
+        with self._lock:
+            self._frame = frame.copy()
+            self._sequence += 1
+            self._stats = {"fps": fps, "faces": faces, "classes": self.class_names}
+            self._lock.notify_all()
+
+    def jpeg(self, after: int = -1, timeout: float = 5.0) -> tuple[int, bytes] | None:
+        """The latest frame as JPEG (encoded once per frame), waiting for one newer than
+        `after`; None when none arrives in time."""
+        with self._lock:
+            if not self._lock.wait_for(
+                lambda: self._frame is not None and self._sequence > after, timeout
+            ):
+                return None
+            if self._jpeg[0] != self._sequence:
+                ok, buffer = cv2.imencode(".jpg", self._frame, [cv2.IMWRITE_JPEG_QUALITY, 80])
+                self._jpeg = (self._sequence, buffer.tobytes() if ok else b"")
+            return self._jpeg
+
+    def stats(self) -> dict:
+        with self._lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep the terminal for ferbench's own lines
+            pass
+
+        def _send(self, body: bytes, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = self.path.split("?", 1)[0]
+            if path == "/":
+                self._send(PAGE.encode(), "text/html; charset=utf-8")
+            elif path == "/stats.json":
+                self._send(json.dumps(server.stats()).encode(), "application/json")
+            elif path == "/frame.jpg":
+                frame = server.jpeg()
+                if frame is None:
+                    self.send_error(503, "no frame yet")
+                else:
+                    self._send(frame[1], "image/jpeg")
+            elif path == "/stream":
+                self._stream()
+            else:
+                self.send_error(404)
+
+        def _stream(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            sequence = -1
+            try:
+                while True:
+                    frame = server.jpeg(after=sequence, timeout=1.0)
+                    if frame is None:
+                        time.sleep(0.05)
+                        continue
+                    sequence, body = frame
+                    self.wfile.write(
+                        b"--frame\r\nContent-Type: image/jpeg\r\n"
+                        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                        + body
+                        + b"\r\n"
+                    )
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the viewer went away
+
+    return Handler
