@@ -124,3 +124,45 @@ def test_int8_agrees_with_fp32_on_real_fer2013(tmp_path, shared_data):
         row = parity["accuracy"][split]
         assert abs(row["onnx_fp32"] - row["torch"]) < 1e-3
         assert abs(row["onnx_int8"] - row["onnx_fp32"]) < 0.03
+
+
+def test_backend_choice_keeps_accuracy_within_half_a_point():
+    from ferbench.infer.backend import Measured, choose
+
+    measured = [
+        Measured("torch", 2.0, 0.650),
+        Measured("torch-int8", 0.8, 0.640),  # fastest, but loses a point
+        Measured("onnx", 1.5, 0.650),
+        Measured("onnx-int8", 1.0, 0.647),
+    ]
+    assert choose(measured).backend == "onnx-int8"
+    unlabelled = [Measured(m.backend, m.latency_ms, None) for m in measured]
+    assert choose(unlabelled).backend == "onnx"  # only exact backends without accuracy figures
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A narrow vggfer_s (convolutions, batch norm, one linear layer): quick to export."""
+    from ferbench.checkpoint import checkpoint_meta, save_checkpoint
+    from ferbench.data.classes import FER2013_CLASSES
+    from ferbench.models import Preprocess, create_model, model_card
+
+    args = {"num_classes": 7, "in_chans": 1, "input_size": 40, "widths": [8, 16, 32, 64]}
+    path = tmp_path_factory.mktemp("small") / "best.pt"
+    meta = checkpoint_meta(
+        "vggfer_s", args, FER2013_CLASSES, Preprocess.for_model(model_card("vggfer_s"), 40)
+    )
+    save_checkpoint(path, create_model("vggfer_s", **args), meta)
+    return path
+
+
+def test_live_auto_backend_is_measured_once_and_cached(small_checkpoint, astronaut_video):
+    args = ["live", "--checkpoint", str(small_checkpoint), "--source", str(astronaut_video[0]),
+            "--no-window", "--max-frames", "3"]  # fmt: skip
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "backend onnx:" in first.output or "backend torch:" in first.output
+    cached = list(Path(os.environ["FERBENCH_CACHE_DIR"]).glob("backends/*/measured.json"))
+    assert cached
+    again = runner.invoke(app, [*args, "--backend", "torch-int8"])
+    assert again.exit_code == 0 and "backend torch-int8" in again.output

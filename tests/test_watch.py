@@ -100,17 +100,23 @@ def test_live_window_draws_the_annotated_frame(tmp_path, xvfb, checkpoint, astro
     env = {**os.environ, "DISPLAY": xvfb}
     command = ferbench(
         "live", "--checkpoint", str(checkpoint), "--source", str(clip),
-        "--max-frames", str(frames), "--detect-every", "1",
+        "--max-frames", str(frames), "--detect-every", "1", "--backend", "torch",
     )  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    shots, deadline = [], time.time() + 120
-    while process.poll() is None and time.time() < deadline and len(shots) < 150:
-        try:  # the window opens at the top left: grab that corner, judge after the run
-            shots.append(np.asarray(ImageGrab.grab(bbox=(0, 0, 700, 450), xdisplay=xvfb)))
-        except OSError:  # the display is busy opening the window: look again
-            pass
-        time.sleep(0.03)
-    output = process.communicate(timeout=60)[0].decode()
+    for attempt in range(2):  # a loaded machine's fresh Xvfb may refuse Qt's first connection
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        shots, deadline = [], time.time() + 120
+        while process.poll() is None and time.time() < deadline and len(shots) < 150:
+            try:  # the window opens at the top left: grab that corner, judge after the run
+                shots.append(np.asarray(ImageGrab.grab(bbox=(0, 0, 700, 450), xdisplay=xvfb)))
+            except OSError:  # the display is busy opening the window: look again
+                pass
+            time.sleep(0.03)
+        output = process.communicate(timeout=60)[0].decode()
+        if "could not connect to display" not in output:
+            break
+        time.sleep(2)
     assert process.returncode == 0, output
     assert f"{frames} frames" in output
     on_screen = [shot for shot in shots if clip_background(shot) > 20_000]
@@ -124,7 +130,7 @@ def test_serve_shows_the_stream_in_headless_chromium(tmp_path, checkpoint, astro
         pytest.skip("no headless browser: apt-get install chromium")
     command = ferbench(
         "live", "--checkpoint", str(checkpoint), "--source", str(astronaut_video[0]),
-        "--serve", "0", "--detect-every", "1",
+        "--serve", "0", "--detect-every", "1", "--backend", "torch",
     )  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -42,10 +42,11 @@ def live(
     detector: str = typer.Option("haar", "--detector", help="haar (built in) or yunet."),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
     margin: MarginOption = 0.02,
-    quantize: bool = typer.Option(
-        None,
-        "--quantize/--no-quantize",
-        help="int8 dynamic quantization of the FC layers (default: on for CPU).",
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="auto (CPU: the fastest measured backend within 0.5 point of fp32 accuracy, "
+        "measured once per checkpoint), torch, torch-int8, onnx or onnx-int8.",
     ),
     detect_width: int = typer.Option(
         800, "--detect-width", help="Detect on frames downscaled to this width (0: full)."
@@ -72,17 +73,21 @@ def live(
       ferbench live --model cnn3 --serve 8000
       ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
     """
+    from ferbench.infer.backend import predictor_for
     from ferbench.infer.detect import make_detector
     from ferbench.infer.live import run_live
-    from ferbench.infer.predictor import Predictor
+    from ferbench.infer.predictor import resolve_source
 
-    if quantize is None:  # 3-4x faster cnn3/cnn5 faces; accuracy within 1 point (see notes)
-        quantize = device == "cpu" and not str(checkpoint or "").endswith(".onnx")
-    predictor = Predictor.from_cli(model, checkpoint, results, device, quantize)
+    if not no_window and serve is None:
+        from ferbench.infer.live import check_display
+
+        check_display()  # before minutes of model loading, not after
+    source_path = resolve_source(model, checkpoint, results)
+    with console.status("loading the model") as status:
+        predictor, choice = predictor_for(source_path, backend, device, status.update)
     console.print(
-        f"[bold]{predictor.model_name}[/] from {predictor.path} "
-        f"({len(predictor.class_names)} classes, {predictor.input_size}px"
-        f"{', int8' if quantize else ''})"
+        f"[bold]{predictor.model_name}[/] from {source_path} "
+        f"({len(predictor.class_names)} classes, {predictor.input_size}px); backend {choice}"
     )
     server = None
     if serve is not None:

@@ -80,8 +80,10 @@ def export_checkpoint(
     opset: int = 17,
     data: DataSpec | None = None,
     progress=None,
+    fp32_out: Path | None = None,
 ) -> ExportReport:
-    """Export, quantize when asked, measure parity, and record the figures in the file."""
+    """Export, quantize when asked, measure parity, and record the figures in the file.  With
+    `int8`, `fp32_out` keeps the intermediate fp32 model too."""
     step = progress or (lambda text: None)
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
@@ -98,7 +100,7 @@ def export_checkpoint(
         checkpoint, torch_model.class_names, torch_model.input_size, data
     )
     with tempfile.TemporaryDirectory(prefix="ferbench-export-") as tmp:
-        fp32_path = Path(tmp) / "fp32.onnx" if int8 else out
+        fp32_path = (Path(fp32_out) if fp32_out else Path(tmp) / "fp32.onnx") if int8 else out
         step("exporting fp32 ONNX")
         export_onnx(payload, fp32_path, sha256_of(checkpoint), opset)
         fp32 = Predictor(fp32_path)
@@ -135,7 +137,9 @@ def export_checkpoint(
                 }
                 for split, faces in splits.items()
             }
-    _record_parity(out, report)
+        _record_parity(out, report)
+        if int8 and fp32_out:
+            _record_parity(Path(fp32_out), report)
     return report
 
 

@@ -17,6 +17,13 @@ from ferbench.models.preprocess import Preprocess
 from ferbench.runs import best_run
 
 
+def resolve_source(model: str | None, checkpoint: str | None, results: str | Path) -> Path:
+    """--model NAME (best finished run under results) or --checkpoint PATH, exactly one."""
+    if bool(model) == bool(checkpoint):
+        raise FerbenchError("give exactly one of --model NAME or --checkpoint PATH")
+    return Path(checkpoint) if checkpoint else best_run(model, results).best_checkpoint
+
+
 class Predictor:
     """Classifies batches of face crops (any size, gray or BGR) exactly as the model was trained."""
 
@@ -80,10 +87,7 @@ class Predictor:
         quantize: bool = False,
         amp: str = "auto",
     ) -> "Predictor":
-        if bool(model) == bool(checkpoint):
-            raise FerbenchError("give exactly one of --model NAME or --checkpoint PATH")
-        source = Path(checkpoint) if checkpoint else best_run(model, results).best_checkpoint
-        return cls(source, device=device, quantize=quantize, amp=amp)
+        return cls(resolve_source(model, checkpoint, results), device, quantize, amp)
 
     @property
     def input_size(self) -> int:
