@@ -14,8 +14,14 @@ from sklearn.metrics import (
 )
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1/support, confusion."""
+def classification_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str],
+    probs: np.ndarray | None = None,
+) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1/support, confusion;
+    with `probs`, the expected calibration error too."""
     labels = list(range(len(class_names)))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
@@ -26,7 +32,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
     }
     present = support > 0
     worst = int(np.argmin(np.where(present, recall, np.inf))) if present.any() else 0
-    return {
+    metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "balanced_accuracy": _balanced_accuracy(y_true, y_pred),
         "macro_f1": float(
@@ -38,6 +44,27 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: 
         "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "class_names": list(class_names),
     }
+    if probs is not None:
+        metrics["ece"] = expected_calibration_error(probs, y_true)
+    return metrics
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
+    """How far the top probability is from the accuracy it promises: the support-weighted mean of
+    |accuracy - mean confidence| over `bins` equal-width confidence bins (Guo et al. 2017).  The
+    probability `live` draws should mean what it says; 0 is perfectly calibrated."""
+    if not len(y_true):
+        return float("nan")
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
 
 
 def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:

@@ -57,6 +57,7 @@ def test_grid_writes_every_file_then_skips(tmp_path):
             assert (run_dir / name).is_file(), name
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == 7
+        assert 0 <= metrics["ece"] <= 1
         assert sum(map(sum, metrics["confusion"])) == 7 * 2  # the test split, evaluated once
         assert len(pd.read_csv(run_dir / "history.csv")) == 2
         config = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -136,3 +137,16 @@ def test_run_dir_status_and_best_run(tmp_path):
     run = RunDir(tmp_path / "exp" / "trial0")
     run.clear()
     assert not run.best_checkpoint.exists() and run.state == "unknown"
+
+
+def test_expected_calibration_error():
+    from ferbench.metrics import classification_metrics, expected_calibration_error
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    honest = np.tile([0.75, 0.25], (8, 1))  # says 75%, right 6 times of 8
+    honest_labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    assert expected_calibration_error(honest, honest_labels) == pytest.approx(0.0)
+    overconfident = np.tile([0.99, 0.01], (8, 1))  # says 99%, right half the time
+    assert expected_calibration_error(overconfident, labels) == pytest.approx(0.49)
+    metrics = classification_metrics(labels, overconfident.argmax(1), ["a", "b"], overconfident)
+    assert metrics["ece"] == pytest.approx(0.49)

@@ -79,7 +79,8 @@ def evaluate(
     console.print(table)
     console.print(
         f"accuracy [bold]{metrics['accuracy']:.4f}[/]  balanced accuracy "
-        f"{metrics['balanced_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}"
+        f"{metrics['balanced_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"ECE {metrics['ece']:.4f}"
     )
     if out:
         write_json(out, metrics)

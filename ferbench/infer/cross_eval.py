@@ -58,7 +58,7 @@ def evaluate_checkpoint(
     data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
     faces = matched_split(data, split, predictor.class_names)
     probs = predictor.predict_arrays(faces.images, tta=tta)
-    metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names)
+    metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names, probs)
     metrics.update(
         {
             "split": split,

@@ -24,6 +24,7 @@ METRICS = [
     "accuracy",
     "balanced_accuracy",
     "macro_f1",
+    "ece",
     "worst_class_recall",
     "best_val_acc",
     "parameters",
@@ -203,6 +204,7 @@ def leaderboards(
         if f"{metric}_mean" not in board:
             raise FerbenchError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
         ascending = metric in (
+            "ece",
             "latency_batch1_ms",
             "train_time_s",
             "time_to_target_s",
@@ -257,6 +259,7 @@ def display_table(board: pd.DataFrame) -> pd.DataFrame:
             "macro-F1 %": [
                 fmt_pm(m, s, 100) for m, s in zip(board["macro_f1_mean"], board["macro_f1_std"])
             ],
+            "ECE %": [fmt_pm(m, s, 100) for m, s in zip(board["ece_mean"], board["ece_std"])],
             "worst class": [
                 f"{c} {r * 100:.0f}%" if c and not pd.isna(r) else "-"
                 for c, r in zip(board["worst_class"], board["worst_class_recall_mean"])

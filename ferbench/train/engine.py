@@ -221,6 +221,14 @@ class Trainer:
         )
 
 
+@dataclass
+class SplitResult:
+    loss: float
+    accuracy: float
+    predictions: np.ndarray
+    probs: np.ndarray  # N × classes (ten-crop mean with TTA)
+
+
 def evaluate(
     model: nn.Module,
     preprocess: Preprocess,
@@ -228,10 +236,10 @@ def evaluate(
     runtime: Runtime,
     batch_size: int = 512,
     tta_shift: int = 0,
-) -> tuple[float, float, np.ndarray]:
-    """Mean cross-entropy, accuracy and predicted labels on one split."""
+) -> SplitResult:
+    """Mean cross-entropy, accuracy, predicted labels and probabilities on one split."""
     if len(split) == 0:
-        return float("nan"), float("nan"), np.zeros(0, dtype=np.int64)
+        return SplitResult(float("nan"), float("nan"), np.zeros(0, np.int64), np.zeros((0, 0)))
     logits = predict_logits(model, preprocess, split.images, runtime, batch_size, tta_shift)
     labels = split.labels.cpu()
     loss = (
@@ -240,7 +248,12 @@ def evaluate(
         else F.nll_loss(logits, labels).item()
     )
     predictions = logits.argmax(1)
-    return loss, (predictions == labels).float().mean().item(), predictions.numpy()
+    return SplitResult(
+        loss,
+        (predictions == labels).float().mean().item(),
+        predictions.numpy(),
+        torch.softmax(logits, 1).numpy(),
+    )
 
 
 def balanced_class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:

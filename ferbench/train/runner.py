@@ -275,9 +275,8 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
     for epoch in range(start_epoch, cfg.epochs):
         stats = trainer.train_epoch(train, epoch)
         eval_start = time.perf_counter()
-        val_loss, val_acc, _ = evaluate(
-            setup.net, setup.preprocess, val, runtime, eval_cfg.batch_size
-        )
+        result = evaluate(setup.net, setup.preprocess, val, runtime, eval_cfg.batch_size)
+        val_loss, val_acc = result.loss, result.accuracy
         eval_seconds = time.perf_counter() - eval_start
         trainer.schedule.end_epoch(val_loss)
         elapsed += stats.seconds + eval_seconds
@@ -355,18 +354,18 @@ def _finish(
     eval_cfg = trial.eval
     model, test = setup.model, setup.splits[2]
     model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
-    test_loss, _, predictions = evaluate(
+    result = evaluate(
         model, setup.preprocess, test, setup.runtime, eval_cfg.batch_size, trial.tta_shift
     )
     truth = test.labels.cpu().numpy()
-    metrics = classification_metrics(truth, predictions, class_names)
+    metrics = classification_metrics(truth, result.predictions, class_names, result.probs)
     frame = pd.DataFrame(history)
     train_seconds = float(frame["train_s"].sum())
     images = float((frame["train_images_per_s"] * frame["train_s"]).sum())
     reached = frame[frame["val_acc"] >= eval_cfg.target_acc]
     metrics.update(
         {
-            "test_loss": test_loss,
+            "test_loss": result.loss,
             "tta": eval_cfg.tta,
             "best_epoch": int(best["epoch"]),
             "best_val_acc": float(best["val_acc"]),
