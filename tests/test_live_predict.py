@@ -187,3 +187,30 @@ def test_eval_matches_classes_by_name_and_counts_the_rest(tmp_path, checkpoint):
     assert metrics["images"] == 8  # happy + sad (case-insensitive), on the test split
     assert metrics["left_out"] == {"classes": ["joy"], "images": 4}
     assert sum(map(sum, metrics["confusion"])) == 8
+
+
+def test_eval_of_a_folder_without_splits_uses_every_image(tmp_path, checkpoint):
+    """Portrait-style folders name classes their own way and have no split level: every image is
+    evaluated and the synonyms used are printed; unknown classes are left out and counted."""
+    from ferbench.data.synthetic import make_synthetic
+
+    faces = make_synthetic(3, 48, 0)
+    words = {"angry": "anger", "happy": "happiness", "sad": "sadness", "neutral": "calm"}
+    count, calm = 0, 0
+    for image, label in zip(faces.images, faces.labels):
+        name = faces.class_names[label]
+        calm += name == "neutral"
+        if name in words:
+            folder = tmp_path / "faces" / words[name]
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"{count}.png"), image)
+            count += 1
+    out = tmp_path / "eval.json"
+    result = runner.invoke(
+        app, ["eval", str(tmp_path / "faces"), "--checkpoint", str(checkpoint), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["split"] == "all" and metrics["images"] == count - calm  # 'calm' left out
+    assert metrics["left_out"] == {"classes": ["calm"], "images": calm}
+    assert "anger→angry" in result.output and "happiness→happy" in result.output

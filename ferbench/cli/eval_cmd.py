@@ -27,7 +27,11 @@ def evaluate(
     checkpoint: CheckpointOption = None,
     kind: str = typer.Option("auto", help="auto, fer2013, ferplus, folder or synthetic."),
     labels: str = typer.Option(None, help="FER+ vote file for --kind ferplus."),
-    split: str = typer.Option("test", help="train, val or test."),
+    split: str = typer.Option(
+        "auto",
+        help="auto (test where the data has splits; every image of a folder without split "
+        "folders), train, val, test or all.",
+    ),
     tta: bool = typer.Option(
         True, "--tta/--no-tta", help="Ten-crop test views where the run used them (default)."
     ),
@@ -60,6 +64,11 @@ def evaluate(
         f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "
         f"{escape(metrics['data_source'])}: {metrics['images']:,} images, {how}, {precision}"
     )
+    for note in metrics["data_notes"]:
+        console.print(f"[cyan]note:[/] {escape(note)}")
+    renamed = [f"{d}→{m}" for d, m in metrics["class_map"].items() if d != m]
+    if renamed:
+        console.print(f"classes matched by synonym: {escape(', '.join(renamed))}")
     if metrics["left_out"]["images"]:
         console.print(
             f"[yellow]left out[/] {metrics['left_out']['images']:,} images of classes the model "

@@ -51,6 +51,9 @@ def read_class_folders(
     data = FaceArrays(
         images, labels, splits, class_names, source=f"face folders {root}", problems=problems
     )
+    renamed = [f"{d.name}→{c}" for d, c in zip(class_dirs, class_names) if d.name != c]
+    if renamed:
+        data.notes.append(f"class folders read through the synonym table: {', '.join(renamed)}")
     if test_fraction > 0 and len(labels) > 2:
         test = stratified_fraction(labels, test_fraction, seed + 1)
         data.splits[test] = 2

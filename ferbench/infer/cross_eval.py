@@ -27,12 +27,14 @@ class MatchedSplit:
     labels: np.ndarray
     left_out_classes: list[str]
     left_out_images: int
+    mapping: dict[str, str]  # dataset class -> model class, as matched through the synonyms
 
 
 def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> MatchedSplit:
-    if split not in SPLITS:
-        raise FerbenchError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
-    images, labels = data.split(split)
+    """`split` is train, val, test or all (every image)."""
+    if split not in (*SPLITS, "all"):
+        raise FerbenchError(f"unknown split '{split}'; use one of {', '.join(SPLITS)} or all")
+    images, labels = (data.images, data.labels) if split == "all" else data.split(split)
     if not len(labels):
         raise FerbenchError(f"the {split} split of {data.source} is empty")
     known_names = [canonical(c) for c in model_classes]
@@ -47,14 +49,30 @@ def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> Mat
             f"knows ({', '.join(model_classes)})"
         )
     left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
-    return MatchedSplit(images[known], mapped[known], left_out, int((~known).sum()))
+    mapping = {d: model_classes[m] for d, m in zip(data.class_names, to_model) if m >= 0}
+    return MatchedSplit(images[known], mapped[known], left_out, int((~known).sum()), mapping)
+
+
+def unsplit_folder(spec: DataSpec) -> bool:
+    """A folder of class folders with no train/val/test level: its splits would be carved, so
+    evaluating a trained model on it means evaluating every image."""
+    from ferbench.data.folder import has_split_folders
+    from ferbench.data.loader import detect_kind, resolve_source
+
+    if spec.kind not in ("auto", "folder") or not spec.path:
+        return False
+    path = resolve_source(spec.path)
+    return path.is_dir() and detect_kind(path) == "folder" and not has_split_folders(path)
 
 
 def evaluate_checkpoint(
-    predictor: Predictor, data_spec: DataSpec, split: str = "test", tta: bool = True
+    predictor: Predictor, data_spec: DataSpec, split: str = "auto", tta: bool = True
 ) -> dict:
     """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
-    (same resize, preprocessing, TTA and precision), on the classes both sides know."""
+    (same resize, preprocessing, TTA and precision), on the classes both sides know.  `auto`:
+    the test split where the data has splits, every image of a folder without them."""
+    if split == "auto":
+        split = "all" if unsplit_folder(data_spec) else "test"
     data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
     faces = matched_split(data, split, predictor.class_names)
     probs = predictor.predict_arrays(faces.images, tta=tta)
@@ -64,7 +82,9 @@ def evaluate_checkpoint(
             "split": split,
             "images": len(faces.labels),
             "left_out": {"classes": faces.left_out_classes, "images": faces.left_out_images},
+            "class_map": faces.mapping,
             "data_source": data.source,
+            "data_notes": list(data.notes),
             "data_fingerprint": data.fingerprint(),
             "checkpoint": str(predictor.path),
             "tta_shift": predictor.tta_shift if tta else 0,

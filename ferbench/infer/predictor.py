@@ -47,8 +47,8 @@ class Predictor:
             payload = read_metadata(path)
             if quantize or amp not in ("auto", "off", "checkpoint") or str(device) != "cpu":
                 raise FerbenchError(
-                    f"{path.name}: an ONNX model runs on the CPU as exported; drop --quantize, "
-                    "--amp and --device (export with --int8 for int8)"
+                    f"{path.name}: an ONNX model runs on the CPU as exported (no --device, "
+                    "--backend or precision choice); export with --int8 for int8"
                 )
             amp, quantize = "off", payload.get("quantization", "none") != "none"
             model = OnnxModule(path)
@@ -68,9 +68,7 @@ class Predictor:
             model = model_from_checkpoint(payload, path)
             if quantize:
                 if self.device.type != "cpu":
-                    raise FerbenchError(
-                        "--quantize is for CPU inference; drop it or use --device cpu"
-                    )
+                    raise FerbenchError("int8 (torch-int8) is for CPU inference; use --device cpu")
                 model = quantize_linear_int8(model)
         self.model = model.to(self.device).eval()
         self.quantized = quantize
