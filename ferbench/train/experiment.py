@@ -7,6 +7,7 @@ overrides.  The types and defaults live in ``ferbench.config``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from dataclasses import dataclass
@@ -68,8 +69,6 @@ def load(path: str | Path, overrides: list[str] | None = None) -> list[Trial]:
 
 def apply_overrides(raw: dict, overrides: list[str], file: str) -> dict:
     """Apply ``--set train.epochs=1``-style overrides (values parsed as YAML)."""
-    import copy
-
     raw = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
