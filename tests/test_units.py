@@ -99,7 +99,7 @@ def _run(name: str, model: str, seed: int, acc: float, recall: dict, lr=0.1) -> 
         "data": {"kind": "fer2013", "path": f"/somewhere/{seed}/fer2013.csv"},
         "train": {"seed": seed, "lr": lr},
         "class_names": list(recall),
-        "data_fingerprint": "abcdef0123",
+        "data_identity": "abcdef0123",
     }
     per_class = {c: {"recall": r, "support": 10} for c, r in recall.items()}
     metrics = {"accuracy": acc, "per_class": per_class, "parameters": 1e6, "flops": 2e6}
@@ -150,3 +150,20 @@ def test_expected_calibration_error():
     assert expected_calibration_error(overconfident, labels) == pytest.approx(0.49)
     metrics = classification_metrics(labels, overconfident.argmax(1), ["a", "b"], overconfident)
     assert metrics["ece"] == pytest.approx(0.49)
+
+
+def test_data_identity_ignores_the_input_size():
+    """cnn5 (32 px) and cnn3 (48 px) on the same faces share a leaderboard."""
+    from ferbench.data import load_dataset
+
+    small, large = (
+        load_dataset({"kind": "synthetic", "n_per_class": 5, "size": s}) for s in (32, 48)
+    )
+    assert small.fingerprint() != large.fingerprint()
+    assert small.label_fingerprint() == large.label_fingerprint()
+    runs = [
+        _run("e/a/0", "cnn5", 0, 0.5, {"happy": 0.5}),
+        _run("e/b/0", "cnn3", 0, 0.6, {"happy": 0.6}),
+    ]
+    runs[1].config["data_fingerprint"] = "another-size"  # data_identity is what groups
+    assert len(leaderboards(runs_frame(runs))) == 1

@@ -53,6 +53,15 @@ class FaceArrays:
         digest.update("|".join(self.class_names).encode())
         return digest.hexdigest()
 
+    def label_fingerprint(self) -> str:
+        """Hash of labels, splits and class names only: the same for a dataset resized to any
+        input size, so runs of models with different input sizes share a leaderboard."""
+        digest = hashlib.blake2b(digest_size=16)
+        for array in (self.labels, self.splits):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update("|".join(self.class_names).encode())
+        return digest.hexdigest()
+
     def subset(self, mask: np.ndarray) -> "FaceArrays":
         return FaceArrays(
             self.images[mask],

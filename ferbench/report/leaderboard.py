@@ -86,14 +86,15 @@ def _read_run(run_dir: RunDir, root: Path) -> Run:
 
 
 def _data_label(config: dict) -> str:
-    """Runs share a leaderboard when their data is the same content and class set, wherever the
-    file lived: the label is the kind, the class set and the data fingerprint."""
+    """Runs share a leaderboard when their data is the same faces, labels and class set, wherever
+    the file lived and whatever size the model resized them to: the label is the kind, the class
+    set and the data identity (labels, splits, class names)."""
     data = config.get("data", {})
     kind = data.get("kind", "?")
     if kind == "auto" and config.get("data_source"):  # "fer2013 csv /path/...": its format
         kind = " ".join(str(config["data_source"]).split()[:2])
     classes = config.get("class_names") or []
-    fingerprint = str(config.get("data_fingerprint", ""))[:8]
+    fingerprint = str(config.get("data_identity") or config.get("data_fingerprint", ""))[:8]
     short = ",".join(c[:3] for c in classes)
     return f"{kind} ({len(classes)} classes: {short})" + (f" #{fingerprint}" if fingerprint else "")
 

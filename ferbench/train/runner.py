@@ -237,6 +237,7 @@ def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime)
             **trial.to_dict(),
             "config_hash": trial.config_hash(),
             "data_fingerprint": data.fingerprint(),
+            "data_identity": data.label_fingerprint(),
             "data_source": data.source,
             "data_notes": data.notes,
             "class_names": list(data.class_names),
