@@ -106,7 +106,11 @@ class RunDir:
                 "updated": now(),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                **{k: v for k, v in previous.items() if k == "data_fingerprint"},
+                **(
+                    {"data_fingerprint": previous["data_fingerprint"]}
+                    if "data_fingerprint" in previous
+                    else {}
+                ),
                 **extra,
             },
         )

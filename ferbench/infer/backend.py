@@ -58,11 +58,12 @@ def predictor_for(checkpoint: Path, backend: str, device: str = "cpu", progress=
         return Predictor(checkpoint, quantize=True), (
             "torch int8 (dynamic); install ferbench[onnx] to measure the ONNX Runtime backends"
         )
+    folder = _folder(checkpoint)  # hashes the checkpoint: once, not per backend
     if backend == "auto":
-        measured = measure_backends(checkpoint, progress)
+        measured = measure_backends(checkpoint, folder, progress)
         best = choose(measured)
-        return _build(checkpoint, best.backend), describe(best, measured)
-    return _build(checkpoint, backend), backend
+        return _build(checkpoint, best.backend, folder), describe(best, measured)
+    return _build(checkpoint, backend, folder), backend
 
 
 def choose(measured: list[Measured]) -> Measured:
@@ -94,10 +95,9 @@ def _folder(checkpoint: Path) -> Path:
     return cache_dir() / "backends" / f"v{CACHE_VERSION}-{sha256_of(checkpoint)[:20]}"
 
 
-def _build(checkpoint: Path, backend: str) -> Predictor:
+def _build(checkpoint: Path, backend: str, folder: Path) -> Predictor:
     if backend in ("torch", "torch-int8"):
         return Predictor(checkpoint, amp="off", quantize=backend == "torch-int8")
-    folder = _folder(checkpoint)
     path = folder / ("int8.onnx" if backend == "onnx-int8" else "fp32.onnx")
     if not path.exists():
         _export(checkpoint, folder)
@@ -112,9 +112,8 @@ def _export(checkpoint: Path, folder: Path):
     )
 
 
-def measure_backends(checkpoint: Path, progress=None) -> list[Measured]:
-    """Latency and validation accuracy of the four backends, cached per checkpoint."""
-    folder = _folder(checkpoint)
+def measure_backends(checkpoint: Path, folder: Path, progress=None) -> list[Measured]:
+    """Latency and validation accuracy of the four backends, cached in `folder`."""
     record = folder / "measured.json"
     if record.exists():
         return [Measured(**row) for row in json.loads(record.read_text())]
@@ -127,7 +126,7 @@ def measure_backends(checkpoint: Path, progress=None) -> list[Measured]:
     if accuracy:
         from ferbench.infer.export import parity_faces
 
-        torch_int8 = _build(checkpoint, "torch-int8")
+        torch_int8 = _build(checkpoint, "torch-int8", folder)
         faces, _, _ = parity_faces(checkpoint, torch_int8.class_names, torch_int8.input_size, None)
         probs = torch_int8.predict_arrays(faces["val"].images, tta=False)
         int8_acc = float((probs.argmax(1) == faces["val"].labels).mean())
@@ -140,7 +139,7 @@ def measure_backends(checkpoint: Path, progress=None) -> list[Measured]:
     measured = []
     for backend in ("torch", "torch-int8", "onnx", "onnx-int8"):
         step(f"timing {backend}")
-        predictor = _build(checkpoint, backend)
+        predictor = _build(checkpoint, backend, folder)
         speed = measure_speed(predictor.model, predictor.preprocess, predictor.runtime, 8, 2, 50)
         measured.append(Measured(backend, speed["latency_batch1_ms"], scores[backend]))
     write_json(record, [asdict(m) for m in measured])

@@ -22,7 +22,6 @@ from ferbench.infer.cross_eval import MatchedSplit, matched_split
 from ferbench.infer.onnx import (
     export_onnx,
     quantize_int8,
-    read_metadata,
     require,
     save_proto,
     sha256_of,
@@ -94,6 +93,7 @@ def export_checkpoint(
     out = Path(out)
     if out.suffix != ".onnx":
         raise FerbenchError(f"--out {out}: the file name must end in .onnx")
+    source_sha256 = sha256_of(checkpoint)
     torch_model = Predictor(checkpoint, amp="off")
     step("reading parity data")
     splits, source, labelled = parity_faces(
@@ -102,7 +102,7 @@ def export_checkpoint(
     with tempfile.TemporaryDirectory(prefix="ferbench-export-") as tmp:
         fp32_path = (Path(fp32_out) if fp32_out else Path(tmp) / "fp32.onnx") if int8 else out
         step("exporting fp32 ONNX")
-        export_onnx(payload, fp32_path, sha256_of(checkpoint), opset)
+        export_onnx(payload, fp32_path, source_sha256, opset)
         fp32 = Predictor(fp32_path)
         val = splits["val"]
         step("measuring fp32 parity")
@@ -110,7 +110,7 @@ def export_checkpoint(
         report = ExportReport(
             out=str(out),
             model=payload["model"],
-            source_sha256=sha256_of(checkpoint),
+            source_sha256=source_sha256,
             quantization="none",
             parity_data=f"{source} (validation split)",
             images=len(val.labels),
@@ -153,9 +153,7 @@ def _accuracy(model: Predictor, faces: MatchedSplit) -> float:
 
 
 def _record_parity(out: Path, report: ExportReport) -> None:
-    onnx = require("onnx")
-    proto = onnx.load(str(out))
-    meta = read_metadata(out)
-    parity = {k: v for k, v in report.to_dict().items() if k not in ("out",)}
-    write_metadata(proto, {k: v for k, v in {**meta, "parity": parity}.items()})
+    """Add the figures to the file's metadata; the other keys stay as they are."""
+    proto = require("onnx").load(str(out))
+    write_metadata(proto, {"parity": {k: v for k, v in report.to_dict().items() if k != "out"}})
     save_proto(proto, out)

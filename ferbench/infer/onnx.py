@@ -157,7 +157,8 @@ class OnnxModule(torch.nn.Module):
 def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray | None, preprocess) -> str:
     """int8 with ONNX Runtime: static (QDQ, per-channel weights, activations calibrated on
     `calibration` uint8 faces) when faces are given, dynamic otherwise.  Returns which."""
-    require("onnx")
+    onnx = require("onnx")
+    require("onnxruntime")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -167,8 +168,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray | None, preproc
         quantize_static,
     )
 
-    onnx = require("onnx")
-    meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    metadata = list(onnx.load(str(fp32)).metadata_props)  # the quantizers drop it
     with tempfile.TemporaryDirectory(prefix="ferbench-int8-") as tmp:
         prepared, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         with warnings.catch_warnings():
@@ -201,7 +201,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray | None, preproc
                 quantize_dynamic(str(prepared), str(quantized), weight_type=QuantType.QInt8)
                 kind = "dynamic"
         proto = onnx.load(str(quantized))
-    stored = {k: json.loads(v) if k in JSON_KEYS else v for k, v in meta.items()}
-    write_metadata(proto, {**stored, "quantization": kind})
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(metadata)
+    write_metadata(proto, {"quantization": kind})
     save_proto(proto, out)
     return kind
