@@ -71,15 +71,34 @@ def model_from_checkpoint(payload: dict, path: Path | str = "checkpoint") -> tor
     from ferbench.models import create_model
 
     model = create_model(payload["model"], **dict(payload["model_args"]))
+    load_weights(model, payload["state_dict"], path)
+    return model.eval()
+
+
+def load_weights(
+    model: torch.nn.Module, state: dict, source: Path | str, new_head: bool = False
+) -> list[str]:
+    """Copy `state` into `model` (fp16 tensors are cast); with `new_head`, tensors whose shape
+    differs (the classifier of another class count) are left freshly initialised and named."""
+    own = model.state_dict()
+    fresh = []
+    if new_head:
+        fresh = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        state = {k: v for k, v in state.items() if k not in fresh}
+        if len(fresh) > 2:  # a classifier is a weight and a bias; more is another architecture
+            raise FerbenchError(f"{source}: weights do not fit ({', '.join(fresh[:4])} differ)")
     try:
-        model.load_state_dict(payload["state_dict"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise FerbenchError(
-            f"{path}: weights do not fit model '{payload['model']}' "
+            f"{source}: weights do not fit model {type(model).__name__} "
             f"({first[1].strip() if len(first) > 1 else first[0]})"
         ) from None
-    return model.eval()
+    if unexpected or set(missing) != set(fresh):
+        odd = sorted(set(missing) - set(fresh)) + sorted(unexpected)
+        raise FerbenchError(f"{source}: weights do not fit the model ({', '.join(odd[:4])})")
+    return fresh
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

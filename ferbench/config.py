@@ -130,6 +130,7 @@ class ModelSpec:
     name: str
     input_size: int
     args: dict = field(default_factory=dict)
+    pretrained: str | None = None  # shipped weights to start from, e.g. vggfer_s.fer2013
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Trial:
         return {
             "experiment": self.experiment,
             "trial": self.name,
-            "model": to_plain(self.model),
+            "model": {k: v for k, v in to_plain(self.model).items() if v is not None},
             "data": self.data.to_dict(),
             "train": to_plain(self.train),
             "eval": to_plain(self.eval),

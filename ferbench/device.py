@@ -7,8 +7,10 @@ downstream (training, evaluation, prediction, benchmarks) asks that value, never
 
 from __future__ import annotations
 
+import platform
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -34,6 +36,17 @@ def select_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise FerbenchError(f"unknown device '{name}'; use auto, cpu, cuda or mps") from None
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_has_native_bf16() -> bool:

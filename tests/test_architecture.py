@@ -28,6 +28,7 @@ LAYERS = {
     "report": 3,
     "train": 4,
     "bench": 5,
+    "ship": 5,
     "cli": 6,
 }
 

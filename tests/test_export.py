@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from ferbench.cli import app
 from ferbench.errors import FerbenchError
-from ferbench.infer.onnx import read_metadata, sha256_of
+from ferbench.fileio import sha256_file
+from ferbench.infer.onnx import read_metadata
 from ferbench.infer.predictor import Predictor
 
 pytest.importorskip("onnxruntime")
@@ -39,7 +40,7 @@ def test_export_round_trip_and_metadata(exported, checkpoint):
     onnx.checker.check_model(onnx.load(str(exported)))
     meta = read_metadata(exported)
     source = Predictor(checkpoint, amp="off")
-    assert meta["source_sha256"] == sha256_of(checkpoint)
+    assert meta["source_sha256"] == sha256_file(checkpoint)
     assert meta["class_names"] == source.class_names and meta["quantization"] == "none"
     assert meta["parity"]["fp32_max_abs_prob_diff"] <= 1e-4
     onnx_model = Predictor(exported)

@@ -15,6 +15,7 @@ from ferbench.cli import (
     predict_cmd,
     register_cmd,
     run_cmd,
+    ship_cmd,
 )
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.command("predict")(predict_cmd.predict)
 app.command("eval")(eval_cmd.evaluate)
 app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
+app.command("ship")(ship_cmd.ship)
 
 
 def main() -> None:

@@ -43,7 +43,12 @@ def friendly_errors(fn: Callable) -> Callable:
 # Options several commands share, declared once (typer's Annotated form).
 ModelOption = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="Best finished run of this model under --results."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="A model name (its best finished run under --results) or a shipped model such as "
+        "vggfer_s.fer2013 (default: the shipped vggfer_s.fer2013).",
+    ),
 ]
 CheckpointOption = Annotated[
     Optional[str],
@@ -62,3 +67,12 @@ MarginOption = Annotated[
         "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."
     ),
 ]
+
+
+def announce_default_model(model: str | None, checkpoint: str | None) -> None:
+    """Say in one line (on stderr, so --json output stays clean) that the shipped model is used."""
+    from ferbench.infer.predictor import default_model_note
+
+    note = default_model_note(model, checkpoint)
+    if note:
+        err_console.print(f"[cyan]{escape(note)}[/]", highlight=False)

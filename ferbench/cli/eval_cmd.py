@@ -13,6 +13,7 @@ from ferbench.cli._common import (
     InferDeviceOption,
     ModelOption,
     ResultsOption,
+    announce_default_model,
     console,
     friendly_errors,
 )
@@ -53,6 +54,7 @@ def evaluate(
     from ferbench.infer.cross_eval import evaluate_checkpoint
     from ferbench.infer.predictor import Predictor
 
+    announce_default_model(model, checkpoint)
     predictor = Predictor.from_cli(model, checkpoint, results, device, amp="checkpoint")
     spec = parse_data("--kind", "data", {"kind": kind, "path": data, "labels": labels})
     if data == "synthetic":

@@ -42,15 +42,14 @@ def export(
 
     Examples:
       ferbench export --model cnn3 --out cnn3.onnx
+      ferbench export --model vggfer_s.fer2013 --out fer.onnx --int8 --data fer2013.csv
       ferbench export --checkpoint results/fast/vggfer_s/seed=0 --out vggfer_s.int8.onnx --int8
     """
     from ferbench.config import parse_data
     from ferbench.infer.export import export_checkpoint
-    from ferbench.runs import best_run
+    from ferbench.infer.predictor import resolve_source
 
-    if bool(model) == bool(checkpoint):
-        raise typer.BadParameter("give exactly one of --model NAME or --checkpoint PATH")
-    source = Path(checkpoint) if checkpoint else best_run(model, results).best_checkpoint
+    source = resolve_source(model, checkpoint, results, default=False)
     spec = parse_data("--data", "data", {"kind": kind, "path": data}) if data else None
     with console.status("exporting") as status:
         report = export_checkpoint(

@@ -13,6 +13,7 @@ from ferbench.cli._common import (
     MarginOption,
     ModelOption,
     ResultsOption,
+    announce_default_model,
     console,
     friendly_errors,
 )
@@ -69,6 +70,7 @@ def live(
     Ctrl-C stops), or a file (--no-window --output out.mp4).
 
     Examples:
+      ferbench live                   # camera 0, the shipped vggfer_s.fer2013
       ferbench live --model cnn3
       ferbench live --model cnn3 --serve 8000
       ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
@@ -82,6 +84,7 @@ def live(
         from ferbench.infer.live import check_display
 
         check_display()  # before minutes of model loading, not after
+    announce_default_model(model, checkpoint)
     source_path = resolve_source(model, checkpoint, results)
     with console.status("loading the model") as status:
         predictor, choice = predictor_for(source_path, backend, device, status.update)

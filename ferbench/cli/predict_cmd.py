@@ -15,6 +15,7 @@ from ferbench.cli._common import (
     MarginOption,
     ModelOption,
     ResultsOption,
+    announce_default_model,
     console,
     err_console,
     friendly_errors,
@@ -41,12 +42,14 @@ def predict(
     """Detect faces (or take each image as a face with --no-detect) and classify them.
 
     Examples:
-      ferbench predict group.jpg --model cnn3
+      ferbench predict photo.jpg                  # the shipped vggfer_s.fer2013
+      ferbench predict group.jpg --model cnn3     # your best finished cnn3 run
       ferbench predict faces/ --checkpoint results/quickstart/cnn3/seed=0/best.pt --no-detect --csv
     """
     from ferbench.infer.images import predict_images
     from ferbench.infer.predictor import Predictor
 
+    announce_default_model(model, checkpoint)
     predictor = Predictor.from_cli(model, checkpoint, results, device)
     rows, skipped = predict_images(
         predictor, paths, detect=not no_detect, margin=margin, annotate=annotate

@@ -90,9 +90,9 @@ def describe(best: Measured, measured: list[Measured]) -> str:
 
 
 def _folder(checkpoint: Path) -> Path:
-    from ferbench.infer.onnx import sha256_of
+    from ferbench.fileio import sha256_file
 
-    return cache_dir() / "backends" / f"v{CACHE_VERSION}-{sha256_of(checkpoint)[:20]}"
+    return cache_dir() / "backends" / f"v{CACHE_VERSION}-{sha256_file(checkpoint)[:20]}"
 
 
 def _build(checkpoint: Path, backend: str, folder: Path) -> Predictor:

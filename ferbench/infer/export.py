@@ -18,13 +18,13 @@ import numpy as np
 from ferbench.checkpoint import load_checkpoint
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
+from ferbench.fileio import sha256_file
 from ferbench.infer.cross_eval import MatchedSplit, matched_split
 from ferbench.infer.onnx import (
     export_onnx,
     quantize_int8,
     require,
     save_proto,
-    sha256_of,
     write_metadata,
 )
 from ferbench.infer.predictor import Predictor
@@ -93,7 +93,7 @@ def export_checkpoint(
     out = Path(out)
     if out.suffix != ".onnx":
         raise FerbenchError(f"--out {out}: the file name must end in .onnx")
-    source_sha256 = sha256_of(checkpoint)
+    source_sha256 = sha256_file(checkpoint)
     torch_model = Predictor(checkpoint, amp="off")
     step("reading parity data")
     splits, source, labelled = parity_faces(

@@ -9,7 +9,6 @@ bench).  onnx and onnxruntime come with the optional extra ``ferbench[onnx]``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 import warnings
@@ -39,14 +38,6 @@ def require(module: str):
             f"ONNX support needs {module}, which comes with the optional extra: "
             "pip install 'ferbench[onnx]'"
         ) from None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(payload: dict, out: Path, source_sha256: str = "", opset: int = 17) -> Path:

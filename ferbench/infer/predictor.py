@@ -14,14 +14,43 @@ from ferbench.device import resolve_runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
 from ferbench.models.preprocess import Preprocess
+from ferbench.models.pretrained import DEFAULT_TAG, read_index
 from ferbench.runs import best_run
 
 
-def resolve_source(model: str | None, checkpoint: str | None, results: str | Path) -> Path:
-    """--model NAME (best finished run under results) or --checkpoint PATH, exactly one."""
-    if bool(model) == bool(checkpoint):
-        raise FerbenchError("give exactly one of --model NAME or --checkpoint PATH")
-    return Path(checkpoint) if checkpoint else best_run(model, results).best_checkpoint
+def resolve_source(
+    model: str | None, checkpoint: str | None, results: str | Path, default: bool = True
+) -> Path:
+    """--checkpoint PATH, --model with a shipped tag (``vggfer_s.fer2013``: the file inside the
+    package) or a model name (its best finished run under `results`), or, given neither, the
+    shipped default model when `default`."""
+    if model and checkpoint:
+        raise FerbenchError("give one of --model NAME or --checkpoint PATH, not both")
+    if checkpoint:
+        return Path(checkpoint)
+    if not model:
+        if default and DEFAULT_TAG in read_index():
+            return read_index()[DEFAULT_TAG].verified_path()
+        raise FerbenchError("give --model NAME or --checkpoint PATH")
+    if model in read_index():
+        return read_index()[model].verified_path()
+    try:
+        return best_run(model, results).best_checkpoint
+    except FerbenchError as exc:
+        shipped = ", ".join(read_index())
+        hint = f"; shipped models work without training: {shipped}" if shipped else ""
+        raise FerbenchError(f"{exc}{hint} (plain `ferbench live` uses {DEFAULT_TAG})") from None
+
+
+def default_model_note(model: str | None, checkpoint: str | None) -> str | None:
+    """The one line that says the shipped default model is in use (None when one was chosen)."""
+    if model or checkpoint or DEFAULT_TAG not in read_index():
+        return None
+    weights = read_index()[DEFAULT_TAG]
+    return (
+        f"using the shipped model {weights.name} ({weights.metrics.get('test_acc', 0):.1%} on "
+        f"{weights.dataset} test); --model or --checkpoint chooses another"
+    )
 
 
 class Predictor:

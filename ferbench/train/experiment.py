@@ -32,7 +32,7 @@ from ferbench.config import (
 from ferbench.errors import FerbenchError
 
 TOP_KEYS = frozenset({"name", "description", "data", "models", "train", "eval"})
-MODEL_KEYS = frozenset({"name", "input_size", "classes", "merge", "drop", "args"})
+MODEL_KEYS = frozenset({"name", "input_size", "classes", "merge", "drop", "args", "pretrained"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class ModelEntry:
     class_set: dict  # classes / merge / drop given on the model
     args: dict
     train: dict  # validated overrides; list values are grid axes
+    pretrained: str | None = None  # shipped weights to fine-tune from (full name)
     name_overrides: bool = False  # the same model appears twice: fixed overrides name the folder
 
 
@@ -128,6 +129,7 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
 
 def _parse_model(file: str, index: int, entry: Any) -> ModelEntry:
     from ferbench.models import is_model, unknown_model_error
+    from ferbench.models.pretrained import resolve_weights, split_name
 
     key = f"models[{index}]"
     if isinstance(entry, str):
@@ -139,6 +141,13 @@ def _parse_model(file: str, index: int, entry: Any) -> ModelEntry:
     name = str(entry["name"])
     if not is_model(name):
         raise error(file, f"{key}.name", str(unknown_model_error(name)))
+    name, tag = split_name(name)
+    pretrained = entry.get("pretrained", tag)
+    if pretrained:
+        try:
+            pretrained = resolve_weights(name, pretrained).name
+        except FerbenchError as exc:
+            raise error(file, f"{key}.pretrained", str(exc)) from None
     sizes = entry.get("input_size")
     if sizes is not None:
         sizes = tuple(
@@ -155,6 +164,7 @@ def _parse_model(file: str, index: int, entry: Any) -> ModelEntry:
         class_set,
         args,
         parse_section(TrainConfig, file, f"{key}.", overrides, axis_ok=True),
+        pretrained or None,
     )
 
 
@@ -203,6 +213,9 @@ def _model_trials(
                 labelled.append((f"data[{data_index}]", "data", _data_label(data, data_index)))
             if len(sizes) > 1 or model.input_sizes:
                 labelled.append((f"models[{index}].input_size", "size", size))
+            if model.pretrained:
+                tag = model.pretrained.split(".", 1)[1]
+                labelled.append((f"models[{index}].pretrained", "pretrained", tag))
             labelled += [(f"models[{index}].{k}", k, v) for k, v in model.class_set.items()]
             labelled += [(f"models[{index}].args.{k}", k, v) for k, v in model.args.items()]
             labelled += [(f"models[{index}].{k}", k, getattr(resolved, k)) for k in fixed_names]
@@ -217,7 +230,7 @@ def _model_trials(
                 Trial(
                     experiment=experiment,
                     name="/".join([folder, *parts]),
-                    model=ModelSpec(model.name, size, dict(model.args)),
+                    model=ModelSpec(model.name, size, dict(model.args), model.pretrained),
                     data=spec,
                     train=resolved,
                     eval=evaluation,

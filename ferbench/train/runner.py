@@ -23,7 +23,7 @@ from ferbench import __version__
 from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.config import Trial, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
-from ferbench.device import Runtime, resolve_runtime, select_device
+from ferbench.device import Runtime, cpu_name, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
 from ferbench.fileio import write_json, write_text, write_yaml
 from ferbench.infer.batched import measure_speed
@@ -160,17 +160,6 @@ def _device_info(device: torch.device) -> dict:
     return info
 
 
-def cpu_name() -> str:
-    """The CPU model as /proc/cpuinfo names it (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 @dataclass
 class _Setup:
     """What fit builds before the first epoch."""
@@ -197,12 +186,13 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
     card = model_card(trial.model.name)
     size = trial.model.input_size
     model_args = {
+        **_pretrained_args(trial.model.pretrained),
         "num_classes": len(data.class_names),
         "in_chans": card.in_chans,
         "input_size": size,
         **trial.model.args,
     }
-    model = create_model(trial.model.name, **model_args)
+    model = create_model(trial.model.name, pretrained=trial.model.pretrained or False, **model_args)
     parameters, flops = count_parameters(model), count_flops(model, card.in_chans, size)
     model = model.to(runtime.device, memory_format=runtime.memory_format)
     preprocess = Preprocess.for_model(card, size, runtime.channels_last)
@@ -227,6 +217,14 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         data_fingerprint=data.fingerprint(),
     )
     return _Setup(model, net, preprocess, runtime, trainer, splits, meta, parameters, flops)
+
+
+def _pretrained_args(pretrained: str | None) -> dict:
+    """Constructor arguments of the shipped weights a trial starts from, so its checkpoint
+    rebuilds the same architecture (the class count and input size are the trial's own)."""
+    from ferbench.models.pretrained import read_index
+
+    return dict(read_index()[pretrained].model_args) if pretrained else {}
 
 
 def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime) -> None:

@@ -1,0 +1,60 @@
+"""`ferbench ship`: a finished run becomes shipped package weights (for maintainers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from ferbench.cli._common import console, friendly_errors
+
+
+@friendly_errors
+def ship(
+    run: Path = typer.Argument(..., help="A finished run directory (its best.pt is shipped)."),
+    tag: str = typer.Option(..., "--tag", help="Weight tag: the file becomes <model>.<tag>.pt."),
+    data: str = typer.Option(
+        None, "--data", help="Where the run's data is, if its recorded path is not here."
+    ),
+    labels: str = typer.Option(None, "--labels", help="FER+ vote file, with --data."),
+    license_file: Path = typer.Option(
+        None, "--license", help="Markdown with the data's license terms, copied into the card."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Weights folder (default: the package's ferbench/models/weights)."
+    ),
+) -> None:
+    """Write a run's best checkpoint into the package as fp16 weights with a measured card.
+
+    The fp16 file is evaluated again on validation and test (the path `ferbench eval` takes),
+    int8 accuracy and batch-1 latency are measured, sibling seeds are summarised, and
+    weights/index.json records the sha256 and the figures.  Then
+    create_model("<model>.<tag>", pretrained=True) and --model <model>.<tag> work.
+
+    Example:
+      ferbench ship results/weights-fer2013/vggfer_s/size=40/seed=0 --tag fer2013 \\
+        --license ferbench/models/weights/LICENSE-fer2013.md
+    """
+    from ferbench.config import parse_data
+    from ferbench.models.pretrained import WEIGHTS_DIR
+    from ferbench.ship import ship as ship_run
+
+    spec = None
+    if data:
+        kind = "ferplus" if labels else "auto"
+        spec = parse_data("--data", "data", {"kind": kind, "path": data, "labels": labels})
+    text = license_file.read_text() if license_file else ""
+    weights = ship_run(
+        run,
+        tag,
+        spec,
+        text,
+        out or WEIGHTS_DIR,
+        progress=lambda step: console.print(f"[dim]{escape(step)}[/]"),
+    )
+    m = weights.metrics
+    console.print(
+        f"[green]shipped[/] {weights.name}: {escape(str(weights.path if not out else out))} "
+        f"test {m['test_acc']:.4f}, validation {m['val_acc']:.4f}, sha256 {weights.sha256[:12]}…"
+    )

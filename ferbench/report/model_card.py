@@ -1,0 +1,163 @@
+"""The model card of a shipped weight: what it was trained on, how it was chosen, what it scores.
+
+Rendered from the run directory and from measurements of the shipped file itself (see
+``ferbench.ship``); nothing in it is typed by hand.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from ferbench.runs import RunDir
+
+
+def render_card(
+    name: str,
+    run: RunDir,
+    evals: dict[str, dict],
+    seeds: list[dict],
+    extra: dict,
+    sha256: str,
+    size_bytes: int,
+    license_text: str,
+) -> str:
+    config, metrics = run.config(), run.metrics()
+    test, val = evals["test"], evals["val"]
+    classes = list(test["per_class"])
+    data = config.get("data", {})
+    device = config.get("device", {})
+    hardware = f"{device.get('name', '?')}, {device.get('threads', '?')} threads"
+    tta = f"ten-crop, ±{test['tta_shift']} px" if test["tta_shift"] else "single view"
+    test_accs = [s["test_acc"] for s in seeds if s.get("test_acc") is not None]
+    spread = mean_std(test_accs)
+    data_args = f"--set data.path={data.get('path', 'PATH')}"
+    eval_args = f"{data.get('path', 'PATH')}"
+    if data.get("kind") == "ferplus":
+        data_args += f" --set data.labels={data.get('labels', 'fer2013new.csv')}"
+        eval_args += f" --kind ferplus --labels {data.get('labels', 'fer2013new.csv')}"
+    experiment = config.get("experiment", "EXPERIMENT")
+    tag = name.split(".", 1)[1]
+    int8 = extra.get("int8", {})
+    latency = extra.get("latency", {})
+    lines = [
+        f"# `{name}`",
+        "",
+        f"`{config.get('model', {}).get('name')}` trained by ferbench on {test['data_source']}: "
+        f"**{test['accuracy']:.2%} test accuracy** ({test['split']} split, {tta}), chosen on the "
+        f"validation split ({val['accuracy']:.2%}).",
+        "",
+        "```python",
+        "from ferbench.models import create_model",
+        f'model = create_model("{name}", pretrained=True)',
+        f"# command line: ferbench predict photo.jpg --model {name}",
+        "```",
+        "",
+        "## Data",
+        "",
+        f"- Source: {test['data_source']} (fingerprint `{test['data_fingerprint']}`)",
+        f"- Classes ({len(classes)}): {', '.join(classes)}",
+        f"- Faces: {_counts(config)}; input {data.get('size')}×{data.get('size')} grayscale",
+        *[f"- Note: {n}" for n in test.get("data_notes", [])],
+        "",
+        "## Protocol",
+        "",
+        f"- Trained on the training split for {metrics.get('epochs_run')} epochs; the checkpoint "
+        f"of epoch {metrics.get('best_epoch')} has the best validation accuracy and is the one "
+        "shipped. The test split was evaluated once, after training.",
+        f"- Test-time augmentation: {tta}. Shipped as fp16 ({size_bytes / 1e6:.2f} MB, sha256 "
+        f"`{sha256}`), evaluated as shipped.",
+        f"- Seeds: {', '.join(str(s['seed']) for s in seeds)}; test accuracy {spread}. "
+        f"{_chosen_seed(seeds)}",
+        "",
+        "## Results (the shipped file)",
+        "",
+        "| split | accuracy | balanced accuracy | macro-F1 | ECE |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[
+            f"| {e['split']} | {e['accuracy']:.4f} | {e['balanced_accuracy']:.4f} | "
+            f"{e['macro_f1']:.4f} | {e['ece']:.4f} |"
+            for e in (val, test)
+        ],
+        "",
+        "| class | precision | recall | F1 | support |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *[
+            f"| {c} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+            for c, r in test["per_class"].items()
+        ],
+        "",
+        "Confusion matrix (test; rows true, columns predicted):",
+        "",
+        "| true \\ predicted | " + " | ".join(classes) + " |",
+        "| --- |" + " ---: |" * len(classes),
+        *[
+            f"| {c} | " + " | ".join(str(v) for v in row) + " |"
+            for c, row in zip(classes, test["confusion"])
+        ],
+        "",
+        "## Deployment",
+        "",
+        _int8_line(int8, name),
+        f"- Batch-1 latency {latency.get('latency_batch1_ms', float('nan')):.2f} ms, "
+        f"{latency.get('inference_images_per_s', 0):,.0f} images/s at batch 256 "
+        f"({latency.get('cpu', '?')}, {latency.get('threads', '?')} threads, fp32).",
+        "",
+        "## Training",
+        "",
+        f"- {metrics.get('wall_time_s', 0) / 60:.1f} min for the whole trial on {hardware}; "
+        f"{metrics.get('train_images_per_s', 0):.0f} training images/s in "
+        f"{'fp32' if test['amp'] == 'off' else test['amp']}.",
+        f"- Recipe: `experiments/{experiment}.yaml` (trial `{config.get('trial')}`).",
+        f"- Versions: {_versions(config)}.",
+        "",
+        "Reproduce:",
+        "",
+        "```bash",
+        f"ferbench run experiments/{experiment}.yaml {data_args}",
+        f"ferbench ship results/{experiment}/{config.get('trial')} --tag {tag}",
+        f"ferbench eval {eval_args} --model {name}",
+        "```",
+        "",
+        "## License",
+        "",
+        license_text.strip() or "See the data set's own terms.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> str:
+    """``0.6712 ± 0.0031 (3 seeds)``; one value says that no spread was measured."""
+    if len(values) > 1:
+        mean, std = statistics.mean(values), statistics.stdev(values)
+        return f"{mean:.4f} ± {std:.4f} ({len(values)} seeds)"
+    return f"{values[0]:.4f} (1 seed, no spread measured)" if values else "n/a"
+
+
+def _counts(config: dict) -> str:
+    counts = config.get("data_counts", {})
+    return ", ".join(f"{split} {sum(values):,}" for split, values in counts.items()) or "?"
+
+
+def _versions(config: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())
+
+
+def _chosen_seed(seeds: list[dict]) -> str:
+    chosen = next(s for s in seeds if s["chosen"])
+    best = max(seeds, key=lambda s: s.get("val_acc") or 0)
+    verdict = (
+        "the best validation accuracy of them" if best is chosen else "not the best on validation"
+    )
+    return f"Shipped: seed {chosen['seed']} ({verdict})."
+
+
+def _int8_line(int8: dict, name: str) -> str:
+    if "error" in int8 or not int8:
+        return f"- int8: not measured ({int8.get('error', 'no figures')})."
+    torch_acc, onnx = int8.get("torch"), int8.get("onnx_int8")
+    return (
+        f"- ONNX Runtime static int8 (`ferbench export --model {name} --int8`): single-view test "
+        f"accuracy {onnx:.4f} against {torch_acc:.4f} in PyTorch ({(onnx - torch_acc) * 100:+.2f} "
+        "points)."
+    )

@@ -1,0 +1,137 @@
+"""A finished run → shipped package weights: fp16 file, sha256, measured model card, index entry.
+
+The card's figures are measured on the shipped fp16 file through the path `ferbench eval` takes,
+so the number a user reproduces is the number printed.  For maintainers:
+``ferbench ship results/weights-fer2013/vggfer_s/size=40/seed=0 --tag fer2013``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ferbench.checkpoint import FORMAT, load_checkpoint
+from ferbench.config import DataSpec
+from ferbench.errors import FerbenchError
+from ferbench.fileio import atomic_path, sha256_file, write_json, write_text
+from ferbench.models.pretrained import INDEX, WEIGHTS_DIR, PretrainedWeights, read_index
+from ferbench.runs import RunDir, iter_runs
+
+MAX_BYTES = 5 * 1024 * 1024  # a shipped file stays small enough for the wheel
+
+
+def ship(
+    run_dir: Path,
+    tag: str,
+    data: DataSpec | None = None,
+    license_text: str = "",
+    weights_dir: Path = WEIGHTS_DIR,
+    progress: Callable[[str], None] = lambda text: None,
+) -> PretrainedWeights:
+    """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`."""
+    from ferbench.infer.cross_eval import evaluate_checkpoint
+    from ferbench.infer.predictor import Predictor
+    from ferbench.report.model_card import render_card
+
+    run = RunDir(Path(run_dir))
+    if not run.finished:
+        raise FerbenchError(f"{run.path}: not a finished run (no done status and best.pt)")
+    payload = load_checkpoint(run.best_checkpoint)
+    name = f"{payload['model']}.{tag}"
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = weights_dir / f"{name}.pt"
+    state = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    with atomic_path(path) as tmp:
+        torch.save({**payload, "format": FORMAT, "weights": name, "state_dict": state}, tmp)
+    if path.stat().st_size > MAX_BYTES:
+        path.unlink()
+        raise FerbenchError(f"{name}: {path.stat().st_size / 2**20:.1f} MB in fp16, over 5 MB")
+
+    data = data or _run_data(run)
+    progress("evaluating the fp16 file (validation, test)")
+    shipped = Predictor(path, amp="checkpoint")
+    evals = {s: evaluate_checkpoint(shipped, data, s) for s in ("val", "test")}
+    progress("measuring int8 (ONNX Runtime) and batch-1 latency")
+    extra = {"int8": _int8_accuracy(path, data), "latency": _latency(shipped)}
+    siblings = _seed_runs(run)
+    sha = sha256_file(path)
+    card = render_card(name, run, evals, siblings, extra, sha, path.stat().st_size, license_text)
+    write_text(weights_dir / f"{name}.md", card)
+    test = evals["test"]
+    row = {
+        "model": payload["model"],
+        "file": path.name,
+        "sha256": sha,
+        "class_names": list(payload["class_names"]),
+        "input_size": int(payload["preprocess"]["input_size"]),
+        "model_args": dict(payload["model_args"]),
+        "dataset": test["data_source"],
+        "metrics": {
+            "test_acc": test["accuracy"],
+            "val_acc": evals["val"]["accuracy"],
+            "macro_f1": test["macro_f1"],
+            "balanced_accuracy": test["balanced_accuracy"],
+            "ece": test["ece"],
+            "test_acc_seeds": [s["test_acc"] for s in siblings],
+            "tta": "tencrop" if shipped.tta_shift else "none",
+        },
+        "recipe": run.config().get("experiment", ""),
+        "card": f"{name}.md",
+        "license": license_text.splitlines()[0] if license_text else "",
+    }
+    index_path = weights_dir / INDEX.name
+    rows = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    rows[name] = row
+    write_json(index_path, dict(sorted(rows.items())))
+    read_index.cache_clear()
+    return PretrainedWeights(name=name, **{**row, "class_names": tuple(row["class_names"])})
+
+
+def _run_data(run: RunDir) -> DataSpec:
+    config = run.config().get("data") or {}
+    path = config.get("path")
+    if config.get("kind") == "synthetic" or (path and Path(path).expanduser().exists()):
+        return DataSpec(**{k: v for k, v in config.items() if k != "size"})
+    raise FerbenchError(f"{run.path}: its data {path} is not here; pass --data")
+
+
+def _seed_runs(run: RunDir) -> list[dict]:
+    """The finished runs that differ from `run` only by seed (the seed is the last folder)."""
+    rows = []
+    for other in iter_runs(run.path.parent):
+        if other.finished and other.path.parent == run.path.parent:
+            m = other.metrics()
+            rows.append(
+                {
+                    "seed": other.config().get("train", {}).get("seed"),
+                    "test_acc": m.get("accuracy"),
+                    "val_acc": m.get("best_val_acc"),
+                    "wall_time_s": m.get("wall_time_s"),
+                    "chosen": other.path == run.path,
+                }
+            )
+    return rows
+
+
+def _int8_accuracy(path: Path, data: DataSpec) -> dict:
+    """Single-view test accuracy of the fp16 file in PyTorch and as ONNX Runtime int8."""
+    try:
+        from ferbench.infer.export import export_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="ferbench-ship-") as tmp:
+            report = export_checkpoint(path, Path(tmp) / "int8.onnx", int8=True, data=data)
+        return report.accuracy.get("test", {})
+    except FerbenchError as exc:  # onnx extra not installed: the card says so
+        return {"error": str(exc)}
+
+
+def _latency(predictor) -> dict:
+    from ferbench.device import cpu_name
+    from ferbench.infer.batched import measure_speed
+
+    speed = measure_speed(predictor.model, predictor.preprocess, predictor.runtime)
+    return {**speed, "cpu": cpu_name(), "threads": torch.get_num_threads()}
