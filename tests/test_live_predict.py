@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from ferbench.cli import app
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import HaarDetector
+from ferbench.infer.detect import make_detector
 from ferbench.infer.predictor import Predictor
 from ferbench.models import create_model
 
@@ -56,17 +56,51 @@ def test_model_name_without_runs_explains(tmp_path):
     assert "no finished run of 'cnn3'" in result.output and "ferbench run" in result.output
 
 
-def test_haar_finds_the_astronaut_in_most_frames(astronaut_video):
+@pytest.mark.parametrize("kind", ["haar", "mtcnn"])
+def test_detectors_find_the_astronaut_in_most_frames(astronaut_video, kind):
     path, frames = astronaut_video
-    detector = HaarDetector()
+    detector = make_detector(kind)
     capture = cv2.VideoCapture(str(path))
-    found = 0
+    found = false_boxes = 0
     while True:
         ok, frame = capture.read()
         if not ok:
             break
-        found += bool(detector(frame))
+        boxes = detector(frame)
+        found += bool(boxes)
+        false_boxes += max(0, len(boxes) - 1)
     assert found >= 0.8 * frames
+    if kind == "mtcnn":
+        assert false_boxes == 0
+
+
+def test_mtcnn_weights_are_shipped_checked_and_licensed():
+    from ferbench.fileio import sha256_file
+    from ferbench.infer import mtcnn
+
+    assert sha256_file(mtcnn.WEIGHTS) == mtcnn.WEIGHTS_SHA256
+    assert "MIT License" in (mtcnn.WEIGHTS.parent / "LICENSE-mtcnn.md").read_text()
+
+
+def test_mtcnn_frames_faces_like_fer2013_and_scores_them():
+    from skimage import data
+
+    from ferbench.infer.mtcnn import MtcnnDetector
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    detector = MtcnnDetector()
+    boxes = detector(photo)
+    assert len(boxes) == 1 and detector.last_scores[0] > 0.9
+    x, y, w, h = boxes[0]
+    assert w == h and 150 < x + w / 2 < 260 and 60 < y + h / 2 < 160  # square, on her face
+    assert detector(np.full((240, 320, 3), 127, np.uint8)) == []  # a blank frame: no face
+
+
+def test_predict_finds_exactly_the_six_faces_of_the_group_photo(shared_data):
+    photo = shared_data / "media" / "multiface.jpg"
+    result = runner.invoke(app, ["predict", str(photo), "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)) == 6
 
 
 def test_live_headless_writes_video_and_log(tmp_path, checkpoint, astronaut_video):

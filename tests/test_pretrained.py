@@ -151,8 +151,18 @@ def test_the_built_wheel_carries_the_weights(tmp_path):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
         check=True,
     )
     wheel = next((tmp_path / "dist").glob("ferbench-*.whl"))
@@ -162,3 +172,4 @@ def test_the_built_wheel_carries_the_weights(tmp_path):
         assert f"ferbench/models/weights/{weights.card}" in names, name
     assert "ferbench/models/weights/index.json" in names
     assert "ferbench/models/weights/LICENSE-fer2013.md" in names
+    assert {"ferbench/infer/weights/mtcnn.pt", "ferbench/infer/weights/LICENSE-mtcnn.md"} <= names

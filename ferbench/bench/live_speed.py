@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import HaarDetector
+from ferbench.infer.detect import HaarDetector, make_detector
 from ferbench.infer.live import run_live
 from ferbench.infer.predictor import Predictor
 from ferbench.opencv import cv2
@@ -110,6 +110,15 @@ def speed_checkpoint(checkpoint: str | None, model_name: str, tmp: Path) -> Path
     return path
 
 
+def _describe(detector) -> str:
+    if isinstance(detector, HaarDetector):
+        return (
+            f"Haar alt2 {detector.scale_factor}/{detector.min_neighbors} on "
+            f"{detector.detect_width} px"
+        )
+    return f"MTCNN min face {detector.min_face} px on {detector.detect_width} px"
+
+
 def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize: bool) -> Predictor:
     return Predictor(speed_checkpoint(checkpoint, model_name, tmp), quantize=quantize)
 
@@ -127,24 +136,23 @@ def bench_live(video: Path, checkpoint: str | None, model_name: str) -> list[dic
                 tmp_path / "reference.mp4",
             )
         ]
-        for quantize in (False, True):
+        for kind, quantize in (("haar", False), ("mtcnn", False), ("mtcnn", True)):
             predictor = _predictor_for(checkpoint, model_name, tmp_path, quantize)
+            detector = make_detector(kind)
             stats = run_live(
                 predictor,
                 str(clip),
-                HaarDetector(),
+                detector,
                 output=tmp_path / "ours.mp4",
                 show=False,
                 detect_every=DETECT_EVERY,
                 coast=COAST,
             )
             summary = stats.summary()
-            d = HaarDetector()
             rows.append(
                 {
-                    "loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, Haar alt2 "
-                    f"{d.scale_factor}/{d.min_neighbors} on {d.detect_width} px, every "
-                    f"{DETECT_EVERY} frames, coast {COAST})",
+                    "loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, "
+                    f"{_describe(detector)}, every {DETECT_EVERY} frames, coast {COAST})",
                     "frames": summary["frames"],
                     "frames_with_face": summary["frames_with_face"],
                     "faces": summary["faces"],

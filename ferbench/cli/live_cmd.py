@@ -40,7 +40,12 @@ def live(
     smooth: float = typer.Option(
         0.0, "--smooth", help="0-1: smooth each face's probabilities over frames."
     ),
-    detector: str = typer.Option("haar", "--detector", help="haar (built in) or yunet."),
+    detector: str = typer.Option(
+        "mtcnn",
+        "--detector",
+        help="mtcnn (CNN shipped in the package), haar (OpenCV cascade, faster, misses more) or "
+        "yunet (with --detector-model).",
+    ),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
     margin: MarginOption = 0.02,
     backend: str = typer.Option(
@@ -50,7 +55,9 @@ def live(
         "measured once per checkpoint), torch, torch-int8, onnx or onnx-int8.",
     ),
     detect_width: int = typer.Option(
-        800, "--detect-width", help="Detect on frames downscaled to this width (0: full)."
+        None,
+        "--detect-width",
+        help="Detect on frames downscaled to this width (0: full; default mtcnn 640, haar 800).",
     ),
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",

@@ -35,6 +35,9 @@ def predict(
     annotate: Path = typer.Option(
         None, "--annotate", help="Write annotated copies into this folder."
     ),
+    detector: str = typer.Option(
+        "mtcnn", "--detector", help="mtcnn (CNN, shipped; default) or haar (OpenCV cascade)."
+    ),
     margin: MarginOption = 0.02,
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
@@ -52,7 +55,12 @@ def predict(
     announce_default_model(model, checkpoint)
     predictor = Predictor.from_cli(model, checkpoint, results, device)
     rows, skipped = predict_images(
-        predictor, paths, detect=not no_detect, margin=margin, annotate=annotate
+        predictor,
+        paths,
+        detect=not no_detect,
+        margin=margin,
+        annotate=annotate,
+        detector_kind=detector,
     )
     for path, reason in skipped:
         err_console.print(f"[yellow]skipped[/] {path}: {reason}")

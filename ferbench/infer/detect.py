@@ -93,7 +93,16 @@ class YuNetDetector:
         return [tuple(int(round(v / scale)) for v in face[:4]) for face in faces]
 
 
-def make_detector(kind: str = "haar", model: str | None = None, **kwargs):
+DETECTORS = ("mtcnn", "haar", "yunet")
+
+
+def make_detector(kind: str = "mtcnn", model: str | None = None, **kwargs):
+    """`mtcnn` (CNN, shipped), `haar` (OpenCV cascade) or `yunet` (needs its ONNX file)."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if kind == "mtcnn":
+        from ferbench.infer.mtcnn import MtcnnDetector
+
+        return MtcnnDetector(**kwargs)
     if kind == "haar":
         return HaarDetector(**kwargs)
     if kind == "yunet":
@@ -101,7 +110,7 @@ def make_detector(kind: str = "haar", model: str | None = None, **kwargs):
             model or "face_detection_yunet_2023mar.onnx",
             detect_width=kwargs.get("detect_width") or 640,
         )
-    raise FerbenchError(f"unknown detector '{kind}'; use haar or yunet")
+    raise FerbenchError(f"unknown detector '{kind}'; use {', '.join(DETECTORS)}")
 
 
 def expand_box(box: Box, margin: float, width: int, height: int) -> Box:

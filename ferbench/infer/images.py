@@ -8,7 +8,7 @@ import numpy as np
 
 from ferbench.data.images import IMAGE_SUFFIXES
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import FER_MARGIN, HaarDetector, crop_faces
+from ferbench.infer.detect import FER_MARGIN, HaarDetector, crop_faces, make_detector
 from ferbench.infer.overlay import draw_face
 from ferbench.infer.predictor import Predictor
 from ferbench.opencv import cv2
@@ -26,6 +26,13 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return files
 
 
+def still_detector(kind: str = "mtcnn"):
+    """Detectors for photos: more pixels and finer steps than live mode, as time matters less."""
+    if kind == "haar":
+        return HaarDetector(scale_factor=1.1, min_neighbors=4, detect_width=1600)
+    return make_detector(kind, detect_width=1280)
+
+
 def predict_images(
     predictor: Predictor,
     paths: list[Path],
@@ -33,12 +40,10 @@ def predict_images(
     margin: float = FER_MARGIN,
     annotate: Path | None = None,
     batch: int = 256,
+    detector_kind: str = "mtcnn",
 ):
     """One row per face: file, box (None for a whole-image crop), label, probability, all probs."""
-    # stills: a finer scale step and more neighbours than live mode; time matters less here
-    detector = (
-        HaarDetector(scale_factor=1.1, min_neighbors=4, detect_width=1600) if detect else None
-    )
+    detector = still_detector(detector_kind) if detect else None
     rows, skipped = [], []
     pending: list[tuple[Path, tuple | None, np.ndarray]] = []
 
