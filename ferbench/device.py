@@ -49,6 +49,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_isa() -> str:
+    """The widest vector extension that matters for training speed: amx_bf16, avx512_bf16,
+    avx512f, avx2 or the machine name (figures are only comparable within one kind)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = set(next(line for line in text.splitlines() if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return platform.machine()
+    for isa in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if isa in flags:
+            return isa
+    return platform.machine()
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 instructions (AVX512-BF16, AMX), where oneDNN runs bf16 convolutions
     about twice as fast as fp32; elsewhere bf16 on the CPU is emulated and slower."""

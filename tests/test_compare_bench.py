@@ -169,3 +169,60 @@ def test_bench_precision_is_chosen_and_checked(tmp_path):
     bad = runner.invoke(app, [*args, "--amp", "fp16", "--out", str(tmp_path / "c.csv")])
     assert bad.exit_code == 1 and "fp16 needs a CUDA GPU" in bad.output
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "intro\n<!-- benchmarks:synthetic -->\nold\n<!-- /benchmarks:synthetic -->\nend\n"
+    )
+    csv = tmp_path / "benchmarks" / "synthetic.csv"
+    args = ["compare", str(results / "grid"), "--format", "csv", "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, [*args, "--export", str(csv), "--readme", str(readme)])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(csv)
+    assert len(rows) == 2 and set(rows["seeds"]) == {2}  # lr=1e-3 and 1e-4, two seeds each
+    assert set(rows["selection"]) == {"validation"} and rows["recipe"].iloc[0].endswith(".yaml")
+    runs = [r for row in rows["runs"] for r in row.split(";")]
+    accs = [json.loads((results / r / "metrics.json").read_text())["accuracy"] for r in runs]
+    assert rows["test_acc_mean"].sum() == pytest.approx(sum(accs) / 2, abs=2e-4)
+    text = readme.read_text()
+    assert "old" not in text and "| cnn5 |" in text and text.endswith("end\n")
+    # exporting again (or another experiment) replaces its own rows and keeps the others
+    result = runner.invoke(app, [*args, "--export", str(csv)])
+    assert result.exit_code == 0 and len(pd.read_csv(csv)) == 2
+
+
+def test_greedy_selection_uses_validation_only():
+    from ferbench.train.ensemble import greedy_selection
+
+    labels = np.array([0, 1, 0, 1])
+    good = np.eye(2)[labels] * 0.6 + 0.2
+    half = np.eye(2)[[0, 1, 1, 0]] * 0.6 + 0.2
+    wrong = np.eye(2)[1 - labels] * 0.6 + 0.2
+    assert greedy_selection([half, good, wrong], labels) == [0, 1, 0]
+
+
+def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
+    out = tmp_path / "ens" / "grid"
+    result = runner.invoke(app, ["ensemble", str(results / "grid"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["members"] and abs(sum(m["weight"] for m in metrics["members"]) - 1) < 1e-9
+    best_single = max(m["val_acc"] for m in metrics["members"])
+    assert metrics["best_val_acc"] >= best_single  # chosen on validation, never worse there
+    for name in ("per_class.csv", "confusion.csv", "config.yaml", "status.json"):
+        assert (out / name).is_file()
+    listed = runner.invoke(
+        app,
+        [
+            "compare",
+            str(results / "grid"),
+            str(out.parent),
+            "--format",
+            "csv",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert listed.exit_code == 0 and "ensemble" in listed.output

@@ -8,6 +8,7 @@ from ferbench.cli import (
     bench_cmd,
     compare_cmd,
     data_cmd,
+    ensemble_cmd,
     eval_cmd,
     export_cmd,
     live_cmd,
@@ -34,6 +35,7 @@ app.command("unregister")(register_cmd.unregister)
 app.add_typer(data_cmd.app, name="data")
 app.command("run")(run_cmd.run)
 app.command("compare")(compare_cmd.compare)
+app.command("ensemble")(ensemble_cmd.ensemble)
 app.command("live")(live_cmd.live)
 app.command("predict")(predict_cmd.predict)
 app.command("eval")(eval_cmd.evaluate)

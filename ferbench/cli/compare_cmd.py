@@ -38,6 +38,17 @@ def compare(
         "--target",
         help="Validation accuracy for time-to-target (default: each run's eval.target_acc).",
     ),
+    export: Path = typer.Option(
+        None,
+        "--export",
+        help="Merge the leaderboard rows into a benchmark CSV (e.g. benchmarks/fer2013.csv) and "
+        "its Markdown table.",
+    ),
+    readme: Path = typer.Option(
+        None,
+        "--readme",
+        help="With --export: refresh the table between <!-- benchmarks:NAME --> markers.",
+    ),
 ) -> None:
     """Leaderboards, per-class views and plots from run directories.
 
@@ -47,6 +58,7 @@ def compare(
     Examples:
       ferbench compare results/quickstart
       ferbench compare results/ --metric macro_f1 --filter model='resnet*' --out report/
+      ferbench compare results/baseline --export benchmarks/fer2013.csv --readme README.md
     """
     from ferbench.report.leaderboard import (
         collect_runs,
@@ -94,6 +106,20 @@ def compare(
     written = write_outputs(boards, runs, frame, out or paths[0], metric, chosen, target_value)
     for path in written:
         console.print(f"[green]wrote[/] {path}")
+    if export:
+        from ferbench.report.benchmarks import benchmark_rows, update_readme
+        from ferbench.report.benchmarks import export as export_rows
+
+        rows = export_rows(benchmark_rows(boards, frame), export)
+        console.print(
+            f"[green]wrote[/] {export} ({len(rows)} rows) and {export.with_suffix('.md')}"
+        )
+        if readme and update_readme(readme, export):
+            console.print(f"[green]updated[/] the {export.stem} table in {readme}")
+        elif readme:
+            console.print(
+                f"[yellow]{readme} has no <!-- benchmarks:{export.stem} --> markers; unchanged[/]"
+            )
 
 
 def _default_target(runs) -> float:

@@ -122,6 +122,13 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
                 if v.get("support", 0) > 0
             },
             "settings": settings,
+            "tta": run.config.get("eval", {}).get("tta", "none"),
+            "hardware": _hardware(run.config),
+            "threads": run.config.get("device", {}).get("threads"),
+            "ferbench": run.config.get("versions", {}).get("ferbench", ""),
+            "commit": run.config.get("versions", {}).get("commit", ""),
+            "data_fingerprint": run.config.get("data_fingerprint", ""),
+            "wall_time_s": run.metrics.get("wall_time_s"),
         }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
@@ -130,6 +137,12 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             row["time_to_target_s"] = float(reached["elapsed_s"].iloc[0]) if len(reached) else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _hardware(config: dict) -> str:
+    device = config.get("device", {})
+    isa = f" {device['isa']}" if device.get("isa") else ""
+    return f"{device.get('name', '?')}{isa} x{device.get('threads', '?')}"
 
 
 def _differing(frame: pd.DataFrame) -> list[str]:

@@ -23,7 +23,7 @@ from ferbench import __version__
 from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.config import Trial, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
-from ferbench.device import Runtime, cpu_name, resolve_runtime, select_device
+from ferbench.device import Runtime, cpu_isa, cpu_name, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
 from ferbench.fileio import write_json, write_text, write_yaml
 from ferbench.infer.batched import measure_speed
@@ -148,7 +148,28 @@ def _versions() -> dict:
         "timm": timm.__version__,
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
+        "commit": _git_commit(),
     }
+
+
+def _git_commit() -> str:
+    """The checkout's commit (with -dirty for local changes) when ferbench runs from git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=10"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _device_info(device: torch.device) -> dict:
@@ -156,7 +177,7 @@ def _device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     else:
-        info["name"] = cpu_name()
+        info["name"], info["isa"] = cpu_name(), cpu_isa()
     return info
 
 
@@ -348,7 +369,7 @@ def _finish(
     history: list[dict],
     best: dict,
 ) -> dict:
-    from ferbench.report.plots import confusion_figure, curves_figure
+    from ferbench.report.plots import curves_figure
 
     eval_cfg = trial.eval
     model, test = setup.model, setup.splits[2]
@@ -381,16 +402,23 @@ def _finish(
     )
     if eval_cfg.speed:
         metrics.update(measure_speed(model, setup.preprocess, setup.runtime))
+    title = f"{trial.experiment}/{trial.name}  test acc {metrics['accuracy']:.3f}"
+    write_evaluation(run, metrics, class_names, title)
+    curves_figure(frame, run.file("curves.png"), title)
+    run.write_status("done", trial.name, trial.config_hash(), test_acc=metrics["accuracy"])
+    return metrics
+
+
+def write_evaluation(run: RunDir, metrics: dict, class_names: list[str], title: str) -> None:
+    """metrics.json, per_class.csv, confusion.csv and confusion.png of a finished evaluation."""
+    from ferbench.report.plots import confusion_figure
+
     write_json(run.file("metrics.json"), metrics)
     per_class = pd.DataFrame(metrics["per_class"]).T.rename_axis("class").reset_index()
     write_text(run.file("per_class.csv"), per_class.to_csv(index=False))
     confusion = pd.DataFrame(metrics["confusion"], index=class_names, columns=class_names)
     write_text(run.file("confusion.csv"), confusion.rename_axis("true\\predicted").to_csv())
-    title = f"{trial.experiment}/{trial.name}  test acc {metrics['accuracy']:.3f}"
     confusion_figure(metrics["confusion"], class_names, run.file("confusion.png"), title)
-    curves_figure(frame, run.file("curves.png"), title)
-    run.write_status("done", trial.name, trial.config_hash(), test_acc=metrics["accuracy"])
-    return metrics
 
 
 def default_threads(jobs: int) -> int:

@@ -1,0 +1,46 @@
+"""`ferbench ensemble`: average finished runs' probabilities, chosen on validation only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ferbench.cli._common import console, friendly_errors
+
+
+@friendly_errors
+def ensemble(
+    paths: list[Path] = typer.Argument(..., help="Results folders holding the candidate runs."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run directory to write, e.g. results/ensembles/fer2013."
+    ),
+    max_members: int = typer.Option(25, "--max-rounds", help="Selection rounds at most."),
+) -> None:
+    """Ensemble the finished runs under PATHS: members and weights are chosen by greedy forward
+    selection on the validation split, and the test split is evaluated once, at the end.
+
+    The result is a run directory (metrics.json with its members, per_class.csv, confusion
+    matrix), so `ferbench compare` lists it next to the single models of the same data.
+
+    Example:
+      ferbench ensemble results/fast results/records --out results/ensembles/fer2013
+    """
+    from ferbench.train.ensemble import build_ensemble
+
+    with console.status("evaluating candidates") as status:
+        metrics = build_ensemble(paths, out, max_members, progress=status.update)
+    table = Table(title=f"ensemble of {len(metrics['members'])} (of {metrics['candidates']})")
+    for column in ("member", "weight", "val acc", "test acc"):
+        table.add_column(column, justify="left" if column == "member" else "right")
+    for m in metrics["members"]:
+        table.add_row(
+            escape(m["run"]), f"{m['weight']:.2f}", f"{m['val_acc']:.4f}", f"{m['test_acc']:.4f}"
+        )
+    console.print(table)
+    console.print(
+        f"validation {metrics['best_val_acc']:.4f} (selection), test [bold]"
+        f"{metrics['accuracy']:.4f}[/] (evaluated once); wrote {escape(str(out))}"
+    )

@@ -1,0 +1,140 @@
+"""The results of record: leaderboards → ``benchmarks/<dataset>.csv``, one row per recipe.
+
+Like timm's results files: one CSV per dataset, written by `ferbench compare --export` from run
+directories and never typed.  Rows are keyed by dataset, model, recipe and settings, so exporting
+a new experiment updates its rows and keeps the others.  A Markdown rendering sits beside each
+CSV, and `--readme` copies it into the README between ``<!-- benchmarks:NAME -->`` markers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ferbench.errors import FerbenchError
+from ferbench.fileio import write_text
+
+KEY = ["dataset", "model", "recipe", "settings"]
+COLUMNS = [
+    *KEY,
+    "seeds",
+    "test_acc_mean",
+    "test_acc_std",
+    "macro_f1_mean",
+    "balanced_acc_mean",
+    "worst_class",
+    "worst_class_recall",
+    "ece_mean",
+    "val_acc_mean",
+    "selection",
+    "tta",
+    "params_m",
+    "mflops",
+    "train_cpu_min",
+    "wall_min_mean",
+    "hardware",
+    "ferbench",
+    "commit",
+    "data_fingerprint",
+    "runs",
+]
+
+
+def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per leaderboard entry, with how and where it was produced."""
+    by_run = frame.set_index("run")
+    rows = []
+    for dataset, board in boards.items():
+        for entry in board.itertuples(index=False):
+            runs = by_run.loc[entry.runs.split(";")]
+            first = runs.iloc[0]
+            threads = pd.to_numeric(runs["threads"], errors="coerce").fillna(1)
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": entry.model,
+                    "recipe": f"experiments/{first['experiment']}.yaml",
+                    "settings": entry.config,
+                    "seeds": int(entry.n),
+                    "test_acc_mean": round(entry.accuracy_mean, 4),
+                    "test_acc_std": round(entry.accuracy_std, 4),
+                    "macro_f1_mean": round(entry.macro_f1_mean, 4),
+                    "balanced_acc_mean": round(entry.balanced_accuracy_mean, 4),
+                    "worst_class": entry.worst_class,
+                    "worst_class_recall": round(entry.worst_class_recall_mean, 4),
+                    "ece_mean": round(entry.ece_mean, 4),
+                    "val_acc_mean": round(entry.best_val_acc_mean, 4),
+                    "selection": "validation",
+                    "tta": first["tta"],
+                    "params_m": round(entry.parameters_mean / 1e6, 3),
+                    "mflops": round(entry.flops_mean / 1e6, 1),
+                    "train_cpu_min": round(
+                        float((pd.to_numeric(runs["train_time_s"]) * threads).mean()) / 60, 1
+                    ),
+                    "wall_min_mean": round(
+                        float(pd.to_numeric(runs["wall_time_s"]).mean()) / 60, 1
+                    ),
+                    "hardware": " | ".join(sorted(set(runs["hardware"]))),
+                    "ferbench": " | ".join(sorted(set(runs["ferbench"]))),
+                    "commit": " | ".join(sorted({c for c in runs["commit"] if c})),
+                    "data_fingerprint": first["data_fingerprint"],
+                    "runs": entry.runs,
+                }
+            )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Merge `rows` into the CSV at `path` (same key: replaced) and write its Markdown beside."""
+    path = Path(path)
+    if path.suffix != ".csv":
+        raise FerbenchError(f"--export {path}: the file name must end in .csv")
+    if path.is_file():
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        keys = set(map(tuple, rows[KEY].astype(str).values))
+        old = old[[tuple(r) not in keys for r in old[KEY].values]]
+        rows = pd.concat([old, rows.astype(str)], ignore_index=True)
+    rows = rows.astype(str)
+    rows["_acc"] = pd.to_numeric(rows["test_acc_mean"], errors="coerce")
+    rows = rows.sort_values(["dataset", "_acc"], ascending=[True, False]).drop(columns="_acc")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, rows.to_csv(index=False))
+    write_text(path.with_suffix(".md"), markdown(rows))
+    return rows
+
+
+def markdown(rows: pd.DataFrame) -> str:
+    """The human table: accuracy mean ± std over n seeds, and what produced it."""
+    lines = [
+        "| model | recipe | settings | test acc % | macro-F1 % | worst class | params M | "
+        "MFLOPs | train CPU-min | hardware |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    for dataset, group in rows.groupby("dataset", sort=False):
+        lines.append(f"| **{dataset}** | | | | | | | | | |")
+        for r in group.itertuples(index=False):
+            acc = f"{float(r.test_acc_mean) * 100:.1f}"
+            if int(r.seeds) > 1:
+                acc += f" ± {float(r.test_acc_std) * 100:.1f} (n={r.seeds})"
+            lines.append(
+                f"| {r.model} | `{r.recipe}` | {r.settings or '-'} | {acc} | "
+                f"{float(r.macro_f1_mean) * 100:.1f} | {r.worst_class} "
+                f"{float(r.worst_class_recall) * 100:.0f}% | {r.params_m} | {r.mflops} | "
+                f"{r.train_cpu_min} | {r.hardware} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, csv_path: Path) -> bool:
+    """Replace the table between ``<!-- benchmarks:<csv stem> -->`` and
+    ``<!-- /benchmarks:<csv stem> -->``; False when the README has no such markers."""
+    text = readme.read_text()
+    start, end = f"<!-- benchmarks:{csv_path.stem} -->", f"<!-- /benchmarks:{csv_path.stem} -->"
+    if start not in text or end not in text:
+        return False
+    table = Path(csv_path).with_suffix(".md").read_text()
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    write_text(readme, f"{head}{start}\n{table}{end}{tail}")
+    return True

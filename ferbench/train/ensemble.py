@@ -1,0 +1,164 @@
+"""Ensembles of finished runs, chosen on the validation split only, written as a run directory.
+
+Members and weights come from greedy forward selection with replacement (Caruana et al. 2004):
+start from the best single run on validation, then repeatedly add the run (possibly again)
+whose averaged probabilities raise validation accuracy most, until nothing helps.  The test
+split is evaluated once, with the final weights.  Each member is evaluated as its run was (its
+input size, preprocessing and ten-crop shift), so members of different sizes combine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ferbench.errors import FerbenchError
+from ferbench.fileio import write_text, write_yaml
+from ferbench.metrics import classification_metrics
+from ferbench.runs import RunDir, iter_runs
+
+
+@dataclass
+class Member:
+    run: RunDir
+    val: np.ndarray  # probabilities, validation split
+    test: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return str(self.run.path)
+
+
+def candidate_runs(roots: list[Path]) -> list[RunDir]:
+    """Finished runs under `roots` (ensemble directories themselves are left out)."""
+    runs = [r for root in roots for r in iter_runs(root)]
+    return [r for r in runs if r.finished and r.config().get("model", {}).get("name") != "ensemble"]
+
+
+def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
+    """Validation and test probabilities of a run's best checkpoint on its own data."""
+    from ferbench.config import DataSpec
+    from ferbench.data import load_dataset
+    from ferbench.infer.predictor import Predictor
+
+    config = run.config()
+    data = {k: v for k, v in (config.get("data") or {}).items() if k != "size"}
+    if data.get("path") and not Path(data["path"]).expanduser().exists():
+        raise FerbenchError(f"{run.path}: its data {data['path']} is not here")
+    progress(f"evaluating {run.path}")
+    predictor = Predictor(run.best_checkpoint, amp="checkpoint")
+    faces = load_dataset(DataSpec(**data, size=predictor.input_size))
+    probs = {}
+    for split in ("val", "test"):
+        images, _ = faces.split(split)
+        probs[split] = predictor.predict_arrays(images)
+    return Member(run, probs["val"], probs["test"])
+
+
+def labels_of(run: RunDir) -> dict[str, np.ndarray]:
+    from ferbench.config import DataSpec
+    from ferbench.data import load_dataset
+
+    data = {k: v for k, v in (run.config().get("data") or {}).items() if k != "size"}
+    faces = load_dataset(DataSpec(**data))
+    return {split: faces.split(split)[1] for split in ("val", "test")}
+
+
+def greedy_selection(
+    val_probs: list[np.ndarray], labels: np.ndarray, max_rounds: int = 25
+) -> list[int]:
+    """Counts per member (its weight) from forward selection with replacement on validation."""
+    accuracy = [float((p.argmax(1) == labels).mean()) for p in val_probs]
+    counts = [0] * len(val_probs)
+    best = int(np.argmax(accuracy))
+    counts[best], total, score = 1, val_probs[best].copy(), accuracy[best]
+    for _ in range(max_rounds):
+        trials = [
+            float((((total + p) / (sum(counts) + 1)).argmax(1) == labels).mean()) for p in val_probs
+        ]
+        pick = int(np.argmax(trials))
+        if trials[pick] <= score:
+            break
+        counts[pick] += 1
+        total += val_probs[pick]
+        score = trials[pick]
+    return counts
+
+
+def build_ensemble(
+    roots: list[Path], out: Path, max_members: int = 25, progress=lambda text: None
+) -> dict:
+    """Choose, evaluate and write the ensemble of the finished runs under `roots`."""
+    from ferbench.train.runner import write_evaluation
+
+    runs = candidate_runs(roots)
+    if len(runs) < 2:
+        raise FerbenchError(f"an ensemble needs at least two finished runs under {roots}")
+    identities = {r.config().get("data_identity") for r in runs}
+    classes = {tuple(r.config().get("class_names") or ()) for r in runs}
+    if len(identities) > 1 or len(classes) > 1:
+        raise FerbenchError(
+            "the runs were trained on different data or class sets; pass folders of one dataset"
+        )
+    members = [member_probabilities(r, progress) for r in runs]
+    labels = labels_of(runs[0])
+    counts = greedy_selection([m.val for m in members], labels["val"], max_members)
+    chosen = [(m, c) for m, c in zip(members, counts) if c]
+    weight_sum = sum(c for _, c in chosen)
+    val = sum(m.val * c for m, c in chosen) / weight_sum
+    test = sum(m.test * c for m, c in chosen) / weight_sum  # evaluated once, here
+    class_names = list(runs[0].config()["class_names"])
+    metrics = classification_metrics(labels["test"], test.argmax(1), class_names, test)
+    singles = [m.run.metrics() for m, _ in chosen]
+    metrics.update(
+        {
+            "best_val_acc": float((val.argmax(1) == labels["val"]).mean()),
+            "tta": "members",
+            "parameters": int(sum(s.get("parameters", 0) for s in singles)),
+            "flops": int(sum(s.get("flops", 0) for s in singles)),
+            "train_time_s": float(sum(s.get("train_time_s", 0) for s in singles)),
+            "wall_time_s": float(sum(s.get("wall_time_s", 0) for s in singles)),
+            "members": [
+                {
+                    "run": m.name,
+                    "weight": c / weight_sum,
+                    "val_acc": float((m.val.argmax(1) == labels["val"]).mean()),
+                    "test_acc": float((m.test.argmax(1) == labels["test"]).mean()),
+                }
+                for m, c in chosen
+            ],
+            "candidates": len(members),
+            "selection": "greedy forward selection with replacement on the validation split",
+        }
+    )
+    run = RunDir(out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    base = runs[0].config()
+    write_yaml(
+        run.file("config.yaml"),
+        {
+            "experiment": "ensemble",
+            "trial": run.path.name,
+            "model": {"name": "ensemble", "members": [m.name for m, _ in chosen]},
+            "data": base.get("data"),
+            "eval": {"tta": "members"},
+            **{
+                k: base[k]
+                for k in ("data_fingerprint", "data_identity", "data_source", "class_names")
+                if k in base
+            },
+            "device": base.get("device"),
+            "versions": base.get("versions"),
+        },
+    )
+    title = f"ensemble of {len(chosen)}  test acc {metrics['accuracy']:.3f}"
+    write_evaluation(run, metrics, class_names, title)
+    history = pd.DataFrame(
+        [{"epoch": 1, "val_acc": metrics["best_val_acc"], "elapsed_s": metrics["wall_time_s"]}]
+    )
+    write_text(run.file("history.csv"), history.to_csv(index=False))
+    run.write_status("done", run.path.name, "", test_acc=metrics["accuracy"])
+    return metrics
