@@ -248,3 +248,24 @@ def test_eval_of_a_folder_without_splits_uses_every_image(tmp_path, checkpoint):
     assert metrics["split"] == "all" and metrics["images"] == count - calm  # 'calm' left out
     assert metrics["left_out"] == {"classes": ["calm"], "images": calm}
     assert "anger→angry" in result.output and "happiness→happy" in result.output
+
+
+def test_eval_detect_on_portraits_with_other_class_words(tmp_path):
+    from skimage import data
+
+    portrait = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    root = tmp_path / "portraits"
+    for name, count in (("anger", 2), ("happiness", 3), ("sadness", 2), ("contempt", 1)):
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            canvas = cv2.copyMakeBorder(portrait, 40 * i, 0, 0, 60 * i, cv2.BORDER_CONSTANT)
+            cv2.imwrite(str(root / name / f"{i}.jpg"), canvas)
+    cv2.imwrite(str(root / "sadness" / "empty.jpg"), np.full((300, 400, 3), 90, np.uint8))
+    out = tmp_path / "eval.json"
+    result = runner.invoke(app, ["eval", str(root), "--detect", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["images"] == 7 and metrics["no_face"] == 1  # the blank photo
+    assert metrics["left_out"] == {"classes": ["contempt"], "images": 1}
+    assert metrics["class_map"] == {"angry": "angry", "happy": "happy", "sad": "sad"}
+    assert "anger→angry, happiness→happy, sadness→sad" in " ".join(result.output.split())

@@ -36,6 +36,13 @@ def evaluate(
     tta: bool = typer.Option(
         True, "--tta/--no-tta", help="Ten-crop test views where the run used them (default)."
     ),
+    detect: bool = typer.Option(
+        False,
+        "--detect",
+        help="The folder holds portraits, not face crops: find the largest face in each image "
+        "first (images with no face are counted).",
+    ),
+    detector: str = typer.Option("mtcnn", "--detector", help="With --detect: mtcnn or haar."),
     out: Path = typer.Option(None, "--out", help="Write the metrics as JSON."),
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
@@ -48,6 +55,7 @@ def evaluate(
       ferbench eval data/fer2013.csv --model cnn3
       ferbench eval fer2013.csv --kind ferplus --labels fer2013new.csv --checkpoint best.pt
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
+      ferbench eval portraits/ --detect          # anger/, sadness/, ...: whole photos
     """
     from ferbench.config import DataSpec, parse_data
     from ferbench.fileio import write_json
@@ -59,13 +67,20 @@ def evaluate(
     spec = parse_data("--kind", "data", {"kind": kind, "path": data, "labels": labels})
     if data == "synthetic":
         spec = DataSpec()
-    metrics = evaluate_checkpoint(predictor, spec, split, tta=tta)
+    finder = None
+    if detect:
+        from ferbench.infer.images import still_detector
+
+        finder = still_detector(detector)
+    metrics = evaluate_checkpoint(predictor, spec, split, tta=tta, detector=finder)
     how = f"ten-crop ±{metrics['tta_shift']}px" if metrics["tta_shift"] else "single view"
     precision = metrics["amp"] if metrics["amp"] != "off" else "fp32"
     console.print(
         f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "
         f"{escape(metrics['data_source'])}: {metrics['images']:,} images, {how}, {precision}"
     )
+    if metrics["no_face"]:
+        console.print(f"[yellow]no face found[/] in {metrics['no_face']:,} images (left out)")
     for note in metrics["data_notes"]:
         console.print(f"[cyan]note:[/] {escape(note)}")
     renamed = [f"{d}→{m}" for d, m in metrics["class_map"].items() if d != m]

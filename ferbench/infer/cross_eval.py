@@ -14,9 +14,13 @@ import numpy as np
 from ferbench.config import DataSpec
 from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.data.classes import canonical
+from ferbench.data.folder import has_split_folders
+from ferbench.data.images import list_images, resize_square, to_gray
 from ferbench.errors import FerbenchError
+from ferbench.infer.detect import FER_MARGIN, crop_faces
 from ferbench.infer.predictor import Predictor
 from ferbench.metrics import classification_metrics
+from ferbench.opencv import cv2
 
 
 @dataclass
@@ -56,7 +60,6 @@ def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> Mat
 def unsplit_folder(spec: DataSpec) -> bool:
     """A folder of class folders with no train/val/test level: its splits would be carved, so
     evaluating a trained model on it means evaluating every image."""
-    from ferbench.data.folder import has_split_folders
     from ferbench.data.loader import detect_kind, resolve_source
 
     if spec.kind not in ("auto", "folder") or not spec.path:
@@ -65,15 +68,72 @@ def unsplit_folder(spec: DataSpec) -> bool:
     return path.is_dir() and detect_kind(path) == "folder" and not has_split_folders(path)
 
 
+def detected_faces(root: Path, size: int, detector, margin: float = FER_MARGIN) -> FaceArrays:
+    """A folder of portraits (``<class>/*``) as face crops: the largest face the detector finds
+    in each image, framed like FER2013 and resized; images with no face are counted, not used."""
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise FerbenchError(f"{root}: no class folders found (expected <root>/<class>/*.jpg)")
+    images, labels, no_face, corrupt = [], [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        for file in list_images(class_dir):
+            image = cv2.imdecode(np.fromfile(file, dtype=np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                corrupt.append(str(file))
+                continue
+            boxes = detector(image)
+            if not boxes:
+                no_face.append(str(file))
+                continue
+            largest = max(boxes, key=lambda b: b[2] * b[3])
+            crop = crop_faces(image, [largest], margin)[0]
+            images.append(resize_square(to_gray(crop), size))
+            labels.append(label)
+    if not images:
+        raise FerbenchError(f"{root}: no face found in any image")
+    data = FaceArrays(
+        np.stack(images),
+        np.asarray(labels),
+        np.zeros(len(labels), np.int8),
+        [canonical(d.name) for d in class_dirs],
+        source=f"portraits {root} (faces detected)",
+    )
+    data.problems = {
+        "images with no face found": {"count": len(no_face), "files": no_face[:10]},
+        "files skipped: unreadable or corrupt": {"count": len(corrupt), "files": corrupt[:10]},
+    }
+    data.notes.append(
+        f"faces detected: {len(labels)} of {len(labels) + len(no_face)} images had a face"
+    )
+    renamed = [f"{d.name}→{c}" for d, c in zip(class_dirs, data.class_names) if d.name != c]
+    if renamed:
+        data.notes.append(f"class folders read through the synonym table: {', '.join(renamed)}")
+    return data
+
+
 def evaluate_checkpoint(
-    predictor: Predictor, data_spec: DataSpec, split: str = "auto", tta: bool = True
+    predictor: Predictor,
+    data_spec: DataSpec,
+    split: str = "auto",
+    tta: bool = True,
+    detector=None,
 ) -> dict:
     """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
     (same resize, preprocessing, TTA and precision), on the classes both sides know.  `auto`:
-    the test split where the data has splits, every image of a folder without them."""
-    if split == "auto":
-        split = "all" if unsplit_folder(data_spec) else "test"
-    data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
+    the test split where the data has splits, every image of a folder without them.  With a
+    `detector`, the data is a folder of portraits whose faces are found and cropped first."""
+    if detector is not None:
+        from ferbench.data.loader import resolve_source
+
+        root = resolve_source(data_spec.path)
+        if has_split_folders(root):
+            split = "test" if split == "auto" else split
+            root = root / split
+        data, split = detected_faces(root, predictor.input_size, detector), "all"
+    else:
+        if split == "auto":
+            split = "all" if unsplit_folder(data_spec) else "test"
+        data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
     faces = matched_split(data, split, predictor.class_names)
     probs = predictor.predict_arrays(faces.images, tta=tta)
     metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names, probs)
@@ -85,6 +145,7 @@ def evaluate_checkpoint(
             "class_map": faces.mapping,
             "data_source": data.source,
             "data_notes": list(data.notes),
+            "no_face": data.problems.get("images with no face found", {}).get("count", 0),
             "data_fingerprint": data.fingerprint(),
             "checkpoint": str(predictor.path),
             "tta_shift": predictor.tta_shift if tta else 0,
