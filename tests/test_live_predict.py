@@ -269,3 +269,54 @@ def test_eval_detect_on_portraits_with_other_class_words(tmp_path):
     assert metrics["left_out"] == {"classes": ["contempt"], "images": 1}
     assert metrics["class_map"] == {"angry": "angry", "happy": "happy", "sad": "sad"}
     assert "anger→angry, happiness→happy, sadness→sad" in " ".join(result.output.split())
+
+
+def test_score_matches_found_boxes_to_the_truth():
+    import pandas as pd
+
+    from ferbench.bench.labelled_video import score
+
+    truth = pd.DataFrame(
+        [
+            [0, 0, 10, 10, 100, 100, "happy"],
+            [0, 1, 300, 10, 100, 100, "sad"],
+            [1, 0, 12, 10, 100, 100, "happy"],
+        ],
+        columns=["frame", "face", "x", "y", "w", "h", "label"],
+    )
+    found = pd.DataFrame(
+        [
+            [0, 15, 12, 95, 95, "happy"],
+            [0, 500, 200, 80, 80, "angry"],
+            [1, 300, 10, 100, 100, "happy"],
+        ],
+        columns=["frame", "x", "y", "w", "h", "label"],
+    )
+    result = score(found, truth)
+    assert result["recall"] == pytest.approx(1 / 3) and result["precision"] == pytest.approx(1 / 3)
+    assert result["false_boxes"] == 2 and result["end_to_end_accuracy"] == pytest.approx(1 / 3)
+
+
+def test_labelled_video_scores_every_loop_against_the_ceiling(tmp_path):
+    import pandas as pd
+
+    clip = tmp_path / "bench.mp4"
+    made = runner.invoke(app, ["data", "video", str(clip), "--frames", "36", "--seed", "1"])
+    assert made.exit_code == 0, made.output
+    truth = pd.read_csv(tmp_path / "bench.csv")
+    assert (
+        set(truth.columns) >= {"frame", "x", "y", "w", "h", "label"} and truth["frame"].max() == 35
+    )
+    out = tmp_path / "live.csv"
+    result = runner.invoke(
+        app,
+        ["bench", "--video", str(clip), "--truth", str(tmp_path / "bench.csv"), "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(out)
+    assert rows["loop"].iloc[0].startswith("reference") and rows["loop"].iloc[-1].startswith(
+        "ceiling"
+    )
+    loops = rows.iloc[:-1]
+    assert (loops["recall"].between(0, 1)).all() and (loops["fps"] > 0).all()
+    assert (loops["end_to_end_accuracy"] <= loops["recall"] + 1e-9).all()

@@ -10,10 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
+from ferbench.bench.labelled_video import ceiling, read_truth, score
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import HaarDetector, make_detector
+from ferbench.infer.detect import FER_MARGIN, HaarDetector, make_detector
 from ferbench.infer.live import run_live
 from ferbench.infer.predictor import Predictor
 from ferbench.opencv import cv2
@@ -40,7 +42,10 @@ def resize_clip(source: Path, target: Path) -> int:
     return frames
 
 
-def reference_loop(clip: Path, predictor: Predictor, output: Path) -> dict:
+def reference_loop(
+    clip: Path, predictor: Predictor, output: Path, records: list | None = None
+) -> dict:
+    """The reference loop; `records` receives (frame, x, y, w, h, label) per face found."""
     cascade = cv2.CascadeClassifier(
         str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
     )
@@ -63,6 +68,8 @@ def reference_loop(clip: Path, predictor: Predictor, output: Path) -> dict:
                 probs = torch.softmax(model(pre(torch.from_numpy(crop)[None])), 1)[0]
             classify += time.perf_counter() - t0
             label = predictor.class_names[int(probs.argmax())]
+            if records is not None:
+                records.append((frames, int(x), int(y), int(w), int(h), label))
             cv2.rectangle(frame, (x, y), (x + w, y + h), (255, 0, 0), 2)
             cv2.putText(
                 frame,
@@ -123,41 +130,66 @@ def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize:
     return Predictor(speed_checkpoint(checkpoint, model_name, tmp), quantize=quantize)
 
 
-def bench_live(video: Path, checkpoint: str | None, model_name: str) -> list[dict]:
+def bench_live(
+    video: Path, checkpoint: str | None, model_name: str, truth: Path | None = None
+) -> list[dict]:
+    """The reference loop and ferbench's loops on `video` (resized to 640×360 unless a `truth`
+    file scores it as it is): frames/s, faces found and, with `truth`, detection recall and
+    precision and end-to-end label accuracy next to the ceiling (true boxes classified)."""
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory(prefix="ferbench-live-") as tmp:
         tmp_path = Path(tmp)
-        clip = tmp_path / "clip.mp4"
-        resize_clip(video, clip)
-        rows = [
-            reference_loop(
-                clip,
-                _predictor_for(checkpoint, model_name, tmp_path, False),
-                tmp_path / "reference.mp4",
+        clip, expected = Path(video), None
+        if truth is None:
+            clip = tmp_path / "clip.mp4"
+            resize_clip(video, clip)
+            loops = (("haar", DETECT_EVERY, False), ("mtcnn", DETECT_EVERY, False))
+            loops += (("mtcnn", DETECT_EVERY, True),)
+        else:
+            expected = read_truth(truth)
+            loops = (("haar", DETECT_EVERY, False), ("mtcnn", DETECT_EVERY, False))
+            loops += (("mtcnn", 1, False),)
+        found: list = []
+        base = _predictor_for(checkpoint, model_name, tmp_path, False)
+        rows = [reference_loop(clip, base, tmp_path / "reference.mp4", found)]
+        if expected is not None:
+            columns = ["frame", "x", "y", "w", "h", "label"]
+            rows[0].update(score(pd.DataFrame(found, columns=columns), expected))
+        for kind, every, quantize in loops:
+            predictor = (
+                base if not quantize else _predictor_for(checkpoint, model_name, tmp_path, True)
             )
-        ]
-        for kind, quantize in (("haar", False), ("mtcnn", False), ("mtcnn", True)):
-            predictor = _predictor_for(checkpoint, model_name, tmp_path, quantize)
             detector = make_detector(kind)
+            log = tmp_path / "faces.csv"
             stats = run_live(
                 predictor,
                 str(clip),
                 detector,
                 output=tmp_path / "ours.mp4",
                 show=False,
-                detect_every=DETECT_EVERY,
+                log=log,
+                detect_every=every,
                 coast=COAST,
             )
             summary = stats.summary()
+            row = {
+                "loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, "
+                f"{_describe(detector)}, every {every} frame{'s' if every > 1 else ''}, "
+                f"coast {COAST})",
+                "frames": summary["frames"],
+                "frames_with_face": summary["frames_with_face"],
+                "faces": summary["faces"],
+                "fps": summary["fps"],
+                "classify_ms_per_face": summary["classify_ms_per_face"],
+            }
+            if expected is not None:
+                row.update(score(pd.read_csv(log), expected))
+            rows.append(row)
+        if expected is not None:
             rows.append(
                 {
-                    "loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, "
-                    f"{_describe(detector)}, every {DETECT_EVERY} frames, coast {COAST})",
-                    "frames": summary["frames"],
-                    "frames_with_face": summary["frames_with_face"],
-                    "faces": summary["faces"],
-                    "fps": summary["fps"],
-                    "classify_ms_per_face": summary["classify_ms_per_face"],
+                    "loop": "ceiling: the true boxes classified directly",
+                    "end_to_end_accuracy": ceiling(base, clip, expected, FER_MARGIN),
                 }
             )
     return rows

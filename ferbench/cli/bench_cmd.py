@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ferbench.cli._common import (
@@ -39,8 +40,17 @@ def bench(
     video: Path = typer.Option(
         None, "--video", help="Also time the live loop against the reference loop on this clip."
     ),
+    truth: Path = typer.Option(
+        None,
+        "--truth",
+        help="With --video: the labelled video's truth CSV (`ferbench data video`); scores "
+        "detection and labels instead of timing training.",
+    ),
     checkpoint: str = typer.Option(
-        None, "--checkpoint", help="Checkpoint (.pt or .onnx) for --video and --backends."
+        None,
+        "--checkpoint",
+        help="Checkpoint (.pt or .onnx) for --video and --backends (with --truth: default the "
+        "shipped model).",
     ),
     backends: bool = typer.Option(
         False,
@@ -60,6 +70,8 @@ def bench(
       ferbench bench --models resnet18 --device cuda --data data/fer2013.csv --batch-size 256
       ferbench bench --models cnn3 --video clip.mp4 --checkpoint results/quickstart/cnn3/seed=0
       ferbench bench --models cnn3,vggfer_s --amp off --no-reference   # fp32 vs the bound only
+      ferbench data video bench.mp4 --data fer2013.csv   # a labelled video of test faces
+      ferbench bench --video bench.mp4 --truth bench.csv # recall, precision, labels right
       ferbench bench --models cnn3,vggfer_s --backends --data fer2013.csv  # ONNX vs PyTorch
     """
     import pandas as pd
@@ -69,6 +81,11 @@ def bench(
     from ferbench.fileio import write_text
 
     names = [m.strip() for m in models.split(",") if m.strip()]
+    if truth is not None:
+        if video is None:
+            raise typer.BadParameter("--truth scores a --video; give both")
+        _live_accuracy(video, truth, checkpoint, names[0], out)
+        return
     dataset = load_dataset(
         {"kind": "auto", "path": data} if data else {"kind": "synthetic", "n_per_class": 200}
     )
@@ -126,6 +143,47 @@ def bench(
         backend_rows = _bench_backends(names, checkpoint, dataset)
         frame = pd.concat([frame, pd.DataFrame(backend_rows)], ignore_index=True)
     write_text(out, frame.to_csv(index=False))
+    console.print(f"[green]wrote[/] {out}")
+
+
+def _live_accuracy(video: Path, truth: Path, checkpoint: str | None, model: str, out: Path):
+    import pandas as pd
+
+    from ferbench.bench.live_speed import bench_live
+    from ferbench.fileio import write_text
+    from ferbench.infer.predictor import resolve_source
+
+    checkpoint = checkpoint or str(resolve_source(None, None, "results"))
+    with console.status(f"running the live loops on {video.name}"):
+        rows = bench_live(video, checkpoint, model, truth)
+    ceiling = rows[-1]["end_to_end_accuracy"]
+    table = Table(
+        title=f"live accuracy on {video.name} ({escape(checkpoint)})", header_style="bold"
+    )
+    columns = (
+        "loop",
+        "frames/s",
+        "recall",
+        "precision",
+        "false boxes",
+        "labels right",
+        "of ceiling",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "loop" else "right")
+    for r in rows[:-1]:
+        table.add_row(
+            escape(r["loop"]),
+            f"{r['fps']:.1f}",
+            f"{r['recall']:.1%}",
+            f"{r['precision']:.1%}",
+            str(r["false_boxes"]),
+            f"{r['end_to_end_accuracy']:.1%}",
+            f"{r['end_to_end_accuracy'] / max(ceiling, 1e-9):.0%}",
+        )
+    table.add_row(rows[-1]["loop"], "", "", "", "", f"{ceiling:.1%}", "100%")
+    console.print(table)
+    write_text(out, pd.DataFrame(rows).to_csv(index=False))
     console.print(f"[green]wrote[/] {out}")
 
 

@@ -85,3 +85,32 @@ def synth(
     else:
         raise typer.BadParameter("--format must be folder or csv")
     console.print(f"[green]wrote[/] {len(data):,} synthetic faces to {target}")
+
+
+@app.command("video")
+@friendly_errors
+def video(
+    out: Path = typer.Argument(
+        ..., help="The .mp4 to write; the truth goes to the same name .csv."
+    ),
+    data: str = typer.Option(
+        "synthetic", "--data", help="Faces to composite: a FER2013 CSV, a folder or 'synthetic'."
+    ),
+    split: str = typer.Option("test", "--split", help="Which split's faces (never train)."),
+    frames: int = typer.Option(450, "--frames", help="Length (15 frames/s)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same video."),
+) -> None:
+    """Write a labelled 640x360 video of faces for `ferbench bench --video V --truth V.csv`.
+
+    Shots of 8-20 frames with 1-3 faces each (90-150 px, moving and scaling a little), a cut to
+    new faces and a new background between shots; the CSV holds every face's box and label on
+    every frame.
+
+    Example:  ferbench data video bench.mp4 --data fer2013.csv
+    """
+    from ferbench.bench.labelled_video import make_labelled_video
+    from ferbench.config import DataSpec
+
+    spec = DataSpec(kind="synthetic") if data == "synthetic" else DataSpec(kind="auto", path=data)
+    clip, truth = make_labelled_video(spec, out, frames, split, seed)
+    console.print(f"[green]wrote[/] {clip} ({frames} frames) and its truth {truth}")

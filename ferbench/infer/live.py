@@ -31,6 +31,7 @@ class LiveStats:
     detect_s: float = 0.0
     classify_s: float = 0.0
     per_face_ms: list[float] = field(default_factory=list)
+    cuts: int = 0  # scene changes seen (each forced a fresh detection)
 
     @property
     def fps(self) -> float:
@@ -45,6 +46,7 @@ class LiveStats:
             "fps": round(self.fps, 2),
             "detect_ms_per_frame": round(1000 * self.detect_s / max(self.frames, 1), 2),
             "classify_ms_per_face": round(1000 * self.classify_s / max(self.faces, 1), 2),
+            "scene_cuts": self.cuts,
         }
 
 
@@ -128,13 +130,20 @@ def run_live(
     stats = LiveStats()
     boxes: list = []
     ids: list[int] = []
+    previous = None
     start = time.perf_counter()
     try:
         while max_frames is None or stats.frames < max_frames:
             ok, frame = capture.read()
             if not ok:
                 break
-            if stats.frames % max(detect_every, 1) == 0:
+            thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 18))
+            cut = previous is not None and _is_cut(previous, thumb)
+            previous = thumb
+            if cut:  # a new scene: boxes of the old one must not linger or coast onto it
+                tracker.reset()
+                stats.cuts += 1
+            if cut or stats.frames % max(detect_every, 1) == 0:
                 t0 = time.perf_counter()
                 tracker.update(detector(frame))
                 stats.detect_s += time.perf_counter() - t0
@@ -190,6 +199,14 @@ def run_live(
         if show:
             cv2.destroyAllWindows()
     return stats
+
+
+CUT_THRESHOLD = 24.0  # mean |Δ| of 32×18 gray thumbnails; camera motion stays well below
+
+
+def _is_cut(previous: np.ndarray, thumb: np.ndarray) -> bool:
+    """A hard cut (or a jump of the camera): most of the picture changed at once."""
+    return float(np.abs(previous.astype(np.int16) - thumb).mean()) > CUT_THRESHOLD
 
 
 def _faces(ids, boxes, probs, class_names) -> list[dict]:

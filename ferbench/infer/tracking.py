@@ -47,6 +47,10 @@ class FaceTracker:
                 del self.tracks[track]
         return ids
 
+    def reset(self) -> None:
+        """Forget every face (after a scene cut); identities keep counting up."""
+        self.tracks.clear()
+
     def active(self) -> tuple[list[int], list]:
         """Ids and boxes of the faces to show: detected now or coasting."""
         ids = list(self.tracks)
