@@ -320,3 +320,39 @@ def test_labelled_video_scores_every_loop_against_the_ceiling(tmp_path):
     loops = rows.iloc[:-1]
     assert (loops["recall"].between(0, 1)).all() and (loops["fps"] > 0).all()
     assert (loops["end_to_end_accuracy"] <= loops["recall"] + 1e-9).all()
+
+
+def test_tracker_follows_a_moving_face_and_forgets_on_a_cut():
+    from ferbench.infer.tracking import FaceTracker
+
+    tracker = FaceTracker(coast=1)
+    # a face walking right 35 px a frame, detected every third frame (a face width per round)
+    first = tracker.update([(100, 50, 110, 110)], frame=0)
+    second = tracker.update([(205, 52, 110, 110)], frame=3)
+    assert first == second  # same person despite no overlap
+    ids, boxes = tracker.active(frame=4)
+    assert boxes[0][0] == 240  # the box follows the face between detections
+    third = tracker.update([(310, 54, 110, 110), (600, 50, 100, 100)], frame=6)
+    assert third[0] == first[0] and third[1] != first[0]
+    tracker.reset()
+    assert tracker.update([(310, 54, 110, 110)], frame=7)[0] not in third
+
+
+def test_live_summary_writes_per_person_timelines(tmp_path, checkpoint, astronaut_video):
+    import pandas as pd
+
+    path, frames = astronaut_video
+    out = tmp_path / "timelines"
+    result = runner.invoke(
+        app,
+        ["live", "--checkpoint", str(checkpoint), "--source", str(path), "--no-window",
+         "--summary", str(out), "--backend", "torch"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    people = pd.read_csv(out / "people.csv")
+    assert len(people) == 1 and people["frames"].iloc[0] >= 0.8 * frames
+    shares = people.filter(like="share_").iloc[0]
+    assert abs(shares.sum() - 1) < 1e-3 and people["dominant"].iloc[0] in CLASSES
+    person = people["person"].iloc[0]
+    assert (out / f"person_{person}.png").stat().st_size > 5000
+    assert len(pd.read_csv(out / f"person_{person}.csv")) == people["frames"].iloc[0]

@@ -29,7 +29,15 @@ def live(
     ),
     no_window: bool = typer.Option(False, "--no-window", help="Headless: no window."),
     log: Path = typer.Option(
-        None, "--log", help="CSV: one row per face per frame with all probabilities."
+        None,
+        "--log",
+        help="CSV: one row per face per frame (a stable person id, box, label, probabilities).",
+    ),
+    summary: Path = typer.Option(
+        None,
+        "--summary",
+        help="Per-person timelines into this folder: probabilities over time (plot and CSV) "
+        "and the share of time in each expression (people.csv).",
     ),
     detect_every: int = typer.Option(
         3, "--detect-every", help="Detect faces every N frames; boxes carried between."
@@ -81,6 +89,7 @@ def live(
       ferbench live --model cnn3
       ferbench live --model cnn3 --serve 8000
       ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
+      ferbench live --source crowd.mp4 --no-window --summary timelines/
     """
     from ferbench.infer.backend import predictor_for
     from ferbench.infer.detect import make_detector
@@ -105,6 +114,9 @@ def live(
 
         server = FrameServer(host, serve, predictor.class_names).start()
         console.print(f"serving the annotated stream on [bold]{server.url}[/] (Ctrl-C stops)")
+    if summary is not None and log is None:
+        log = Path(summary) / "faces.csv"
+        log.parent.mkdir(parents=True, exist_ok=True)
     try:
         stats = run_live(
             predictor,
@@ -136,6 +148,14 @@ def live(
         console.print(f"annotated video: {output}")
     if log:
         console.print(f"face log: {log}")
+    if summary is not None:
+        from ferbench.report.timelines import write_timelines
+
+        result = write_timelines(log, summary)
+        console.print(
+            f"timelines of {result['people']} people in {summary} (people.csv, person_N.png/.csv;"
+            f" {result['short_tracks']} tracks under 5 frames left out)"
+        )
 
 
 def _print_summary(stats) -> None:

@@ -69,6 +69,50 @@ def open_source(source: str) -> cv2.VideoCapture:
     return capture
 
 
+class FrameReader:
+    """Decodes frames in a background thread (OpenCV releases the GIL while it decodes), so
+    reading the next frame overlaps detecting and classifying this one.  A camera keeps only the
+    newest frame (a slow loop shows the present, not a backlog); a file loses none."""
+
+    def __init__(self, capture: cv2.VideoCapture, live_source: bool, depth: int = 4):
+        import queue
+        import threading
+
+        self.capture, self.live_source = capture, live_source
+        self.frames: queue.Queue = queue.Queue(maxsize=1 if live_source else depth)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ferbench-reader", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        while not self.stopped.is_set():
+            ok, frame = self.capture.read()
+            item = frame if ok else None
+            while not self.stopped.is_set():
+                try:
+                    self.frames.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    if self.live_source:  # drop the stale frame, keep the new one
+                        try:
+                            self.frames.get_nowait()
+                        except queue.Empty:
+                            pass
+            if item is None:
+                return
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        frame = self.frames.get()
+        return frame is not None, frame
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=2)
+        self.capture.release()
+
+
 def check_display() -> None:
     """A window needs a display and an OpenCV build with GUI support; say so in one line."""
     if sys.platform.startswith("linux") and not (
@@ -108,6 +152,7 @@ def run_live(
     if show:
         check_display()
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    reader = FrameReader(capture, live_source=source.isdigit() or "://" in source)
     writer = None
     log_handle = open(log, "w", newline="") if log else None
     log_writer = csv.writer(log_handle) if log_handle else None
@@ -134,7 +179,7 @@ def run_live(
     start = time.perf_counter()
     try:
         while max_frames is None or stats.frames < max_frames:
-            ok, frame = capture.read()
+            ok, frame = reader.read()
             if not ok:
                 break
             thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 18))
@@ -145,9 +190,9 @@ def run_live(
                 stats.cuts += 1
             if cut or stats.frames % max(detect_every, 1) == 0:
                 t0 = time.perf_counter()
-                tracker.update(detector(frame))
+                tracker.update(detector(frame), stats.frames)
                 stats.detect_s += time.perf_counter() - t0
-                ids, boxes = tracker.active()
+            ids, boxes = _in_frame(*tracker.active(stats.frames), frame.shape)
             t0 = time.perf_counter()
             probs = predictor.predict(crop_faces(frame, boxes, margin))
             stats.classify_s += time.perf_counter() - t0
@@ -191,7 +236,7 @@ def run_live(
                     break
     finally:
         stats.seconds = time.perf_counter() - start
-        capture.release()
+        reader.close()
         if writer is not None:
             writer.release()
         if log_handle:
@@ -199,6 +244,18 @@ def run_live(
         if show:
             cv2.destroyAllWindows()
     return stats
+
+
+def _in_frame(ids: list[int], boxes: list, shape) -> tuple[list[int], list]:
+    """Faces whose predicted box still shows at least 8×8 pixels of the frame."""
+    height, width = shape[:2]
+    kept = [
+        (i, b)
+        for i, b in zip(ids, boxes)
+        if min(b[0] + b[2], width) - max(b[0], 0) >= 8
+        and min(b[1] + b[3], height) - max(b[1], 0) >= 8
+    ]
+    return [i for i, _ in kept], [b for _, b in kept]
 
 
 CUT_THRESHOLD = 24.0  # mean |Δ| of 32×18 gray thumbnails; camera motion stays well below

@@ -1,4 +1,9 @@
-"""Keep face identities across frames (IoU matching) and smooth each face's probabilities."""
+"""Keep face identities across frames and smooth each face's probabilities.
+
+Each track remembers its box and its velocity (pixels per frame, from its last two detections):
+between detections and when matching new ones, a face is where its velocity says it is now, so
+a face crossing the frame keeps its identity and its box follows it instead of staying behind.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,25 @@ def iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
-class FaceTracker:
-    """Greedy IoU matching of new boxes to known faces; exponential smoothing of probabilities.
+def affinity(a, b) -> float:
+    """How likely two boxes are the same face a moment apart: their IoU, or for boxes of a
+    similar size, 1 - distance / (1.5 sides) (a face walking past moves further than it
+    overlaps: on the crowd clip a face crosses its own width in three frames)."""
+    overlap = iou(a, b)
+    side = (a[2] + a[3] + b[2] + b[3]) / 4
+    if not side or max(a[2], b[2]) > 1.5 * min(a[2], b[2]):
+        return overlap
+    dx = (a[0] + a[2] / 2) - (b[0] + b[2] / 2)
+    dy = (a[1] + a[3] / 2) - (b[1] + b[3] / 2)
+    return max(overlap, 1 - (dx * dx + dy * dy) ** 0.5 / (1.5 * side))
 
-    A face the detector misses keeps its last box for up to `coast` detection rounds (Haar
-    cascades drop faces for a frame or two while the face is plainly still there).
+
+class FaceTracker:
+    """Greedy matching of new boxes to the predicted boxes of known faces; exponential smoothing
+    of probabilities.
+
+    A face the detector misses keeps moving along its velocity for up to `coast` detection
+    rounds (detectors drop faces for a frame or two while the face is plainly still there).
     """
 
     def __init__(self, smooth: float = 0.0, min_iou: float = 0.3, coast: int = 1):
@@ -27,19 +46,41 @@ class FaceTracker:
         self.tracks: dict[int, dict] = {}
         self.next_id = 0
 
-    def update(self, boxes: list) -> list[int]:
-        """Assign a track id to each box; forget faces unseen for `max_missed` updates."""
-        ids: list[int] = []
+    def update(self, boxes: list, frame: int = 0) -> list[int]:
+        """Assign a track id to each box found on `frame` (best pairs first, by overlap or
+        centre distance with where each face should be now); forget faces unseen for
+        `max_missed` updates."""
+        predicted = {t: self._predict(track, frame) for t, track in self.tracks.items()}
+        pairs = sorted(
+            (
+                (affinity(predicted[t], box), t, b)
+                for t in self.tracks
+                for b, box in enumerate(boxes)
+            ),
+            reverse=True,
+        )
+        ids: list[int | None] = [None] * len(boxes)
         free = set(self.tracks)
-        for box in boxes:
-            best = max(free, key=lambda t: iou(self.tracks[t]["box"], box), default=None)
-            if best is not None and iou(self.tracks[best]["box"], box) >= self.min_iou:
-                free.discard(best)
-                self.tracks[best].update(box=box, missed=0)
-                ids.append(best)
-            else:
-                self.tracks[self.next_id] = {"box": box, "missed": 0, "probs": None}
-                ids.append(self.next_id)
+        for score, track_id, b in pairs:
+            if score < self.min_iou or track_id not in free or ids[b] is not None:
+                continue
+            free.discard(track_id)
+            track = self.tracks[track_id]
+            elapsed = max(frame - track["frame"], 1)
+            old, new = track["box"], boxes[b]
+            track["velocity"] = ((new[0] - old[0]) / elapsed, (new[1] - old[1]) / elapsed)
+            track.update(box=new, frame=frame, missed=0)
+            ids[b] = track_id
+        for b, box in enumerate(boxes):
+            if ids[b] is None:
+                self.tracks[self.next_id] = {
+                    "box": box,
+                    "frame": frame,
+                    "velocity": (0.0, 0.0),
+                    "missed": 0,
+                    "probs": None,
+                }
+                ids[b] = self.next_id
                 self.next_id += 1
         for track in free:
             self.tracks[track]["missed"] += 1
@@ -51,10 +92,17 @@ class FaceTracker:
         """Forget every face (after a scene cut); identities keep counting up."""
         self.tracks.clear()
 
-    def active(self) -> tuple[list[int], list]:
-        """Ids and boxes of the faces to show: detected now or coasting."""
+    def active(self, frame: int = 0) -> tuple[list[int], list]:
+        """Ids and boxes (where each face should be on `frame`) of the faces to show."""
         ids = list(self.tracks)
-        return ids, [self.tracks[i]["box"] for i in ids]
+        return ids, [self._predict(self.tracks[i], frame) for i in ids]
+
+    @staticmethod
+    def _predict(track: dict, frame: int) -> tuple[int, int, int, int]:
+        x, y, w, h = track["box"]
+        vx, vy = track["velocity"]
+        elapsed = max(frame - track["frame"], 0)
+        return (int(round(x + vx * elapsed)), int(round(y + vy * elapsed)), w, h)
 
     def smooth_probs(self, ids: list[int], probs: np.ndarray) -> np.ndarray:
         if self.smooth <= 0:
