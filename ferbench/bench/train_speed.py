@@ -93,9 +93,15 @@ def compute_bound(
 
 
 def ferbench_training(
-    name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device
-) -> float:
-    """Images/s of the engine's own epoch loop (uint8 in memory, batched augmentation)."""
+    name: str,
+    data: FaceArrays,
+    size: int,
+    cfg: BenchConfig,
+    device: torch.device,
+    compile: bool = False,
+) -> tuple[float, float]:
+    """Images/s of the engine's own epoch loop (uint8 in memory, batched augmentation), eager or
+    through torch.compile, and the seconds of the warm-up steps (compilation included)."""
     runtime = cfg.runtime(device)
     model, preprocess = _build(name, len(data.class_names), size, device, runtime.channels_last)
     storage = device if runtime.data_on_device else torch.device("cpu")
@@ -110,11 +116,13 @@ def ferbench_training(
     timed = SplitTensors(
         train.images[: cfg.steps * cfg.batch_size], train.labels[: cfg.steps * cfg.batch_size]
     )
-    net = torch.compile(model) if cfg.compile else model
+    net = torch.compile(model) if compile else model
     trainer = Trainer(net, preprocess, cfg.train_config(), runtime)
+    start = time.perf_counter()
     trainer.train_epoch(warm, 0)
+    warmup_s = time.perf_counter() - start
     stats = trainer.train_epoch(timed, 1)
-    return stats.images / stats.seconds
+    return stats.images / stats.seconds, warmup_s
 
 
 def reference_training(
@@ -206,7 +214,12 @@ def bench_models(
             bound = compute_bound(name, sized, size, cfg, device)
             if progress:
                 progress(f"{name}: ferbench training")
-            ours = ferbench_training(name, sized, size, cfg, device)
+            ours, _ = ferbench_training(name, sized, size, cfg, device)
+            compiled, compile_s = None, None
+            if cfg.compile:
+                if progress:
+                    progress(f"{name}: ferbench training, torch.compile")
+                compiled, compile_s = ferbench_training(name, sized, size, cfg, device, True)
             reference = None
             if folder is not None:
                 if progress:
@@ -224,6 +237,9 @@ def bench_models(
                     "input": size,
                     "batch_size": cfg.batch_size,
                     "train_img_s": ours,
+                    "compiled_img_s": compiled,
+                    "compile_speedup": compiled / ours if compiled else None,
+                    "compile_warmup_s": compile_s,
                     "compute_bound_img_s": bound,
                     "ferbench_vs_bound": ours / bound,
                     "reference_img_s": reference,
