@@ -59,6 +59,9 @@ def test_grid_writes_every_file_then_skips(tmp_path):
         assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == 7
         assert 0 <= metrics["ece"] <= 1
         assert sum(map(sum, metrics["confusion"])) == 7 * 2  # the test split, evaluated once
+        phases = metrics["phase_s"]  # where the whole trial's time went
+        assert set(phases) == {"setup", "train", "validate", "test", "speed"}
+        assert abs(sum(phases.values()) - metrics["trial_s"]) < 0.05 and phases["train"] > 0
         assert len(pd.read_csv(run_dir / "history.csv")) == 2
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["data_fingerprint"] and config["versions"]["torch"]

@@ -30,6 +30,7 @@ METRICS = [
     "parameters",
     "flops",
     "train_time_s",
+    "trial_s",
     "time_to_target_s",
     "inference_images_per_s",
     "latency_batch1_ms",

@@ -272,12 +272,14 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
     """Train with model selection on validation, then evaluate the best checkpoint on test once."""
     cfg, eval_cfg = trial.train, trial.eval
     seed_everything(cfg.seed, cfg.deterministic)
+    setup_start = time.perf_counter()
     data = trial_data(trial)
     counts = data.counts()
     for split in ("train", "val", "test"):
         if counts[SPLITS.index(split)].sum() == 0:
             raise FerbenchError(f"the {split} split of {data.source} is empty")
     setup = _setup(trial, data, device_name, reporter)
+    setup_seconds = time.perf_counter() - setup_start
     train, val, test = setup.splits
     trainer, runtime = setup.trainer, setup.runtime
     _write_config(run, trial, data, runtime)
@@ -339,7 +341,7 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
                 f"(no val improvement in {stale} epochs)"
             )
             break
-    return _finish(trial, run, setup, data.class_names, history, best)
+    return _finish(trial, run, setup, data.class_names, history, best, setup_seconds)
 
 
 def _resume(
@@ -368,9 +370,13 @@ def _finish(
     class_names: list[str],
     history: list[dict],
     best: dict,
+    setup_seconds: float = 0.0,
 ) -> dict:
+    """Test the best checkpoint once; metrics with where the trial's time went (`phase_s`:
+    data and model setup, training, validation passes, the test pass, the speed measurement)."""
     from ferbench.report.plots import curves_figure
 
+    test_start = time.perf_counter()
     eval_cfg = trial.eval
     model, test = setup.model, setup.splits[2]
     model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
@@ -400,8 +406,19 @@ def _finish(
             "epoch_to_target": int(reached["epoch"].iloc[0]) if len(reached) else None,
         }
     )
+    test_seconds = time.perf_counter() - test_start
+    speed_start = time.perf_counter()
     if eval_cfg.speed:
         metrics.update(measure_speed(model, setup.preprocess, setup.runtime))
+    phases = {
+        "setup": setup_seconds,
+        "train": train_seconds,
+        "validate": float(frame["eval_s"].sum()),
+        "test": test_seconds,
+        "speed": time.perf_counter() - speed_start,
+    }
+    metrics["phase_s"] = {k: round(v, 2) for k, v in phases.items()}
+    metrics["trial_s"] = round(sum(phases.values()), 2)
     title = f"{trial.experiment}/{trial.name}  test acc {metrics['accuracy']:.3f}"
     write_evaluation(run, metrics, class_names, title)
     curves_figure(frame, run.file("curves.png"), title)
