@@ -356,3 +356,29 @@ def test_live_summary_writes_per_person_timelines(tmp_path, checkpoint, astronau
     person = people["person"].iloc[0]
     assert (out / f"person_{person}.png").stat().st_size > 5000
     assert len(pd.read_csv(out / f"person_{person}.csv")) == people["frames"].iloc[0]
+
+
+def test_crosseval_matrix_of_models_and_datasets(tmp_path, checkpoint):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    for folder, names in (("mine", ("happy", "sad")), ("theirs", ("anger", "neutrality", "odd"))):
+        for name in names:
+            (tmp_path / folder / name).mkdir(parents=True)
+            for i in range(4):
+                cv2.imwrite(
+                    str(tmp_path / folder / name / f"{i}.png"),
+                    rng.integers(0, 256, (48, 48), np.uint8),
+                )
+    out = tmp_path / "matrix.csv"
+    result = runner.invoke(
+        app,
+        ["crosseval", "--models", f"vggfer_s.fer2013,{checkpoint}", "--out", str(out),
+         "--folder", str(tmp_path / "mine"), "--folder", str(tmp_path / "theirs")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    matrix = pd.read_csv(out)
+    assert len(matrix) == 4 and set(matrix["dataset"]) == {"mine", "theirs"}
+    theirs = matrix[matrix["dataset"] == "theirs"].iloc[0]
+    assert theirs["images"] == 8 and theirs["left_out_images"] == 4
+    assert "anger→angry, neutrality→neutral" in theirs["notes"]

@@ -7,6 +7,7 @@ import typer
 from ferbench.cli import (
     bench_cmd,
     compare_cmd,
+    crosseval_cmd,
     data_cmd,
     ensemble_cmd,
     eval_cmd,
@@ -39,6 +40,7 @@ app.command("ensemble")(ensemble_cmd.ensemble)
 app.command("live")(live_cmd.live)
 app.command("predict")(predict_cmd.predict)
 app.command("eval")(eval_cmd.evaluate)
+app.command("crosseval")(crosseval_cmd.crosseval)
 app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
 app.command("ship")(ship_cmd.ship)

@@ -18,6 +18,12 @@ ALIASES = {
     "fearful": "fear",
     "disgusted": "disgust",
     "contemptuous": "contempt",
+    "neutrality": "neutral",
+    "joy": "happy",
+    "afraid": "fear",
+    "scared": "fear",
+    "mad": "angry",
+    "sorrow": "sad",
 }
 
 

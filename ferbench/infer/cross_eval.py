@@ -153,3 +153,37 @@ def evaluate_checkpoint(
         }
     )
     return metrics
+
+
+def cross_dataset_matrix(sources: list[str], datasets: dict[str, DataSpec], results: Path) -> list:
+    """Each model (a shipped tag, a model name's best run, or a checkpoint path) on each named
+    dataset's test split (all images of a folder without splits): one row per pair."""
+    from ferbench.infer.predictor import resolve_source
+
+    rows = []
+    for source in sources:
+        is_path = Path(source).suffix in (".pt", ".onnx") or Path(source).is_dir()
+        path = resolve_source(None if is_path else source, source if is_path else None, results)
+        predictor = Predictor(path, amp="checkpoint")
+        for name, spec in datasets.items():
+            m = evaluate_checkpoint(predictor, spec)
+            rows.append(
+                {
+                    "model": source,
+                    "trained_classes": len(predictor.class_names),
+                    "dataset": name,
+                    "split": m["split"],
+                    "images": m["images"],
+                    "left_out_images": m["left_out"]["images"],
+                    "left_out_classes": " ".join(m["left_out"]["classes"]),
+                    "accuracy": round(m["accuracy"], 4),
+                    "balanced_accuracy": round(m["balanced_accuracy"], 4),
+                    "macro_f1": round(m["macro_f1"], 4),
+                    "ece": round(m["ece"], 4),
+                    "tta": "tencrop" if m["tta_shift"] else "none",
+                    "class_map": " ".join(f"{d}→{t}" for d, t in m["class_map"].items() if d != t),
+                    "notes": "; ".join(m["data_notes"]),
+                    "data_fingerprint": m["data_fingerprint"],
+                }
+            )
+    return rows

@@ -1,0 +1,68 @@
+"""`ferbench crosseval`: a matrix of models × datasets, each on its test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ferbench.cli._common import ResultsOption, console, friendly_errors
+
+
+@friendly_errors
+def crosseval(
+    models: str = typer.Option(
+        "vggfer_s.fer2013",
+        "--models",
+        help="Comma list: shipped tags, model names (best run) or checkpoint paths.",
+    ),
+    fer2013: str = typer.Option(None, "--fer2013", help="FER2013 CSV or folders: its PrivateTest."),
+    ferplus_labels: str = typer.Option(
+        None, "--ferplus-labels", help="With --fer2013: fer2013new.csv, adds the FER+ test split."
+    ),
+    folders: list[str] = typer.Option(
+        [], "--folder", help="A folder of labelled faces (repeatable): its test split or all."
+    ),
+    out: Path = typer.Option(
+        Path("benchmarks/cross_dataset.csv"), "--out", "-o", help="The matrix as CSV."
+    ),
+    results: ResultsOption = Path("results"),
+) -> None:
+    """Evaluate every model on every dataset (classes matched by name, unknown ones left out and
+    counted, each model with its own TTA and precision) and write the matrix as CSV.
+
+    Example:
+      ferbench crosseval --models vggfer_s.fer2013,vggfer_s.ferplus --fer2013 fer2013.csv \\
+        --ferplus-labels fer2013new.csv --folder my_faces/
+    """
+    import pandas as pd
+
+    from ferbench.config import DataSpec
+    from ferbench.fileio import write_text
+    from ferbench.infer.cross_eval import cross_dataset_matrix
+
+    datasets: dict[str, DataSpec] = {}
+    if fer2013:
+        datasets["FER2013 test"] = DataSpec(kind="auto", path=fer2013)
+        if ferplus_labels:
+            datasets["FER+ test"] = DataSpec(kind="ferplus", path=fer2013, labels=ferplus_labels)
+    for folder in folders:
+        datasets[Path(folder).name] = DataSpec(kind="folder", path=folder)
+    if not datasets:
+        raise typer.BadParameter("give --fer2013 and/or --folder")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    with console.status("evaluating"):
+        rows = cross_dataset_matrix(names, datasets, results)
+    frame = pd.DataFrame(rows)
+    table = Table(title="cross-dataset accuracy (test split; classes matched by name)")
+    table.add_column("model")
+    for name in datasets:
+        table.add_column(name, justify="right")
+    for model, group in frame.groupby("model", sort=False):
+        cells = {r.dataset: f"{r.accuracy:.1%} ({r.images:,})" for r in group.itertuples()}
+        table.add_row(model, *[cells.get(d, "-") for d in datasets])
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text(out, frame.to_csv(index=False))
+    console.print(f"[green]wrote[/] {out}")
