@@ -6,6 +6,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from helpers import noise_faces
 from typer.testing import CliRunner
 
 from ferbench.cli import app
@@ -202,15 +203,8 @@ def test_crowd_clip_and_group_photo(tmp_path, checkpoint, shared_data):
 
 
 def test_eval_matches_classes_by_name_and_counts_the_rest(tmp_path, checkpoint):
-    rng = np.random.default_rng(3)
-    for split in ("train", "test"):
-        for name in ("happy", "joy", "Sad"):
-            folder = tmp_path / "faces" / split / name
-            folder.mkdir(parents=True)
-            for i in range(4):
-                cv2.imwrite(
-                    str(folder / f"{i}.png"), rng.integers(0, 256, (60, 60), dtype=np.uint8)
-                )
+    for seed, split in enumerate(("train", "test")):
+        noise_faces(tmp_path / "faces" / split, ("happy", "joy", "Sad"), 4, 60, seed)
     out = tmp_path / "eval.json"
     result = runner.invoke(
         app,
@@ -361,15 +355,8 @@ def test_live_summary_writes_per_person_timelines(tmp_path, checkpoint, astronau
 def test_crosseval_matrix_of_models_and_datasets(tmp_path, checkpoint):
     import pandas as pd
 
-    rng = np.random.default_rng(0)
-    for folder, names in (("mine", ("happy", "sad")), ("theirs", ("anger", "neutrality", "odd"))):
-        for name in names:
-            (tmp_path / folder / name).mkdir(parents=True)
-            for i in range(4):
-                cv2.imwrite(
-                    str(tmp_path / folder / name / f"{i}.png"),
-                    rng.integers(0, 256, (48, 48), np.uint8),
-                )
+    noise_faces(tmp_path / "mine", ("happy", "sad"), 4)
+    noise_faces(tmp_path / "theirs", ("anger", "neutrality", "odd"), 4)
     out = tmp_path / "matrix.csv"
     result = runner.invoke(
         app,

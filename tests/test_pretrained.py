@@ -11,9 +11,9 @@ import zipfile
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
+from helpers import noise_faces
 from typer.testing import CliRunner
 
 from ferbench.cli import app
@@ -79,13 +79,8 @@ def test_pretrained_with_another_class_list_starts_a_new_head():
 
 
 def test_experiment_fine_tunes_from_shipped_weights_on_a_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in ("happy", "sad", "calm"):
-            folder = tmp_path / "faces" / split / name
-            folder.mkdir(parents=True)
-            for i in range(12):
-                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (56, 56), np.uint8))
+    for seed, split in enumerate(("train", "test")):
+        noise_faces(tmp_path / "faces" / split, ("happy", "sad", "calm"), 12, 56, seed)
     experiment = tmp_path / "tune.yaml"
     experiment.write_text(
         "name: tune\n"

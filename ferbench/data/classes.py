@@ -19,11 +19,8 @@ ALIASES = {
     "disgusted": "disgust",
     "contemptuous": "contempt",
     "neutrality": "neutral",
-    "joy": "happy",
     "afraid": "fear",
     "scared": "fear",
-    "mad": "angry",
-    "sorrow": "sad",
 }
 
 
