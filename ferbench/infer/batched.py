@@ -53,8 +53,8 @@ def measure_speed(
     preprocess: Preprocess,
     runtime: Runtime,
     batch_size: int = 256,
-    repeats: int = 5,
-    latency_runs: int = 30,
+    repeats: int = 3,
+    latency_runs: int = 20,
 ) -> dict:
     """Inference images/s at a large batch and median batch-1 latency (ms), warm-up excluded."""
     model.eval()

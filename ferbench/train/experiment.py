@@ -169,7 +169,8 @@ def _parse_model(file: str, index: int, entry: Any) -> ModelEntry:
 
 
 def _input_sizes(file: str, index: int, model: ModelEntry, data: DataSpec) -> tuple[int, ...]:
-    """The model's sizes, else `data.size`, else the model card's; both given must agree."""
+    """The model's sizes, else `data.size`, else the shipped weights' or the model card's; both
+    given must agree."""
     from ferbench.models import model_card
 
     if model.input_sizes and data.size and set(model.input_sizes) != {data.size}:
@@ -180,9 +181,13 @@ def _input_sizes(file: str, index: int, model: ModelEntry, data: DataSpec) -> tu
             f"{','.join(map(str, model.input_sizes))}: faces are fed to the model at one size; "
             "set only one of them",
         )
-    return model.input_sizes or (
-        (data.size,) if data.size else (model_card(model.name).input_size,)
-    )
+    if model.input_sizes or data.size:
+        return model.input_sizes or (data.size,)
+    if model.pretrained:  # fine-tuning starts at the size the shipped weights were trained at
+        from ferbench.models.pretrained import read_index
+
+        return (read_index()[model.pretrained].input_size,)
+    return (model_card(model.name).input_size,)
 
 
 def _model_trials(
