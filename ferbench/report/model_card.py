@@ -26,7 +26,8 @@ def render_card(
     classes = list(test["per_class"])
     data = config.get("data", {})
     device = config.get("device", {})
-    hardware = f"{device.get('name', '?')}, {device.get('threads', '?')} threads"
+    isa = f" ({device['isa']})" if device.get("isa") else ""
+    hardware = f"{device.get('name', '?')}{isa}, {device.get('threads', '?')} threads"
     tta = f"ten-crop, ±{test['tta_shift']} px" if test["tta_shift"] else "single view"
     test_accs = [s["test_acc"] for s in seeds if s.get("test_acc") is not None]
     spread = mean_std(test_accs)
