@@ -62,6 +62,15 @@ def render_card(
         "",
         "## Protocol",
         "",
+        *(
+            [
+                f"- Started from the shipped `{config['model']['pretrained']}` weights (same "
+                "training images, never its test ones); the classifier was sized afresh for "
+                "these classes."
+            ]
+            if config.get("model", {}).get("pretrained")
+            else []
+        ),
         f"- Trained on the training split for {metrics.get('epochs_run')} epochs; the checkpoint "
         f"of epoch {metrics.get('best_epoch')} has the best validation accuracy and is the one "
         "shipped. The test split was evaluated once, after training.",
