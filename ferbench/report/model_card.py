@@ -49,6 +49,7 @@ def render_card(
         "",
         "```python",
         "from ferbench.models import create_model",
+        "",
         f'model = create_model("{name}", pretrained=True)',
         f"# command line: ferbench predict photo.jpg --model {name}",
         "```",
