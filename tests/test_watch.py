@@ -101,6 +101,7 @@ def test_live_window_draws_the_annotated_frame(tmp_path, xvfb, checkpoint, astro
     command = ferbench(
         "live", "--checkpoint", str(checkpoint), "--source", str(clip),
         "--max-frames", str(frames), "--detect-every", "1", "--backend", "torch",
+        "--detector", "haar",  # the window is under test here, not the detector
     )  # fmt: skip
     for attempt in range(2):  # a loaded machine's fresh Xvfb may refuse Qt's first connection
         process = subprocess.Popen(

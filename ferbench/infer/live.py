@@ -69,50 +69,6 @@ def open_source(source: str) -> cv2.VideoCapture:
     return capture
 
 
-class FrameReader:
-    """Decodes frames in a background thread (OpenCV releases the GIL while it decodes), so
-    reading the next frame overlaps detecting and classifying this one.  A camera keeps only the
-    newest frame (a slow loop shows the present, not a backlog); a file loses none."""
-
-    def __init__(self, capture: cv2.VideoCapture, live_source: bool, depth: int = 4):
-        import queue
-        import threading
-
-        self.capture, self.live_source = capture, live_source
-        self.frames: queue.Queue = queue.Queue(maxsize=1 if live_source else depth)
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="ferbench-reader", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import queue
-
-        while not self.stopped.is_set():
-            ok, frame = self.capture.read()
-            item = frame if ok else None
-            while not self.stopped.is_set():
-                try:
-                    self.frames.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    if self.live_source:  # drop the stale frame, keep the new one
-                        try:
-                            self.frames.get_nowait()
-                        except queue.Empty:
-                            pass
-            if item is None:
-                return
-
-    def read(self) -> tuple[bool, np.ndarray | None]:
-        frame = self.frames.get()
-        return frame is not None, frame
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=2)
-        self.capture.release()
-
-
 def check_display() -> None:
     """A window needs a display and an OpenCV build with GUI support; say so in one line."""
     if sys.platform.startswith("linux") and not (
@@ -152,7 +108,6 @@ def run_live(
     if show:
         check_display()
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    reader = FrameReader(capture, live_source=source.isdigit() or "://" in source)
     writer = None
     log_handle = open(log, "w", newline="") if log else None
     log_writer = csv.writer(log_handle) if log_handle else None
@@ -179,7 +134,7 @@ def run_live(
     start = time.perf_counter()
     try:
         while max_frames is None or stats.frames < max_frames:
-            ok, frame = reader.read()
+            ok, frame = capture.read()
             if not ok:
                 break
             thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 18))
@@ -236,7 +191,7 @@ def run_live(
                     break
     finally:
         stats.seconds = time.perf_counter() - start
-        reader.close()
+        capture.release()
         if writer is not None:
             writer.release()
         if log_handle:
