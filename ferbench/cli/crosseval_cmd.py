@@ -25,7 +25,7 @@ def crosseval(
         [], "--folder", help="A folder of labelled faces (repeatable): its test split or all."
     ),
     out: Path = typer.Option(
-        Path("benchmarks/cross_dataset.csv"), "--out", "-o", help="The matrix as CSV."
+        Path("benchmarks/results_crosseval.csv"), "--out", "-o", help="The matrix as CSV."
     ),
     results: ResultsOption = Path("results"),
 ) -> None:
