@@ -41,7 +41,8 @@ def compare(
     export: Path = typer.Option(
         None,
         "--export",
-        help="Merge the leaderboard rows into a benchmark CSV (e.g. benchmarks/results_fer2013.csv) and "
+        help="Merge the leaderboard rows into a benchmark CSV "
+        "(e.g. benchmarks/results_fer2013.csv) and "
         "its Markdown table.",
     ),
     readme: Path = typer.Option(
