@@ -17,19 +17,32 @@ def has_split_folders(root: Path) -> bool:
     return (root / "train").is_dir()
 
 
-def read_class_folders(
-    root: Path, size: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
-) -> FaceArrays:
-    """Read a labelled face folder; without split folders carve stratified val and test splits."""
-    if has_split_folders(root):
-        return read_folders(root, size, val_fraction, seed)
+def class_folders(root: Path) -> tuple[list[Path], list[str]]:
+    """The class folders of `root` (sorted, hidden ones skipped) and their canonical names."""
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise FerbenchError(
             f"{root}: no class folders found (expected <root>/<class>/*.png or "
             "<root>/train/<class>/...)"
         )
-    class_names = [canonical(d.name) for d in class_dirs]
+    return class_dirs, [canonical(d.name) for d in class_dirs]
+
+
+def synonym_note(class_dirs: list[Path], class_names: list[str]) -> str | None:
+    """The note that says which folder names were read through the synonym table."""
+    renamed = [f"{d.name}→{c}" for d, c in zip(class_dirs, class_names) if d.name != c]
+    return (
+        f"class folders read through the synonym table: {', '.join(renamed)}" if renamed else None
+    )
+
+
+def read_class_folders(
+    root: Path, size: int, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> FaceArrays:
+    """Read a labelled face folder; without split folders carve stratified val and test splits."""
+    if has_split_folders(root):
+        return read_folders(root, size, val_fraction, seed)
+    class_dirs, class_names = class_folders(root)
     files, labels, empty = [], [], []
     for label, class_dir in enumerate(class_dirs):
         class_files = list_images(class_dir)
@@ -51,9 +64,9 @@ def read_class_folders(
     data = FaceArrays(
         images, labels, splits, class_names, source=f"face folders {root}", problems=problems
     )
-    renamed = [f"{d.name}→{c}" for d, c in zip(class_dirs, class_names) if d.name != c]
-    if renamed:
-        data.notes.append(f"class folders read through the synonym table: {', '.join(renamed)}")
+    note = synonym_note(class_dirs, class_names)
+    if note:
+        data.notes.append(note)
     if test_fraction > 0 and len(labels) > 2:
         test = stratified_fraction(labels, test_fraction, seed + 1)
         data.splits[test] = 2

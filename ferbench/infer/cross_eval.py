@@ -14,7 +14,7 @@ import numpy as np
 from ferbench.config import DataSpec
 from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.data.classes import canonical
-from ferbench.data.folder import has_split_folders
+from ferbench.data.folder import class_folders, has_split_folders, synonym_note
 from ferbench.data.images import list_images, resize_square, to_gray
 from ferbench.errors import FerbenchError
 from ferbench.infer.detect import FER_MARGIN, crop_faces
@@ -71,9 +71,7 @@ def unsplit_folder(spec: DataSpec) -> bool:
 def detected_faces(root: Path, size: int, detector, margin: float = FER_MARGIN) -> FaceArrays:
     """A folder of portraits (``<class>/*``) as face crops: the largest face the detector finds
     in each image, framed like FER2013 and resized; images with no face are counted, not used."""
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not class_dirs:
-        raise FerbenchError(f"{root}: no class folders found (expected <root>/<class>/*.jpg)")
+    class_dirs, class_names = class_folders(root)
     images, labels, no_face, corrupt = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
         for file in list_images(class_dir):
@@ -95,7 +93,7 @@ def detected_faces(root: Path, size: int, detector, margin: float = FER_MARGIN) 
         np.stack(images),
         np.asarray(labels),
         np.zeros(len(labels), np.int8),
-        [canonical(d.name) for d in class_dirs],
+        class_names,
         source=f"portraits {root} (faces detected)",
     )
     data.problems = {
@@ -105,9 +103,9 @@ def detected_faces(root: Path, size: int, detector, margin: float = FER_MARGIN) 
     data.notes.append(
         f"faces detected: {len(labels)} of {len(labels) + len(no_face)} images had a face"
     )
-    renamed = [f"{d.name}→{c}" for d, c in zip(class_dirs, data.class_names) if d.name != c]
-    if renamed:
-        data.notes.append(f"class folders read through the synonym table: {', '.join(renamed)}")
+    note = synonym_note(class_dirs, class_names)
+    if note:
+        data.notes.append(note)
     return data
 
 
