@@ -26,6 +26,7 @@ class Member:
     run: RunDir
     val: np.ndarray  # probabilities, validation split
     test: np.ndarray
+    labels: dict[str, np.ndarray]  # the splits' true labels (the same for every member)
 
     @property
     def name(self) -> str:
@@ -51,20 +52,11 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     progress(f"evaluating {run.path}")
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
     faces = load_dataset(DataSpec(**data, size=predictor.input_size))
-    probs = {}
+    probs, labels = {}, {}
     for split in ("val", "test"):
-        images, _ = faces.split(split)
+        images, labels[split] = faces.split(split)
         probs[split] = predictor.predict_arrays(images)
-    return Member(run, probs["val"], probs["test"])
-
-
-def labels_of(run: RunDir) -> dict[str, np.ndarray]:
-    from ferbench.config import DataSpec
-    from ferbench.data import load_dataset
-
-    data = {k: v for k, v in (run.config().get("data") or {}).items() if k != "size"}
-    faces = load_dataset(DataSpec(**data))
-    return {split: faces.split(split)[1] for split in ("val", "test")}
+    return Member(run, probs["val"], probs["test"], labels)
 
 
 def greedy_selection(
@@ -104,7 +96,7 @@ def build_ensemble(
             "the runs were trained on different data or class sets; pass folders of one dataset"
         )
     members = [member_probabilities(r, progress) for r in runs]
-    labels = labels_of(runs[0])
+    labels = members[0].labels
     counts = greedy_selection([m.val for m in members], labels["val"], max_members)
     chosen = [(m, c) for m, c in zip(members, counts) if c]
     weight_sum = sum(c for _, c in chosen)
