@@ -8,7 +8,6 @@ no torch, so ``ferbench models`` stays instant.
 
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 from dataclasses import dataclass, field
@@ -66,15 +65,6 @@ def read_index() -> dict[str, PretrainedWeights]:
         name: PretrainedWeights(name=name, **{**row, "class_names": tuple(row["class_names"])})
         for name, row in rows.items()
     }
-
-
-def list_pretrained(pattern: str = "*") -> list[str]:
-    """Shipped tags matching a shell-style pattern (``'vggfer_s.*'``)."""
-    return [n for n in read_index() if fnmatch.fnmatch(n, pattern)]
-
-
-def is_pretrained_name(name: str) -> bool:
-    return name in read_index()
 
 
 def split_name(name: str) -> tuple[str, str | None]:
