@@ -132,6 +132,7 @@ def test_serve_shows_the_stream_in_headless_chromium(tmp_path, checkpoint, astro
     command = ferbench(
         "live", "--checkpoint", str(checkpoint), "--source", str(astronaut_video[0]),
         "--serve", "0", "--detect-every", "1", "--backend", "torch",
+        "--detector", "haar",  # the page is under test here, not the detector
     )  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
