@@ -39,6 +39,16 @@ def checkpoint_meta(
     }
 
 
+def test_views(meta: dict) -> str:
+    """The test-time views behind a checkpoint's reported accuracy: "tencrop", "flip" or "none"
+    (checkpoints from before flip TTA only record the ten-crop shift)."""
+    return meta.get("tta") or ("tencrop" if meta.get("tta_shift") else "none")
+
+
+def describe_views(tta: str, shift: int) -> str:
+    return {"tencrop": f"ten-crop ±{shift} px", "flip": "face and mirror"}.get(tta, "single view")
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, **extra) -> None:
     state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
     payload = {"format": FORMAT, **meta, "state_dict": state, **extra}

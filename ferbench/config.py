@@ -94,7 +94,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    tta: Literal["none", "tencrop"] = "none"
+    tta: Literal["none", "flip", "tencrop"] = "none"  # flip: the face and its mirror
     batch_size: int = 512
     target_acc: float = 0.65
     speed: bool = True
@@ -165,6 +165,11 @@ class Trial:
         """Pixels the ten-crop test views are shifted by (the training crop padding, at least 2);
         0 without TTA."""
         return max(self.train.augment.crop_padding, 2) if self.eval.tta == "tencrop" else 0
+
+    @property
+    def tta_flip(self) -> bool:
+        """Mirror-only test views: two forward passes instead of ten-crop's ten."""
+        return self.eval.tta == "flip"
 
 
 def config_hash(resolved: dict) -> str:

@@ -77,7 +77,7 @@ def ship(
             "balanced_accuracy": test["balanced_accuracy"],
             "ece": test["ece"],
             "test_acc_seeds": [s["test_acc"] for s in siblings],
-            "tta": "tencrop" if shipped.tta_shift else "none",
+            "tta": shipped.tta,
         },
         "recipe": run.config().get("experiment", ""),
         "card": f"{name}.md",

@@ -270,3 +270,28 @@ def test_moved_data_is_skipped_and_eval_reproduces_a_tencrop_run(tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     assert "ten-crop" in evaluated.output
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-3)
+
+
+def test_flip_tta_run_is_reproduced_by_eval(tmp_path):
+    """`eval.tta: flip` (the speedrun's cheap TTA): the checkpoint records it, and `ferbench eval`
+    takes the same two views, so it reproduces the run's test accuracy."""
+    csv = tmp_path / "faces.csv"
+    synth = ["data", "synth", str(csv), "--n-per-class", "12", "--size", "16", "--format", "csv"]
+    assert runner.invoke(app, synth).exit_code == 0
+    spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0, epochs=1).read_text())
+    spec["data"] = {"kind": "fer2013", "path": str(csv)}
+    spec["eval"]["tta"] = "flip"
+    (tmp_path / "flip.yaml").write_text(yaml.safe_dump(spec))
+    results = str(tmp_path / "r")
+    trained = runner.invoke(app, ["run", str(tmp_path / "flip.yaml"), "--results", results])
+    assert trained.exit_code == 0, trained.output
+    run_dir = tmp_path / "r" / "tiny" / "cnn5" / "size=16" / "seed=0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["tta"] == "flip"
+    out = tmp_path / "eval.json"
+    evaluated = runner.invoke(
+        app, ["eval", str(csv), "--checkpoint", str(run_dir), "--out", str(out)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "face and mirror" in evaluated.output
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-3)

@@ -34,7 +34,9 @@ def evaluate(
         "folders), train, val, test or all.",
     ),
     tta: bool = typer.Option(
-        True, "--tta/--no-tta", help="Ten-crop test views where the run used them (default)."
+        True,
+        "--tta/--no-tta",
+        help="The run's own test views (ten-crop, or face and mirror) where it used them.",
     ),
     detect: bool = typer.Option(
         False,
@@ -57,6 +59,7 @@ def evaluate(
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
       ferbench eval portraits/ --detect          # anger/, sadness/, ...: whole photos
     """
+    from ferbench.checkpoint import describe_views
     from ferbench.config import DataSpec, parse_data
     from ferbench.fileio import write_json
     from ferbench.infer.cross_eval import evaluate_checkpoint
@@ -73,7 +76,7 @@ def evaluate(
 
         finder = still_detector(detector)
     metrics = evaluate_checkpoint(predictor, spec, split, tta=tta, detector=finder)
-    how = f"ten-crop ±{metrics['tta_shift']}px" if metrics["tta_shift"] else "single view"
+    how = describe_views(metrics["tta"], metrics["tta_shift"])
     precision = metrics["amp"] if metrics["amp"] != "off" else "fp32"
     console.print(
         f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "

@@ -27,18 +27,19 @@ def predict_logits(
     runtime: Runtime,
     batch_size: int = 512,
     tta_shift: int = 0,
+    tta_flip: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, CPU) for uint8 images, batched; with `tta_shift` the ten-crop mean of
-    softmax probabilities is returned as log-probabilities."""
+    """Logits (float32, CPU) for uint8 images, batched; with test views (`tta_shift`: ten-crop,
+    `tta_flip`: the face and its mirror) the mean of their softmax probabilities is returned as
+    log-probabilities."""
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         x = preprocess(images[start : start + batch_size].to(runtime.device, non_blocking=True))
         with runtime.autocast():
-            if tta_shift:
-                probs = torch.stack(
-                    [F.softmax(model(v).float(), 1) for v in shifted_views(x, tta_shift)]
-                ).mean(0)
+            if tta_shift or tta_flip:
+                views = shifted_views(x, tta_shift) if tta_shift else [x, torch.flip(x, dims=(3,))]
+                probs = torch.stack([F.softmax(model(v).float(), 1) for v in views]).mean(0)
                 outputs.append(probs.clamp_min(1e-12).log().cpu())
             else:
                 outputs.append(model(x).float().cpu())

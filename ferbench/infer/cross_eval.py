@@ -147,6 +147,7 @@ def evaluate_checkpoint(
             "data_fingerprint": data.fingerprint(),
             "checkpoint": str(predictor.path),
             "tta_shift": predictor.tta_shift if tta else 0,
+            "tta": predictor.tta if tta else "none",
             "amp": predictor.runtime.amp,
         }
     )
@@ -178,7 +179,7 @@ def cross_dataset_matrix(sources: list[str], datasets: dict[str, DataSpec], resu
                     "balanced_accuracy": round(m["balanced_accuracy"], 4),
                     "macro_f1": round(m["macro_f1"], 4),
                     "ece": round(m["ece"], 4),
-                    "tta": "tencrop" if m["tta_shift"] else "none",
+                    "tta": m["tta"],
                     "class_map": " ".join(f"{d}→{t}" for d, t in m["class_map"].items() if d != t),
                     "notes": "; ".join(m["data_notes"]),
                     "data_fingerprint": m["data_fingerprint"],

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ferbench.checkpoint import load_checkpoint, model_from_checkpoint
+from ferbench.checkpoint import load_checkpoint, model_from_checkpoint, test_views
 from ferbench.data.images import resize_square, to_gray
 from ferbench.device import resolve_runtime
 from ferbench.errors import FerbenchError
@@ -93,6 +93,7 @@ class Predictor:
         self.device = self.runtime.device
         self.preprocess = Preprocess.from_dict(payload["preprocess"])
         self.tta_shift = int(payload.get("tta_shift", 0))  # what the run's test accuracy used
+        self.tta = test_views(payload)
         if model is None:
             model = model_from_checkpoint(payload, path)
             if quantize:
@@ -134,7 +135,7 @@ class Predictor:
 
     def predict_arrays(self, images: np.ndarray, tta: bool = True, batch_size: int = 512):
         """Probabilities for uint8 faces already at the input size (N×H×W), batched, with the
-        checkpoint's ten-crop TTA when `tta`: the path a run's own test evaluation took."""
+        checkpoint's test views when `tta`: the path a run's own test evaluation took."""
         logits = predict_logits(
             self.model,
             self.preprocess,
@@ -142,6 +143,7 @@ class Predictor:
             self.runtime,
             batch_size,
             self.tta_shift if tta else 0,
+            tta and self.tta == "flip",
         )
         return torch.softmax(logits, dim=1).numpy()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 
+from ferbench.checkpoint import describe_views
 from ferbench.runs import RunDir
 
 
@@ -28,7 +29,7 @@ def render_card(
     device = config.get("device", {})
     isa = f" ({device['isa']})" if device.get("isa") else ""
     hardware = f"{device.get('name', '?')}{isa}, {device.get('threads', '?')} threads"
-    tta = f"ten-crop, ±{test['tta_shift']} px" if test["tta_shift"] else "single view"
+    tta = describe_views(test["tta"], test["tta_shift"])
     test_accs = [s["test_acc"] for s in seeds if s.get("test_acc") is not None]
     spread = mean_std(test_accs)
     data_args = f"--set data.path={data.get('path', 'PATH')}"

@@ -236,15 +236,18 @@ def evaluate(
     runtime: Runtime,
     batch_size: int = 512,
     tta_shift: int = 0,
+    tta_flip: bool = False,
 ) -> SplitResult:
     """Mean cross-entropy, accuracy, predicted labels and probabilities on one split."""
     if len(split) == 0:
         return SplitResult(float("nan"), float("nan"), np.zeros(0, np.int64), np.zeros((0, 0)))
-    logits = predict_logits(model, preprocess, split.images, runtime, batch_size, tta_shift)
+    logits = predict_logits(
+        model, preprocess, split.images, runtime, batch_size, tta_shift, tta_flip
+    )
     labels = split.labels.cpu()
     loss = (
         F.cross_entropy(logits, labels).item()
-        if not tta_shift
+        if not (tta_shift or tta_flip)
         else F.nll_loss(logits, labels).item()
     )
     predictions = logits.argmax(1)

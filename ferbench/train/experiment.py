@@ -260,7 +260,8 @@ def _data_label(data: DataSpec, index: int) -> str:
 
 def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
-        return str(len(value)) if len(value) > 3 else "+".join(map(str, value))
+        joined = "+".join(map(str, value))
+        return joined if len(joined) <= 24 else f"{len(value)}-values"
     if isinstance(value, dict):
         return "+".join(f"{k}-{v}" for k, v in value.items())
     if isinstance(value, float):

@@ -232,6 +232,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         data.class_names,
         preprocess,
         trial.tta_shift,
+        tta=trial.eval.tta,
         amp=runtime.amp,
         config_hash=trial.config_hash(),
         trial=trial.name,
@@ -381,7 +382,13 @@ def _finish(
     model, test = setup.model, setup.splits[2]
     model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
     result = evaluate(
-        model, setup.preprocess, test, setup.runtime, eval_cfg.batch_size, trial.tta_shift
+        model,
+        setup.preprocess,
+        test,
+        setup.runtime,
+        eval_cfg.batch_size,
+        trial.tta_shift,
+        trial.tta_flip,
     )
     truth = test.labels.cpu().numpy()
     metrics = classification_metrics(truth, result.predictions, class_names, result.probs)
