@@ -97,6 +97,31 @@ def test_mtcnn_frames_faces_like_fer2013_and_scores_them():
     assert detector(np.full((240, 320, 3), 127, np.uint8)) == []  # a blank frame: no face
 
 
+def test_mtcnn_verify_reframes_a_drifted_box_and_drops_one_off_the_face():
+    """A face the detector missed is re-checked by O-Net alone: a box that drifted is pulled
+    back onto the face, a box that now shows background comes back None and is forgotten."""
+    from skimage import data
+
+    from ferbench.infer.mtcnn import MtcnnDetector
+    from ferbench.infer.tracking import FaceTracker, iou
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    detector = MtcnnDetector()
+    (face,) = detector(photo)
+    drifted = (face[0] + face[2] // 5, face[1] - face[3] // 6, face[2], face[3])
+    background = (380, 380, face[2], face[3])
+    moved, gone = detector.verify(photo, [drifted, background])
+    assert gone is None and iou(moved, face) > 0.8 > iou(drifted, face)
+    tracker = FaceTracker()
+    ids = tracker.update([drifted, background], frame=0)
+    assert tracker.coasting(frame=1) == ([], [])
+    tracker.update([], frame=3)  # the next detection round misses both: they coast
+    coasting, boxes = tracker.coasting(frame=3)
+    assert coasting == ids and boxes == [drifted, background]
+    tracker.refresh(coasting, [moved, gone], frame=3)
+    assert tracker.active(frame=3) == ([ids[0]], [moved]) and tracker.coasting(frame=4) == ([], [])
+
+
 def test_predict_finds_exactly_the_six_faces_of_the_group_photo(shared_data):
     photo = shared_data / "media" / "multiface.jpg"
     result = runner.invoke(app, ["predict", str(photo), "--json"])
@@ -291,6 +316,32 @@ def test_score_matches_found_boxes_to_the_truth():
     assert result["false_boxes"] == 2 and result["end_to_end_accuracy"] == pytest.approx(1 / 3)
 
 
+def test_on_face_matching_accepts_a_face_framed_box_and_refuses_a_box_between_faces():
+    """A detector's box tight on a face inside a loosely framed crop (IoU 0.3) is on that face;
+    a box straddling two faces, or on the neighbour, is not."""
+    import pandas as pd
+
+    from ferbench.bench.labelled_video import on_face, score_both
+
+    crop = (100, 100, 120, 120)
+    tight = (130, 125, 66, 66)  # the face inside a zoomed-out crop
+    assert on_face(tight, crop) and not on_face((190, 100, 120, 120), crop)
+    assert not on_face((300, 100, 60, 60), crop)
+    truth = pd.DataFrame(
+        [[0, 0, *crop, "happy"], [0, 1, 240, 100, 120, 120, "sad"]],
+        columns=["frame", "face", "x", "y", "w", "h", "label"],
+    )
+    found = pd.DataFrame(
+        [[0, *tight, "happy"], [0, 170, 100, 120, 120, "sad"]],
+        columns=["frame", "x", "y", "w", "h", "label"],
+    )
+    result = score_both(found, truth)
+    assert result["recall"] == 0 and result["end_to_end_accuracy"] == 0
+    assert result["recall_on_face"] == pytest.approx(0.5)
+    assert result["end_to_end_accuracy_on_face"] == pytest.approx(0.5)
+    assert result["false_boxes_on_face"] == 1
+
+
 def test_labelled_video_scores_every_loop_against_the_ceiling(tmp_path):
     import pandas as pd
 
@@ -314,6 +365,7 @@ def test_labelled_video_scores_every_loop_against_the_ceiling(tmp_path):
     loops = rows.iloc[:-1]
     assert (loops["recall"].between(0, 1)).all() and (loops["fps"] > 0).all()
     assert (loops["end_to_end_accuracy"] <= loops["recall"] + 1e-9).all()
+    assert (loops["end_to_end_accuracy_on_face"] >= loops["end_to_end_accuracy"]).all()
 
 
 def test_tracker_follows_a_moving_face_and_forgets_on_a_cut():

@@ -3,9 +3,13 @@
 `make_labelled_video` composites test-split faces (FER2013's, or any dataset's) into 640×360
 frames with known boxes and labels: shots of 8-20 frames with 1-3 faces each, every face moving
 and changing scale a little, a hard cut to new faces and a new background between shots.
-`score` then matches the loop's per-frame boxes to the truth (IoU ≥ 0.5) and reports detection
-recall and precision, end-to-end label accuracy (the share of true faces that got a box with the
-right label), and the ceiling: the same true crops classified directly.
+`score` then matches the loop's per-frame boxes to the truth and reports detection recall and
+precision, end-to-end label accuracy (the share of true faces that got a box with the right
+label), and the ceiling: the same true crops classified directly.  Two matching rules, both
+reported: IoU ≥ 0.5 with the pasted crop, and *on the face* (IoU ≥ 0.5, or each box's centre
+inside the other): FER2013's crops hold the head at scales up to 2x apart, so a detector's box on
+the right face, framed by the face rather than by the crop, can overlap the crop by less than 0.5
+(measured: 14% of the faces of the default benchmark video, each with a detection scored ≥ 0.97).
 """
 
 from __future__ import annotations
@@ -150,8 +154,29 @@ def read_truth(path: Path) -> pd.DataFrame:
     return truth
 
 
-def score(found: pd.DataFrame, truth: pd.DataFrame, min_iou: float = 0.5) -> dict:
-    """Per-frame greedy IoU matching of found boxes (frame, x, y, w, h, label) to the truth."""
+def on_face(box: tuple, true_box: tuple, min_iou: float = 0.5) -> bool:
+    """The box marks this face: enough overlap, or each box's centre inside the other (a box
+    between two faces, or on a neighbour, fails both)."""
+    return iou(box, true_box) >= min_iou or (_holds(box, true_box) and _holds(true_box, box))
+
+
+def _holds(box: tuple, other: tuple) -> bool:
+    x, y, w, h = box
+    cx, cy = other[0] + other[2] / 2, other[1] + other[3] / 2
+    return x <= cx <= x + w and y <= cy <= y + h
+
+
+def score_both(found: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """`score` under IoU ≥ 0.5, plus the same keys suffixed `_on_face` under `on_face`."""
+    face = score(found, truth, rule="face")
+    return {**score(found, truth), **{f"{k}_on_face": v for k, v in face.items()}}
+
+
+def score(
+    found: pd.DataFrame, truth: pd.DataFrame, min_iou: float = 0.5, rule: str = "iou"
+) -> dict:
+    """Per-frame greedy matching of found boxes (frame, x, y, w, h, label) to the truth, best
+    IoU first; a pair counts when IoU ≥ `min_iou` (`rule="iou"`) or when the box is `on_face`."""
     matched = correct = 0
     found_by_frame = {f: g for f, g in found.groupby("frame")}
     for frame, expected in truth.groupby("frame"):
@@ -160,7 +185,10 @@ def score(found: pd.DataFrame, truth: pd.DataFrame, min_iou: float = 0.5) -> dic
         for t in expected.itertuples(index=False):
             tbox = (t.x, t.y, t.w, t.h)
             best = max(free, key=lambda f: iou((f.x, f.y, f.w, f.h), tbox), default=None)
-            if best is None or iou((best.x, best.y, best.w, best.h), tbox) < min_iou:
+            if best is None:
+                continue
+            box = (best.x, best.y, best.w, best.h)
+            if not (on_face(box, tbox, min_iou) if rule == "face" else iou(box, tbox) >= min_iou):
                 continue
             free.remove(best)
             matched += 1

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ferbench.bench.labelled_video import ceiling, read_truth, score
+from ferbench.bench.labelled_video import ceiling, read_truth, score_both
 from ferbench.errors import FerbenchError
+from ferbench.infer.backend import predictor_for
 from ferbench.infer.detect import FER_MARGIN, HaarDetector, make_detector
 from ferbench.infer.live import run_live
 from ferbench.infer.predictor import Predictor
@@ -126,10 +127,6 @@ def _describe(detector) -> str:
     return f"MTCNN min face {detector.min_face} px on {detector.detect_width} px"
 
 
-def _predictor_for(checkpoint: str | None, model_name: str, tmp: Path, quantize: bool) -> Predictor:
-    return Predictor(speed_checkpoint(checkpoint, model_name, tmp), quantize=quantize)
-
-
 def bench_live(
     video: Path, checkpoint: str | None, model_name: str, truth: Path | None = None
 ) -> list[dict]:
@@ -143,23 +140,28 @@ def bench_live(
         if truth is None:
             clip = tmp_path / "clip.mp4"
             resize_clip(video, clip)
-            loops = (("haar", DETECT_EVERY, False), ("mtcnn", DETECT_EVERY, False))
-            loops += (("mtcnn", DETECT_EVERY, True),)
-        else:
+            loops = [("haar", DETECT_EVERY, "torch", None), ("mtcnn", DETECT_EVERY, "torch", None)]
+            loops += [("mtcnn", DETECT_EVERY, "torch-int8", None)]
+        else:  # (detector, detect every, classifier backend, detection width: None = default)
             expected = read_truth(truth)
-            loops = (("haar", DETECT_EVERY, False), ("mtcnn", DETECT_EVERY, False))
-            loops += (("mtcnn", 1, False),)
+            loops = [("haar", DETECT_EVERY, "torch", None), ("mtcnn", 1, "torch", None)]
+            loops += [("mtcnn", DETECT_EVERY, "torch", None), ("mtcnn", DETECT_EVERY, "auto", None)]
+            loops += [("mtcnn", 4, "auto", 480)]  # the faster trade-off: fewer small faces
         found: list = []
-        base = _predictor_for(checkpoint, model_name, tmp_path, False)
+        path = speed_checkpoint(checkpoint, model_name, tmp_path)
+        base = Predictor(path)
         rows = [reference_loop(clip, base, tmp_path / "reference.mp4", found)]
         if expected is not None:
             columns = ["frame", "x", "y", "w", "h", "label"]
-            rows[0].update(score(pd.DataFrame(found, columns=columns), expected))
-        for kind, every, quantize in loops:
-            predictor = (
-                base if not quantize else _predictor_for(checkpoint, model_name, tmp_path, True)
-            )
-            detector = make_detector(kind)
+            rows[0].update(score_both(pd.DataFrame(found, columns=columns), expected))
+        predictors = {"torch": (base, "torch fp32")}
+        for kind, every, backend, width in loops:
+            if backend not in predictors:  # auto: what `ferbench live` picks by measurement
+                predictor, choice = predictor_for(path, backend)
+                name = choice.split(":")[0].split(";")[0].replace("-int8", " int8")
+                predictors[backend] = predictor, name
+            predictor, backend_name = predictors[backend]
+            detector = make_detector(kind, detect_width=width)
             log = tmp_path / "faces.csv"
             stats = run_live(
                 predictor,
@@ -173,7 +175,7 @@ def bench_live(
             )
             summary = stats.summary()
             row = {
-                "loop": f"ferbench ({'int8' if quantize else 'fp32'}, batched, "
+                "loop": f"ferbench ({backend_name}, batched, "
                 f"{_describe(detector)}, every {every} frame{'s' if every > 1 else ''}, "
                 f"coast {COAST})",
                 "frames": summary["frames"],
@@ -183,7 +185,7 @@ def bench_live(
                 "classify_ms_per_face": summary["classify_ms_per_face"],
             }
             if expected is not None:
-                row.update(score(pd.read_csv(log), expected))
+                row.update(score_both(pd.read_csv(log), expected))
             rows.append(row)
         if expected is not None:
             rows.append(

@@ -45,6 +45,12 @@ def live(
     coast: int = typer.Option(
         1, "--coast", help="Keep a face the detector missed for N detection rounds."
     ),
+    verify: bool = typer.Option(
+        True,
+        "--verify/--no-verify",
+        help="MTCNN: a face the last detection missed is re-checked by O-Net on each frame it "
+        "is carried: re-framed if still a face, dropped if not (about 1 ms a face).",
+    ),
     smooth: float = typer.Option(
         0.0, "--smooth", help="0-1: smooth each face's probabilities over frames."
     ),
@@ -131,6 +137,7 @@ def live(
             margin=margin,
             max_frames=max_frames,
             server=server,
+            verify=verify,
         )
         _print_summary(stats)
         if server is not None and not source.isdigit():

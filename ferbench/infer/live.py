@@ -101,9 +101,12 @@ def run_live(
     max_frames: int | None = None,
     coast: int = 1,
     server=None,
+    verify: bool = True,
 ) -> LiveStats:
     """Run until the source ends, `max_frames`, or q/Esc in the window.  `server` (a
-    FrameServer) receives every annotated frame with its faces for the browser view."""
+    FrameServer) receives every annotated frame with its faces for the browser view.  With
+    `verify` and a detector that can (MTCNN), a face the last detection missed is re-checked
+    on every frame it coasts: re-framed where O-Net still sees a face, dropped where not."""
     capture = open_source(source)
     if show:
         check_display()
@@ -127,6 +130,7 @@ def run_live(
             ]
         )
     tracker = FaceTracker(smooth=smooth, coast=coast)
+    verify = getattr(detector, "verify", None) if verify else None
     stats = LiveStats()
     boxes: list = []
     ids: list[int] = []
@@ -143,10 +147,13 @@ def run_live(
             if cut:  # a new scene: boxes of the old one must not linger or coast onto it
                 tracker.reset()
                 stats.cuts += 1
+            t0 = time.perf_counter()
             if cut or stats.frames % max(detect_every, 1) == 0:
-                t0 = time.perf_counter()
                 tracker.update(detector(frame), stats.frames)
-                stats.detect_s += time.perf_counter() - t0
+            ids, boxes = tracker.coasting(stats.frames) if verify else ([], [])
+            if ids:  # faces the detector missed: still a face here, or gone?
+                tracker.refresh(ids, verify(frame, boxes), stats.frames)
+            stats.detect_s += time.perf_counter() - t0
             ids, boxes = _in_frame(*tracker.active(stats.frames), frame.shape)
             t0 = time.perf_counter()
             probs = predictor.predict(crop_faces(frame, boxes, margin))

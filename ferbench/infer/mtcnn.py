@@ -123,6 +123,7 @@ class MtcnnDetector:
         self.min_face, self.factor = min_face, factor
         self.thresholds = (*thresholds, min_score)
         self.detect_width = detect_width
+        self.verify_score = thresholds[1]
         self.last_scores: list[float] = []
 
     @torch.inference_mode()
@@ -136,21 +137,36 @@ class MtcnnDetector:
         boxes = self._refine(image, boxes, self.rnet, 24, self.thresholds[1], "union")
         boxes = self._refine(image, boxes, self.onet, 48, self.thresholds[2], "min")
         self.last_scores = boxes[:, 4].tolist()
-        out = []
-        for x0, y0, x1, y1, _ in (boxes / torch.tensor([scale] * 4 + [1.0])).tolist():
-            side = (y1 - y0) * FER_SIDE
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            out.append((round(cx - side / 2), round(cy - side / 2), round(side), round(side)))
-        return out
+        return _fer_framed(boxes / torch.tensor([scale] * 4 + [1.0]))
+
+    @torch.inference_mode()
+    def verify(self, frame: np.ndarray, boxes: list) -> list:
+        """Known faces re-framed by O-Net alone: one batched pass over 48×48 crops, no pyramid,
+        so the live loop can afford it on every frame between full detections.  Each box comes
+        back where O-Net puts the face now, or None where the crop no longer holds a face
+        (score below R-Net's threshold): a tracked box is never carried onto the background."""
+        if not boxes:
+            return []
+        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB)
+        squares = []
+        for x, y, w, h in boxes:  # back from FER framing to the square O-Net was trained on
+            side, cx, cy = h / FER_SIDE, x + w / 2, y + h / 2
+            squares.append([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, 0.0])
+        squares = torch.tensor(squares)
+        reg, score = self.onet(_crops(rgb, squares, 48))
+        framed = _fer_framed(_regress(torch.cat([squares[:, :4], score[:, None]], 1), reg))
+        return [box if s >= self.verify_score else None for box, s in zip(framed, score.tolist())]
 
     def _propose(self, image: torch.Tensor) -> torch.Tensor:
-        """P-Net over the pyramid: candidate squares (x0, y0, x1, y1, score)."""
+        """P-Net over the pyramid: candidate squares (x0, y0, x1, y1, score).  Each level is
+        area-resized from the one before, not from the frame: a third of the time per frame."""
         height, width = image.shape[:2]
         scale, side = 12.0 / self.min_face, min(height, width) * 12.0 / self.min_face
         found = []
+        level = image
         while side >= 12:
             size = (int(width * scale + 1), int(height * scale + 1))
-            level = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+            level = cv2.resize(level, size, interpolation=cv2.INTER_AREA)
             reg, prob = self.pnet(_to_tensor(level[None]))
             ys, xs = torch.nonzero(prob[0] >= self.thresholds[0], as_tuple=True)
             if len(ys):
@@ -177,6 +193,16 @@ class MtcnnDetector:
         if overlap == "min":
             return boxes[_nms_min(boxes, 0.7)]
         return _square(boxes[batched_nms(boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes)), 0.7)])
+
+
+def _fer_framed(boxes: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """(x, y, side, side) squares of FER_SIDE box heights around each box's centre."""
+    out = []
+    for x0, y0, x1, y1 in boxes[:, :4].tolist():
+        side = (y1 - y0) * FER_SIDE
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        out.append((round(cx - side / 2), round(cy - side / 2), round(side), round(side)))
+    return out
 
 
 def _regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

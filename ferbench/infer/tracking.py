@@ -88,6 +88,25 @@ class FaceTracker:
                 del self.tracks[track]
         return ids
 
+    def coasting(self, frame: int) -> tuple[list[int], list]:
+        """Ids and predicted boxes of the faces the last detection missed."""
+        ids = [t for t, track in self.tracks.items() if track["missed"]]
+        return ids, [self._predict(self.tracks[t], frame) for t in ids]
+
+    def refresh(self, ids: list[int], boxes: list, frame: int) -> None:
+        """Move known faces to where a verifier (MTCNN's O-Net) found them on `frame`, as a
+        detection would; a face whose box came back None is no longer there and is forgotten."""
+        for track_id, box in zip(ids, boxes):
+            track = self.tracks[track_id]
+            if box is None:
+                del self.tracks[track_id]
+                continue
+            elapsed = max(frame - track["frame"], 1)
+            old, (vx, vy) = track["box"], track["velocity"]
+            step = ((box[0] - old[0]) / elapsed, (box[1] - old[1]) / elapsed)
+            velocity = ((vx + step[0]) / 2, (vy + step[1]) / 2)
+            track.update(box=box, frame=frame, velocity=velocity, missed=0)
+
     def reset(self) -> None:
         """Forget every face (after a scene cut); identities keep counting up."""
         self.tracks.clear()
