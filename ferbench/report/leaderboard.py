@@ -92,8 +92,8 @@ def _data_label(config: dict) -> str:
     set and the data identity (labels, splits, class names)."""
     data = config.get("data", {})
     kind = data.get("kind", "?")
-    if kind == "auto" and config.get("data_source"):  # "fer2013 csv /path/...": its format
-        kind = " ".join(str(config["data_source"]).split()[:2])
+    if kind == "auto" and config.get("data_source"):  # "fer2013 csv /path/...": the kind read
+        kind = str(config["data_source"]).split()[0]
     classes = config.get("class_names") or []
     fingerprint = str(config.get("data_identity") or config.get("data_fingerprint", ""))[:8]
     short = ",".join(c[:3] for c in classes)
