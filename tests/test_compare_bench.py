@@ -122,6 +122,18 @@ def test_time_to_target_says_how_many_runs_got_there():
     assert time_to_target_cell(float("nan"), float("nan"), 0, 3) == "not reached"
 
 
+def test_same_faces_share_a_leaderboard_whether_the_kind_was_named_or_detected():
+    """`kind: auto` on fer2013.csv and `kind: fer2013` read the same faces: one leaderboard."""
+    from ferbench.report.leaderboard import _data_label
+
+    common = {"class_names": ["angry", "happy"], "data_fingerprint": "96c2fecf00"}
+    named = {**common, "data": {"kind": "fer2013"}, "data_source": "fer2013 csv /a/fer2013.csv"}
+    detected = {**named, "data": {"kind": "auto"}}
+    assert _data_label(named) == _data_label(detected) == "fer2013 (2 classes: ang,hap) #96c2fecf"
+    other = {**detected, "data_source": "folder /faces", "data_fingerprint": "0123abcd"}
+    assert _data_label(other).startswith("folder (2 classes")
+
+
 def test_pareto_front():
     latency = np.array([1.0, 2.0, 3.0, 4.0])
     accuracy = np.array([0.5, 0.4, 0.7, 0.6])
