@@ -25,7 +25,7 @@ def crosseval(
         [], "--folder", help="A folder of labelled faces (repeatable): its test split or all."
     ),
     out: Path = typer.Option(
-        Path("benchmarks/crosseval.csv"), "--out", "-o", help="The matrix as CSV."
+        Path("benchmarks/results-crosseval.csv"), "--out", "-o", help="The matrix as CSV."
     ),
     results: ResultsOption = Path("results"),
 ) -> None:
