@@ -112,6 +112,7 @@ def test_mtcnn_verify_reframes_a_drifted_box_and_drops_one_off_the_face():
     background = (380, 380, face[2], face[3])
     moved, gone = detector.verify(photo, [drifted, background])
     assert gone is None and iou(moved, face) > 0.8 > iou(drifted, face)
+    assert detector.verify(photo, [(600, -200, 80, 80)]) == [None]  # carried off the frame
     tracker = FaceTracker()
     ids = tracker.update([drifted, background], frame=0)
     assert tracker.coasting(frame=1) == ([], [])

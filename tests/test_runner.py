@@ -233,26 +233,13 @@ def test_moved_data_is_skipped_and_eval_reproduces_a_tencrop_run(tmp_path):
     import shutil
 
     csv = tmp_path / "a" / "fer2013.csv"
-    assert (
-        runner.invoke(
-            app,
-            ["data", "synth", str(csv), "--n-per-class", "12", "--size", "16", "--format", "csv"],
-        ).exit_code
-        == 0
-    )
-    spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0).read_text())
-    spec["data"] = {"kind": "fer2013", "path": str(csv)}
-    spec["eval"]["tta"] = "tencrop"
-    (tmp_path / "csv.yaml").write_text(yaml.safe_dump(spec))
+    run_dir = csv_trial(tmp_path, csv, tta="tencrop")
     results = str(tmp_path / "r")
-    first = runner.invoke(app, ["run", str(tmp_path / "csv.yaml"), "--results", results])
-    assert first.exit_code == 0, first.output
     moved = tmp_path / "b" / "fer2013.csv.gz"
     moved.parent.mkdir()
     with open(csv, "rb") as src, gzip.open(moved, "wb") as dst:
         shutil.copyfileobj(src, dst)
     shutil.rmtree(csv.parent)
-    run_dir = tmp_path / "r" / "tiny" / "cnn5" / "size=16" / "seed=0"
     trained_at = (run_dir / "best.pt").stat().st_mtime_ns
     again = runner.invoke(
         app,
@@ -261,37 +248,40 @@ def test_moved_data_is_skipped_and_eval_reproduces_a_tencrop_run(tmp_path):
     assert again.exit_code == 0, again.output
     assert "skipped" in again.output
     assert (run_dir / "best.pt").stat().st_mtime_ns == trained_at
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["tta"] == "tencrop"
-    out = tmp_path / "eval.json"
-    evaluated = runner.invoke(
-        app, ["eval", str(moved), "--checkpoint", str(run_dir), "--out", str(out)]
-    )
-    assert evaluated.exit_code == 0, evaluated.output
-    assert "ten-crop" in evaluated.output
-    assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-3)
+    assert_eval_reproduces(run_dir, moved, "tencrop", "ten-crop")
 
 
 def test_flip_tta_run_is_reproduced_by_eval(tmp_path):
     """`eval.tta: flip` (the speedrun's cheap TTA): the checkpoint records it, and `ferbench eval`
     takes the same two views, so it reproduces the run's test accuracy."""
     csv = tmp_path / "faces.csv"
+    run_dir = csv_trial(tmp_path, csv, tta="flip", epochs=1)
+    assert_eval_reproduces(run_dir, csv, "flip", "face and mirror")
+
+
+def csv_trial(tmp_path: Path, csv: Path, tta: str, **train) -> Path:
+    """One tiny trial on synthetic faces written as a FER2013 CSV at `csv`; its run folder."""
     synth = ["data", "synth", str(csv), "--n-per-class", "12", "--size", "16", "--format", "csv"]
     assert runner.invoke(app, synth).exit_code == 0
-    spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0, epochs=1).read_text())
+    spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0, **train).read_text())
     spec["data"] = {"kind": "fer2013", "path": str(csv)}
-    spec["eval"]["tta"] = "flip"
-    (tmp_path / "flip.yaml").write_text(yaml.safe_dump(spec))
-    results = str(tmp_path / "r")
-    trained = runner.invoke(app, ["run", str(tmp_path / "flip.yaml"), "--results", results])
+    spec["eval"]["tta"] = tta
+    (tmp_path / "csv.yaml").write_text(yaml.safe_dump(spec))
+    trained = runner.invoke(
+        app, ["run", str(tmp_path / "csv.yaml"), "--results", str(tmp_path / "r")]
+    )
     assert trained.exit_code == 0, trained.output
-    run_dir = tmp_path / "r" / "tiny" / "cnn5" / "size=16" / "seed=0"
+    return tmp_path / "r" / "tiny" / "cnn5" / "size=16" / "seed=0"
+
+
+def assert_eval_reproduces(run_dir: Path, data: Path, tta: str, shown: str) -> None:
+    """`ferbench eval` of the run's checkpoint names its test views and gives its accuracy."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["tta"] == "flip"
-    out = tmp_path / "eval.json"
+    assert metrics["tta"] == tta
+    out = run_dir.parent / "eval.json"
     evaluated = runner.invoke(
-        app, ["eval", str(csv), "--checkpoint", str(run_dir), "--out", str(out)]
+        app, ["eval", str(data), "--checkpoint", str(run_dir), "--out", str(out)]
     )
     assert evaluated.exit_code == 0, evaluated.output
-    assert "face and mirror" in " ".join(evaluated.output.split())
+    assert shown in " ".join(evaluated.output.split())
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-3)

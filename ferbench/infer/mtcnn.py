@@ -123,16 +123,14 @@ class MtcnnDetector:
         self.min_face, self.factor = min_face, factor
         self.thresholds = (*thresholds, min_score)
         self.detect_width = detect_width
-        self.verify_score = thresholds[1]
         self.last_scores: list[float] = []
 
     @torch.inference_mode()
     def __call__(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
-        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB)
-        scale = min(1.0, self.detect_width / rgb.shape[1]) if self.detect_width else 1.0
-        if scale < 1:
-            rgb = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        image = rgb
+        scale = min(1.0, self.detect_width / frame.shape[1]) if self.detect_width else 1.0
+        if scale < 1:  # downscale first: the colour conversion then touches fewer pixels
+            frame = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        image = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB)
         boxes = self._propose(image)
         boxes = self._refine(image, boxes, self.rnet, 24, self.thresholds[1], "union")
         boxes = self._refine(image, boxes, self.onet, 48, self.thresholds[2], "min")
@@ -148,15 +146,16 @@ class MtcnnDetector:
         background."""
         if not boxes:
             return []
-        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB)
+        bgr = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
         squares = []
         for x, y, w, h in boxes:  # back from FER framing to the square O-Net was trained on
             side, cx, cy = h / FER_SIDE, x + w / 2, y + h / 2
             squares.append([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, 0.0])
         squares = torch.tensor(squares)
-        reg, score = self.onet(_crops(rgb, squares, 48))
+        reg, score = self.onet(_crops(bgr, squares, 48, bgr=True))  # only the crops converted
         framed = _fer_framed(_regress(torch.cat([squares[:, :4], score[:, None]], 1), reg))
-        return [box if s >= self.verify_score else None for box, s in zip(framed, score.tolist())]
+        keep = self.thresholds[1]
+        return [box if s >= keep else None for box, s in zip(framed, score.tolist())]
 
     def _propose(self, image: torch.Tensor) -> torch.Tensor:
         """P-Net over the pyramid: candidate squares (x0, y0, x1, y1, score).  Each level is
@@ -227,15 +226,18 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     ) / 128
 
 
-def _crops(image: np.ndarray, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """Each box cut from the image (clipped to it) and resized to size×size, as one batch."""
+def _crops(image: np.ndarray, boxes: torch.Tensor, size: int, bgr: bool = False) -> torch.Tensor:
+    """Each box cut from the image (clipped to it) and resized to size×size, as one batch
+    (an RGB batch also from a `bgr` image)."""
     height, width = image.shape[:2]
     out = np.empty((len(boxes), size, size, 3), np.uint8)
     for i, (x0, y0, x1, y1) in enumerate(boxes[:, :4].int().tolist()):
-        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+        # a carried box may have left the frame: keep at least its nearest edge pixel
+        x0, y0 = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
+        x1, y1 = min(x1, width), min(y1, height)
         patch = image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
         out[i] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
-    return _to_tensor(out)
+    return _to_tensor(out[..., ::-1] if bgr else out)
 
 
 def _nms_min(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
