@@ -115,12 +115,72 @@ def test_mtcnn_verify_reframes_a_drifted_box_and_drops_one_off_the_face():
     assert detector.verify(photo, [(600, -200, 80, 80)]) == [None]  # carried off the frame
     tracker = FaceTracker()
     ids = tracker.update([drifted, background], frame=0)
-    assert tracker.coasting(frame=1) == ([], [])
-    tracker.update([], frame=3)  # the next detection round misses both: they coast
-    coasting, boxes = tracker.coasting(frame=3)
-    assert coasting == ids and boxes == [drifted, background]
-    tracker.refresh(coasting, [moved, gone], frame=3)
-    assert tracker.active(frame=3) == ([ids[0]], [moved]) and tracker.coasting(frame=4) == ([], [])
+    assert tracker.uncertain(frame=0) == ([], [])  # found on this very frame
+    uncertain, boxes = tracker.uncertain(frame=1)  # seen once: their motion is a guess
+    assert uncertain == ids and boxes == [drifted, background]
+    tracker.refresh(uncertain, [moved, gone], frame=1)
+    assert tracker.active(frame=1) == ([ids[0]], [moved])
+
+
+def test_tracker_rechecks_only_the_boxes_that_are_guesses():
+    from ferbench.infer.tracking import FaceTracker
+
+    tracker = FaceTracker(coast=1)
+    still, walker = tracker.update([(100, 100, 100, 100), (400, 100, 100, 100)], frame=0)
+    tracker.update([(100, 100, 100, 100), (430, 100, 100, 100)], frame=5)  # walker: 6 px/frame
+    assert tracker.uncertain(frame=6) == ([], [])  # carried 6 px: under 10% of its side
+    assert tracker.uncertain(frame=7) == ([walker], [(442, 100, 100, 100)])  # 12 px
+    tracker.update([(100, 100, 100, 100)], frame=10)  # the detector missed the walker
+    assert tracker.uncertain(frame=10) == ([walker], [(460, 100, 100, 100)])
+    assert still not in tracker.uncertain(frame=30)[0]  # standing still: never a guess
+    tracker.update([(470, 100, 100, 100)], frame=11)  # a search finds the walker, not the other
+    tracker.forget_unseen([still, walker], frame=11)
+    assert tracker.active(frame=11)[0] == [walker]
+
+
+def test_overlapped_live_loop_labels_exactly_what_the_sequential_one_does(
+    tmp_path, checkpoint, astronaut_video
+):
+    import torch
+
+    from ferbench.infer.live import run_live
+
+    path, frames = astronaut_video
+    predictor, logs = Predictor(checkpoint), {}
+    threads = torch.get_num_threads()
+    for overlap in (False, True):
+        logs[overlap] = tmp_path / f"faces-{overlap}.csv"
+        stats = run_live(
+            predictor, str(path), make_detector("mtcnn"), show=False, log=logs[overlap],
+            detect_every=5, overlap=overlap,
+        )  # fmt: skip
+        assert stats.frames == frames and stats.frames_with_face >= 0.8 * frames
+    assert logs[True].read_text() == logs[False].read_text()
+    assert torch.get_num_threads() == threads  # one thread per op only while overlapping
+
+
+def test_run_ahead_hands_on_errors_and_stops_on_close():
+    from ferbench.infer.ahead import RunAhead
+
+    def failing():
+        yield 1
+        raise ValueError("bad frame")
+
+    ahead = RunAhead(failing())
+    assert next(ahead) == 1
+    with pytest.raises(ValueError, match="bad frame"):
+        next(ahead)
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+
+    ahead = RunAhead(endless(), depth=2)
+    assert [next(ahead) for _ in range(3)] == [0, 1, 2]
+    ahead.close()
+    assert not ahead._thread.is_alive() and len(produced) <= 3 + 2 + 1  # never ran away
 
 
 def test_predict_finds_exactly_the_six_faces_of_the_group_photo(shared_data):

@@ -23,7 +23,7 @@ from ferbench.opencv import cv2
 from ferbench.runs import best_run
 
 SIZE = (640, 360)
-DETECT_EVERY, COAST = 3, 1  # the `ferbench live` defaults
+DETECT_EVERY, COAST = 5, 1  # the `ferbench live` defaults
 
 
 def resize_clip(source: Path, target: Path) -> int:
@@ -140,13 +140,15 @@ def bench_live(
         if truth is None:
             clip = tmp_path / "clip.mp4"
             resize_clip(video, clip)
-            loops = [("haar", DETECT_EVERY, "torch", None), ("mtcnn", DETECT_EVERY, "torch", None)]
-            loops += [("mtcnn", DETECT_EVERY, "torch-int8", None)]
-        else:  # (detector, detect every, classifier backend, detection width: None = default)
+            loops = [("haar", DETECT_EVERY, "torch", None, True)]
+            loops += [("mtcnn", DETECT_EVERY, "torch", None, True)]
+            loops += [("mtcnn", DETECT_EVERY, "torch-int8", None, True)]
+        else:  # (detector, detect every, classifier backend, width (None: default), overlap)
             expected = read_truth(truth)
-            loops = [("haar", DETECT_EVERY, "torch", None), ("mtcnn", 1, "torch", None)]
-            loops += [("mtcnn", DETECT_EVERY, "torch", None), ("mtcnn", DETECT_EVERY, "auto", None)]
-            loops += [("mtcnn", 4, "auto", 480)]  # the faster trade-off: fewer small faces
+            loops = [("haar", DETECT_EVERY, "torch", None, True), ("mtcnn", 1, "torch", None, True)]
+            loops += [("mtcnn", DETECT_EVERY, "torch", None, True)]
+            loops += [("mtcnn", DETECT_EVERY, "auto", None, False)]  # one thread: the before
+            loops += [("mtcnn", DETECT_EVERY, "auto", None, True)]  # the `ferbench live` default
         found: list = []
         path = speed_checkpoint(checkpoint, model_name, tmp_path)
         base = Predictor(path)
@@ -155,7 +157,7 @@ def bench_live(
             columns = ["frame", "x", "y", "w", "h", "label"]
             rows[0].update(score_both(pd.DataFrame(found, columns=columns), expected))
         predictors = {"torch": (base, "torch fp32")}
-        for kind, every, backend, width in loops:
+        for kind, every, backend, width, overlap in loops:
             if backend not in predictors:  # auto: what `ferbench live` picks by measurement
                 predictor, choice = predictor_for(path, backend)
                 name = choice.split(":")[0].split(";")[0].replace("-int8", " int8")
@@ -172,12 +174,13 @@ def bench_live(
                 log=log,
                 detect_every=every,
                 coast=COAST,
+                overlap=overlap,
             )
             summary = stats.summary()
             row = {
                 "loop": f"ferbench ({backend_name}, batched, "
                 f"{_describe(detector)}, every {every} frame{'s' if every > 1 else ''}, "
-                f"coast {COAST})",
+                f"coast {COAST}{', 2 threads' if overlap else ''})",
                 "frames": summary["frames"],
                 "frames_with_face": summary["frames_with_face"],
                 "faces": summary["faces"],

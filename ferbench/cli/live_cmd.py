@@ -40,7 +40,10 @@ def live(
         "and the share of time in each expression (people.csv).",
     ),
     detect_every: int = typer.Option(
-        3, "--detect-every", help="Detect faces every N frames; boxes carried between."
+        5,
+        "--detect-every",
+        help="Detect faces every N frames (and after each scene cut); between detections boxes "
+        "follow each face's motion, and MTCNN re-checks the ones that are guesses.",
     ),
     coast: int = typer.Option(
         1, "--coast", help="Keep a face the detector missed for N detection rounds."
@@ -48,8 +51,14 @@ def live(
     verify: bool = typer.Option(
         True,
         "--verify/--no-verify",
-        help="MTCNN: a face the last detection missed is re-checked by O-Net on each frame it "
-        "is carried: re-framed if still a face, dropped if not (about 1 ms a face).",
+        help="MTCNN: a carried face whose box is a guess (missed by the last detection, just "
+        "appeared, or moving fast) is re-checked by O-Net on each frame between detections: "
+        "re-framed if still a face, dropped if not (about 1 ms a face).",
+    ),
+    overlap: bool = typer.Option(
+        True,
+        "--overlap/--no-overlap",
+        help="Read frames and find faces on a second thread, ahead of classifying and drawing.",
     ),
     smooth: float = typer.Option(
         0.0, "--smooth", help="0-1: smooth each face's probabilities over frames."
@@ -138,6 +147,7 @@ def live(
             max_frames=max_frames,
             server=server,
             verify=verify,
+            overlap=overlap,
         )
         _print_summary(stats)
         if server is not None and not source.isdigit():

@@ -142,8 +142,17 @@ class OnnxModule(torch.nn.Module):
     def __init__(self, path: Path, threads: int | None = None):
         super().__init__()
         self.path = Path(path)
+        self.threads = threads
         self.session = session_for(self.path, threads)
         self.input_name = self.session.get_inputs()[0].name
+
+    def use_threads(self, threads: int | None) -> int | None:
+        """Rebuild the session with `threads` intra-op threads (None: ONNX Runtime's choice);
+        returns the previous setting."""
+        previous = self.threads
+        if threads != previous:
+            self.threads, self.session = threads, session_for(self.path, threads)
+        return previous
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().float().contiguous().cpu().numpy()

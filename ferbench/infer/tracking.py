@@ -1,8 +1,9 @@
-"""Keep face identities across frames and smooth each face's probabilities.
+"""Keep face identities across frames, and smooth each face's probabilities.
 
-Each track remembers its box and its velocity (pixels per frame, from its last two detections):
+Each track remembers its box and its velocity (pixels per frame, from its last two sightings):
 between detections and when matching new ones, a face is where its velocity says it is now, so
 a face crossing the frame keeps its identity and its box follows it instead of staying behind.
+Where that carried box is a guess (see `FaceTracker.uncertain`), the live loop has it re-checked.
 """
 
 from __future__ import annotations
@@ -34,15 +35,16 @@ def affinity(a, b) -> float:
 
 
 class FaceTracker:
-    """Greedy matching of new boxes to the predicted boxes of known faces; exponential smoothing
-    of probabilities.
+    """Greedy matching of new boxes to the predicted boxes of known faces.
 
     A face the detector misses keeps moving along its velocity for up to `coast` detection
     rounds (detectors drop faces for a frame or two while the face is plainly still there).
     """
 
-    def __init__(self, smooth: float = 0.0, min_iou: float = 0.3, coast: int = 1):
-        self.smooth, self.min_iou, self.max_missed = smooth, min_iou, coast
+    RECHECK_MOTION = 0.1  # of the face's side: a box carried further is a guess
+
+    def __init__(self, min_iou: float = 0.3, coast: int = 1):
+        self.min_iou, self.max_missed = min_iou, coast
         self.tracks: dict[int, dict] = {}
         self.next_id = 0
 
@@ -76,9 +78,8 @@ class FaceTracker:
                 self.tracks[self.next_id] = {
                     "box": box,
                     "frame": frame,
-                    "velocity": (0.0, 0.0),
+                    "velocity": None,  # unknown until the face is seen again
                     "missed": 0,
-                    "probs": None,
                 }
                 ids[b] = self.next_id
                 self.next_id += 1
@@ -88,10 +89,22 @@ class FaceTracker:
                 del self.tracks[track]
         return ids
 
-    def coasting(self, frame: int) -> tuple[list[int], list]:
-        """Ids and predicted boxes of the faces the last detection missed."""
-        ids = [t for t, track in self.tracks.items() if track["missed"]]
+    def uncertain(self, frame: int) -> tuple[list[int], list]:
+        """Ids and predicted boxes of the faces whose box on `frame` is a guess worth checking:
+        missed by the last detection, seen only once (motion unknown), or carried more than
+        RECHECK_MOTION of its side since last seen.  A face standing still, or moving as its
+        velocity says over a short way, is not re-checked between detections."""
+        ids = [t for t, track in self.tracks.items() if self._uncertain(track, frame)]
         return ids, [self._predict(self.tracks[t], frame) for t in ids]
+
+    def _uncertain(self, track: dict, frame: int) -> bool:
+        elapsed = frame - track["frame"]
+        if elapsed <= 0:
+            return False  # found on this very frame
+        if track["missed"] or track["velocity"] is None:
+            return True
+        vx, vy = track["velocity"]
+        return (abs(vx) + abs(vy)) * elapsed > self.RECHECK_MOTION * track["box"][2]
 
     def refresh(self, ids: list[int], boxes: list, frame: int) -> None:
         """Move known faces to where a verifier (MTCNN's O-Net) found them on `frame`, as a
@@ -102,10 +115,18 @@ class FaceTracker:
                 del self.tracks[track_id]
                 continue
             elapsed = max(frame - track["frame"], 1)
-            old, (vx, vy) = track["box"], track["velocity"]
+            old = track["box"]
             step = ((box[0] - old[0]) / elapsed, (box[1] - old[1]) / elapsed)
-            velocity = ((vx + step[0]) / 2, (vy + step[1]) / 2)
-            track.update(box=box, frame=frame, velocity=velocity, missed=0)
+            if track["velocity"] is not None:  # a short look: half the weight
+                step = tuple((v + s) / 2 for v, s in zip(track["velocity"], step))
+            track.update(box=box, frame=frame, velocity=step, missed=0)
+
+    def forget_unseen(self, ids: list[int], frame: int) -> None:
+        """Forget those of `ids` that no detection found on `frame` (a re-check said their
+        face had gone; the search after it did not find them elsewhere)."""
+        for track_id in ids:
+            if track_id in self.tracks and self.tracks[track_id]["frame"] != frame:
+                del self.tracks[track_id]
 
     def reset(self) -> None:
         """Forget every face (after a scene cut); identities keep counting up."""
@@ -119,17 +140,25 @@ class FaceTracker:
     @staticmethod
     def _predict(track: dict, frame: int) -> tuple[int, int, int, int]:
         x, y, w, h = track["box"]
-        vx, vy = track["velocity"]
+        vx, vy = track["velocity"] or (0.0, 0.0)
         elapsed = max(frame - track["frame"], 0)
         return (int(round(x + vx * elapsed)), int(round(y + vy * elapsed)), w, h)
 
-    def smooth_probs(self, ids: list[int], probs: np.ndarray) -> np.ndarray:
+
+class ProbabilitySmoother:
+    """Exponential smoothing of each face's probabilities over frames, by track id.  Its own
+    state, apart from the tracker's: in the live loop the two run on different threads."""
+
+    def __init__(self, smooth: float = 0.0):
+        self.smooth = smooth
+        self.last: dict[int, np.ndarray] = {}
+
+    def __call__(self, ids: list[int], probs: np.ndarray) -> np.ndarray:
         if self.smooth <= 0:
             return probs
         out = probs.copy()
         for row, track_id in enumerate(ids):
-            previous = self.tracks[track_id]["probs"]
-            if previous is not None:
-                out[row] = self.smooth * previous + (1 - self.smooth) * probs[row]
-            self.tracks[track_id]["probs"] = out[row]
+            if track_id in self.last:
+                out[row] = self.smooth * self.last[track_id] + (1 - self.smooth) * probs[row]
+        self.last = dict(zip(ids, out))  # identities are never reused: drop the gone ones
         return out
