@@ -232,9 +232,17 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
             str(results / "grid"),
             str(out.parent),
             "--format",
-            "csv",
+            "csv,png",  # the curves plot takes an ensemble's validation-only history
             "--out",
             str(tmp_path),
         ],
     )
     assert listed.exit_code == 0 and "ensemble" in listed.output
+    exported = runner.invoke(
+        app, ["compare", str(out.parent), "--format", "csv", "--out", str(tmp_path),
+              "--export", str(tmp_path / "results-test.csv")],
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    row = pd.read_csv(tmp_path / "results-test.csv").iloc[0]
+    assert row["recipe"] == "ferbench ensemble"
+    assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them

@@ -180,7 +180,7 @@ def bench_live(
             row = {
                 "loop": f"ferbench ({backend_name}, batched, "
                 f"{_describe(detector)}, every {every} frame{'s' if every > 1 else ''}, "
-                f"coast {COAST}{', 2 threads' if overlap else ''})",
+                f"coast {COAST}{', overlapped' if overlap else ''})",
                 "frames": summary["frames"],
                 "frames_with_face": summary["frames_with_face"],
                 "faces": summary["faces"],

@@ -54,8 +54,10 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                 {
                     "dataset": dataset,
                     "model": entry.model,
-                    "recipe": f"experiments/{first['experiment']}.yaml",
-                    "settings": entry.config,
+                    "recipe": "ferbench ensemble"
+                    if first["members"]
+                    else f"experiments/{first['experiment']}.yaml",
+                    "settings": first["members"] or entry.config,
                     "seeds": int(entry.n),
                     "test_acc_mean": round(entry.accuracy_mean, 4),
                     "test_acc_std": round(entry.accuracy_std, 4),

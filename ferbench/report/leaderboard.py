@@ -130,6 +130,9 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             "commit": run.config.get("versions", {}).get("commit", ""),
             "data_fingerprint": run.config.get("data_fingerprint", ""),
             "wall_time_s": run.metrics.get("wall_time_s"),
+            "members": "; ".join(  # an ensemble's, with their weights
+                f"{m['run']} x{m['weight']:.2f}" for m in run.metrics.get("members", [])
+            ),
         }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)

@@ -145,8 +145,10 @@ def _curves(groups, path: Path, target: float) -> Path:
             continue
         merged = pd.concat(histories).groupby("epoch").mean(numeric_only=True)
         (line,) = acc_ax.plot(merged.index, merged["val_acc"], label=label)
-        acc_ax.plot(merged.index, merged["train_acc"], linestyle=":", color=line.get_color())
-        loss_ax.plot(merged.index, merged["val_loss"], color=line.get_color(), label=label)
+        if "train_acc" in merged:  # an ensemble's history has validation accuracy only
+            acc_ax.plot(merged.index, merged["train_acc"], linestyle=":", color=line.get_color())
+        if "val_loss" in merged:
+            loss_ax.plot(merged.index, merged["val_loss"], color=line.get_color(), label=label)
     acc_ax.axhline(target, color="grey", linewidth=0.8, linestyle="--")
     acc_ax.set_title("accuracy (solid: val, dotted: train)")
     loss_ax.set_title("validation loss")
