@@ -203,6 +203,13 @@ def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path)
     # exporting again (or another experiment) replaces its own rows and keeps the others
     result = runner.invoke(app, [*args, "--export", str(csv)])
     assert result.exit_code == 0 and len(pd.read_csv(csv)) == 2
+    # compared with another recipe, a row keeps its own settings (those its grid varies), so
+    # it replaces its earlier export instead of adding a second copy
+    args[1] = str(results)
+    result = runner.invoke(app, [*args, "--export", str(csv)])
+    rows = pd.read_csv(csv)
+    assert result.exit_code == 0 and len(rows) == 3, rows[["recipe", "settings"]]
+    assert sorted(rows["settings"].fillna("")) == ["", "lr=0.0001", "lr=0.001"]
 
 
 def test_greedy_selection_uses_validation_only():

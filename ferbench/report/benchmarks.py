@@ -14,6 +14,7 @@ import pandas as pd
 
 from ferbench.errors import FerbenchError
 from ferbench.fileio import write_text
+from ferbench.report.leaderboard import differing_settings, settings_label
 
 KEY = ["dataset", "model", "recipe", "settings"]
 COLUMNS = [
@@ -44,6 +45,9 @@ COLUMNS = [
 def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.DataFrame:
     """One row per leaderboard entry, with how and where it was produced."""
     by_run = frame.set_index("run")
+    # a row is keyed by its recipe file, so its settings are those that vary within that recipe
+    # (its grid), not those that tell it apart from the other recipes compared with it
+    varying = {exp: differing_settings(runs) for exp, runs in frame.groupby("experiment")}
     rows = []
     for dataset, board in boards.items():
         for entry in board.itertuples(index=False):
@@ -57,7 +61,8 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "recipe": "ferbench ensemble"
                     if first["members"]
                     else f"experiments/{first['experiment']}.yaml",
-                    "settings": first["members"] or entry.config,
+                    "settings": first["members"]
+                    or settings_label(first["settings"], varying[first["experiment"]]),
                     "seeds": int(entry.n),
                     "test_acc_mean": round(entry.accuracy_mean, 4),
                     "test_acc_std": round(entry.accuracy_std, 4),

@@ -149,7 +149,7 @@ def _hardware(config: dict) -> str:
     return f"{device.get('name', '?')}{isa} x{device.get('threads', '?')}"
 
 
-def _differing(frame: pd.DataFrame) -> list[str]:
+def differing_settings(frame: pd.DataFrame) -> list[str]:
     """Setting keys whose value differs between the given runs (seed and paths excluded)."""
     keys = sorted({k for s in frame["settings"] for k in s})
     return [
@@ -158,6 +158,11 @@ def _differing(frame: pd.DataFrame) -> list[str]:
         if k != "model.name"
         and len({json.dumps(s.get(k), default=str) for s in frame["settings"]}) > 1
     ]
+
+
+def settings_label(settings: dict, keys: list[str]) -> str:
+    """`key=value` for the given keys, section prefixes dropped (``train.lr`` → ``lr=0.1``)."""
+    return " ".join(f"{k.split('.', 1)[-1]}={settings.get(k)}" for k in keys)
 
 
 def _apply_filters(frame: pd.DataFrame, filters: list[str]) -> pd.DataFrame:
@@ -192,15 +197,14 @@ def leaderboards(
         section = section.copy()
         # settings that vary between runs of the same model (input size differs between models
         # by design and says nothing)
-        differing = {model: _differing(runs) for model, runs in section.groupby("model")}
+        differing = {model: differing_settings(runs) for model, runs in section.groupby("model")}
         if group_by:
             differing = {
                 m: [k for k in keys if k in group_by or k.split(".", 1)[-1] in group_by]
                 for m, keys in differing.items()
             }
         section["config"] = [
-            " ".join(f"{k.split('.', 1)[-1]}={s.get(k)}" for k in differing[m])
-            for m, s in zip(section["model"], section["settings"])
+            settings_label(s, differing[m]) for m, s in zip(section["model"], section["settings"])
         ]
         keys = ["model", "config"]
         rows = []
