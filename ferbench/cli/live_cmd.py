@@ -53,7 +53,7 @@ def live(
         "--verify/--no-verify",
         help="MTCNN: a carried face whose box is a guess (missed by the last detection, just "
         "appeared, or moving fast) is re-checked by O-Net on each frame between detections: "
-        "re-framed if still a face, dropped if not (about 1 ms a face).",
+        "re-framed if still a face; if not, the frame is searched again (about 1 ms a face).",
     ),
     overlap: bool = typer.Option(
         True,

@@ -1,4 +1,6 @@
-"""The live loop: read a frame, detect faces, classify them in one batch, draw, write, show."""
+"""The live loop in two stages: read a frame and find its faces (detect, track, re-check), then
+classify them in one batch, draw, write, show; with `overlap` the first runs a few frames ahead
+on a worker thread."""
 
 from __future__ import annotations
 
