@@ -74,9 +74,10 @@ def random_erase(x: torch.Tensor, probability: float, rand) -> torch.Tensor:
 
 def shifted_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
     """Ten-crop test-time augmentation for pad-and-crop training: centre and four corner shifts,
-    each also mirrored, all at full input size."""
+    each also mirrored, all at full input size; with `shift` 0, the face and its mirror."""
     views = []
-    for dy, dx in ((0, 0), (-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift)):
+    corners = ((-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift)) if shift else ()
+    for dy, dx in ((0, 0), *corners):
         views.append(_zero_border(torch.roll(x, shifts=(dy, dx), dims=(2, 3)), dy, dx))
     return views + [torch.flip(v, dims=(3,)) for v in views]
 

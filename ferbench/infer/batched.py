@@ -38,7 +38,7 @@ def predict_logits(
         x = preprocess(images[start : start + batch_size].to(runtime.device, non_blocking=True))
         with runtime.autocast():
             if tta_shift or tta_flip:
-                views = shifted_views(x, tta_shift) if tta_shift else [x, torch.flip(x, dims=(3,))]
+                views = shifted_views(x, tta_shift)  # shift 0: the face and its mirror
                 probs = torch.stack([F.softmax(model(v).float(), 1) for v in views]).mean(0)
                 outputs.append(probs.clamp_min(1e-12).log().cpu())
             else:

@@ -221,7 +221,8 @@ def _locate_faces(capture, detector, tracker, verify, detect_every, max_frames, 
         ok, frame = capture.read()
         if not ok:
             return
-        thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), (32, 18))
+        # shrink first: the colour conversion then touches 576 pixels, not the whole frame
+        thumb = cv2.cvtColor(cv2.resize(frame, (32, 18)), cv2.COLOR_BGR2GRAY)
         cut = previous is not None and _is_cut(previous, thumb)
         previous = thumb
         if cut:  # a new scene: boxes of the old one must not linger or coast onto it
