@@ -11,7 +11,9 @@ import yaml
 from helpers import empty_folder
 from typer.testing import CliRunner
 
+import ferbench
 from ferbench.cli import app
+from ferbench.device import cpu_isa
 from ferbench.report.leaderboard import time_to_target_cell
 from ferbench.report.plots import pareto_front
 
@@ -253,3 +255,20 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     row = pd.read_csv(tmp_path / "results-test.csv").iloc[0]
     assert row["recipe"] == "ferbench ensemble"
     assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them
+
+
+def test_ensemble_records_its_own_machine_and_code(results, tmp_path):
+    """Members trained by an older ferbench lack the CPU's vector extension in their record;
+    the ensemble's record is its own."""
+    grid = tmp_path / "grid"
+    shutil.copytree(results / "grid", grid)
+    for config_path in grid.rglob("config.yaml"):
+        config = yaml.safe_load(config_path.read_text())
+        config["device"].pop("isa", None)
+        config["versions"]["ferbench"] = "0.0.1"
+        config_path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "ens"
+    assert runner.invoke(app, ["ensemble", str(grid), "--out", str(out)]).exit_code == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["device"]["isa"] == cpu_isa()
+    assert config["versions"]["ferbench"] == ferbench.__version__

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ferbench.errors import FerbenchError
 from ferbench.fileio import write_text, write_yaml
 from ferbench.metrics import classification_metrics
+from ferbench.provenance import device_info, versions
 from ferbench.runs import RunDir, iter_runs
 
 
@@ -142,8 +144,8 @@ def build_ensemble(
                 for k in ("data_fingerprint", "data_identity", "data_source", "class_names")
                 if k in base
             },
-            "device": base.get("device"),
-            "versions": base.get("versions"),
+            "device": device_info(torch.device("cpu")),  # where the members were combined
+            "versions": versions(),
         },
     )
     title = f"ensemble of {len(chosen)}  test acc {metrics['accuracy']:.3f}"

@@ -9,26 +9,24 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ferbench import __version__
 from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.config import Trial, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
-from ferbench.device import Runtime, cpu_isa, cpu_name, resolve_runtime, select_device
+from ferbench.device import Runtime, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
 from ferbench.fileio import write_json, write_text, write_yaml
 from ferbench.infer.batched import measure_speed
 from ferbench.metrics import classification_metrics
 from ferbench.models.preprocess import Preprocess
+from ferbench.provenance import device_info, versions
 from ferbench.runs import RunDir
 from ferbench.train.engine import (
     SplitTensors,
@@ -137,50 +135,6 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _versions() -> dict:
-    import sklearn
-    import timm
-
-    return {
-        "ferbench": __version__,
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-        "commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str:
-    """The checkout's commit (with -dirty for local changes) when ferbench runs from git."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return ""
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=10"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
-
-
-def _device_info(device: torch.device) -> dict:
-    info = {"type": device.type, "threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        info["name"] = torch.cuda.get_device_name(device)
-    else:
-        info["name"], info["isa"] = cpu_name(), cpu_isa()
-    return info
-
-
 @dataclass
 class _Setup:
     """What fit builds before the first epoch."""
@@ -262,8 +216,8 @@ def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime)
             "data_notes": data.notes,
             "class_names": list(data.class_names),
             "data_counts": {s: counts[i].tolist() for i, s in enumerate(SPLITS)},
-            "versions": _versions(),
-            "device": _device_info(runtime.device),
+            "versions": versions(),
+            "device": device_info(runtime.device),
             **runtime.describe(),
         },
     )
