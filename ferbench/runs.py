@@ -90,8 +90,29 @@ class RunDir:
 
     @property
     def state(self) -> str:
-        """done, running, failed, interrupted, or unknown."""
-        return self.status().get("status", "unknown")
+        """done, running, stopped, failed, interrupted, or unknown.  A run whose status says
+        running but whose lock nobody holds was killed (a closed terminal, a reboot, a session
+        that ended): it is *stopped*, and resumes from last.pt when its experiment is run again."""
+        state = self.status().get("status", "unknown")
+        if state == "running" and (self.path / ".lock").exists():
+            with self.lock() as free:
+                if free:
+                    return "stopped"
+        return state
+
+    def progress(self) -> str:
+        """How far an unfinished run got: epochs done of planned, best validation accuracy."""
+        try:
+            history = self.history()
+        except (OSError, ValueError):
+            return "no epoch finished"
+        if history.empty:
+            return "no epoch finished"
+        planned = (self.config().get("train") or {}).get("epochs", "?")
+        return (
+            f"epoch {int(history['epoch'].iloc[-1])} of {planned}, "
+            f"best val acc {float(history['val_acc'].max()):.3f}"
+        )
 
     def write_status(self, state: str, trial: str, config_hash: str, **extra) -> None:
         previous = self.status()

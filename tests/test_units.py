@@ -139,6 +139,18 @@ def test_run_dir_status_and_best_run(tmp_path):
     assert not run.best_checkpoint.exists() and run.state == "unknown"
 
 
+def test_a_run_whose_process_died_is_stopped_and_says_how_far_it_got(tmp_path):
+    run = RunDir(tmp_path / "exp" / "cnn3")
+    with run.lock() as acquired:
+        assert acquired
+        run.write_status("running", "cnn3", "hash")
+        (run.path / "config.yaml").write_text("train: {epochs: 50}\n")
+        (run.path / "history.csv").write_text("epoch,val_acc\n1,0.40\n2,0.45\n3,0.43\n")
+        assert run.state == "running"  # its process holds the lock
+    assert run.state == "stopped"  # the lock went with the process; the status still says running
+    assert run.progress() == "epoch 3 of 50, best val acc 0.450"
+
+
 def test_expected_calibration_error():
     from ferbench.metrics import classification_metrics, expected_calibration_error
 

@@ -98,11 +98,13 @@ def compare(
     problems = [r for r in runs if r.status != "done"]
     if problems:
         table = Table(title="failed or unfinished runs", header_style="bold red")
-        for column in ("run", "status", "error"):
+        for column in ("run", "status", "error or progress"):
             table.add_column(column)
         for r in problems:
             table.add_row(escape(str(r.path)), r.status, escape(r.error))
         console.print(table)
+        if any(r.status in ("stopped", "interrupted") for r in problems):
+            console.print("stopped runs resume from their last.pt when their experiment runs again")
     target_value = target if target is not None else _default_target(runs)
     written = write_outputs(boards, runs, frame, out or paths[0], metric, chosen, target_value)
     for path in written:

@@ -71,10 +71,11 @@ def collect_runs(roots: list[Path]) -> list[Run]:
 def _read_run(run_dir: RunDir, root: Path) -> Run:
     path = run_dir.path
     relative = Path(root.name) / path.relative_to(root) if path != root else Path(root.name)
-    status = run_dir.status()
-    run = Run(
-        relative, status.get("status", "unknown"), run_dir.config(), error=status.get("error", "")
-    )
+    state = run_dir.state
+    error = run_dir.status().get("error", "")
+    if state in ("running", "stopped", "interrupted"):
+        error = run_dir.progress()
+    run = Run(relative, state, run_dir.config(), error=error)
     if run.status == "done":
         run.metrics = run_dir.metrics()
         try:
