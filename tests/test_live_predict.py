@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -330,17 +331,25 @@ def test_eval_of_a_folder_without_splits_uses_every_image(tmp_path, checkpoint):
     assert "anger→angry" in result.output and "happiness→happy" in result.output
 
 
-def test_eval_detect_on_portraits_with_other_class_words(tmp_path):
+def astronaut_portraits(root: Path, counts: dict[str, int]) -> Path:
+    """A folder of full-size photos (the astronaut, shifted on a larger canvas) in class folders
+    named with other words than FER2013's, and one photo with no face in the last class."""
     from skimage import data
 
     portrait = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    root = tmp_path / "portraits"
-    for name, count in (("anger", 2), ("happiness", 3), ("sadness", 2), ("contempt", 1)):
+    for name, count in counts.items():
         (root / name).mkdir(parents=True)
         for i in range(count):
             canvas = cv2.copyMakeBorder(portrait, 40 * i, 0, 0, 60 * i, cv2.BORDER_CONSTANT)
             cv2.imwrite(str(root / name / f"{i}.jpg"), canvas)
-    cv2.imwrite(str(root / "sadness" / "empty.jpg"), np.full((300, 400, 3), 90, np.uint8))
+    cv2.imwrite(str(root / name / "empty.jpg"), np.full((300, 400, 3), 90, np.uint8))
+    return root
+
+
+def test_eval_detect_on_portraits_with_other_class_words(tmp_path):
+    root = astronaut_portraits(
+        tmp_path / "portraits", {"anger": 2, "happiness": 3, "contempt": 1, "sadness": 2}
+    )
     out = tmp_path / "eval.json"
     result = runner.invoke(app, ["eval", str(root), "--detect", "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -470,15 +479,20 @@ def test_crosseval_matrix_of_models_and_datasets(tmp_path, checkpoint):
 
     noise_faces(tmp_path / "mine", ("happy", "sad"), 4)
     noise_faces(tmp_path / "theirs", ("anger", "neutrality", "odd"), 4)
+    astronaut_portraits(tmp_path / "photos", {"happiness": 2, "sadness": 1})
     out = tmp_path / "matrix.csv"
     result = runner.invoke(
         app,
         ["crosseval", "--models", f"vggfer_s.fer2013,{checkpoint}", "--out", str(out),
-         "--folder", str(tmp_path / "mine"), "--folder", str(tmp_path / "theirs")],
+         "--folder", str(tmp_path / "mine"), "--folder", str(tmp_path / "theirs"),
+         "--portraits", str(tmp_path / "photos")],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     matrix = pd.read_csv(out)
-    assert len(matrix) == 4 and set(matrix["dataset"]) == {"mine", "theirs"}
+    assert len(matrix) == 6 and set(matrix["dataset"]) == {"mine", "theirs", "photos"}
     theirs = matrix[matrix["dataset"] == "theirs"].iloc[0]
     assert theirs["images"] == 8 and theirs["left_out_images"] == 4
     assert "anger→angry, neutrality→neutral" in theirs["notes"]
+    photos = matrix[matrix["dataset"] == "photos"]
+    assert (photos["images"] == 3).all() and (photos["no_face"] == 1).all()  # faces found first
+    assert (matrix[matrix["dataset"] == "mine"]["no_face"] == 0).all()  # crops: no detection

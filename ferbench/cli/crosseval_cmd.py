@@ -24,6 +24,13 @@ def crosseval(
     folders: list[str] = typer.Option(
         [], "--folder", help="A folder of labelled faces (repeatable): its test split or all."
     ),
+    portraits: list[str] = typer.Option(
+        [],
+        "--portraits",
+        help="A folder of labelled photos, not crops (repeatable): the largest face in each is "
+        "found and cropped first (as `eval --detect`), and images with no face are counted.",
+    ),
+    detector: str = typer.Option("mtcnn", "--detector", help="For --portraits: mtcnn or haar."),
     out: Path = typer.Option(
         Path("benchmarks/results-crosseval.csv"), "--out", "-o", help="The matrix as CSV."
     ),
@@ -34,7 +41,7 @@ def crosseval(
 
     Example:
       ferbench crosseval --models vggfer_s.fer2013,vggfer_s.ferplus --fer2013 fer2013.csv \\
-        --ferplus-labels fer2013new.csv --folder my_faces/
+        --ferplus-labels fer2013new.csv --folder my_faces/ --portraits photos/
     """
     import pandas as pd
 
@@ -47,20 +54,30 @@ def crosseval(
         datasets["FER2013 test"] = DataSpec(kind="auto", path=fer2013)
         if ferplus_labels:
             datasets["FER+ test"] = DataSpec(kind="ferplus", path=fer2013, labels=ferplus_labels)
-    for folder in folders:
+    for folder in [*folders, *portraits]:
         datasets[Path(folder).name] = DataSpec(kind="folder", path=folder)
     if not datasets:
-        raise typer.BadParameter("give --fer2013 and/or --folder")
+        raise typer.BadParameter("give --fer2013, --folder or --portraits")
+    finder = None
+    if portraits:
+        from ferbench.infer.images import still_detector
+
+        finder = still_detector(detector)
     names = [m.strip() for m in models.split(",") if m.strip()]
+    portrait_names = {Path(p).name for p in portraits}
     with console.status("evaluating"):
-        rows = cross_dataset_matrix(names, datasets, results)
+        rows = cross_dataset_matrix(names, datasets, results, finder, portrait_names)
     frame = pd.DataFrame(rows)
     table = Table(title="cross-dataset accuracy (test split; classes matched by name)")
     table.add_column("model")
     for name in datasets:
         table.add_column(name, justify="right")
     for model, group in frame.groupby("model", sort=False):
-        cells = {r.dataset: f"{r.accuracy:.1%} ({r.images:,})" for r in group.itertuples()}
+        cells = {
+            r.dataset: f"{r.accuracy:.1%} ({r.images:,}"
+            + (f", {r.no_face:,} without a face)" if r.dataset in portrait_names else ")")
+            for r in group.itertuples()
+        }
         table.add_row(model, *[cells.get(d, "-") for d in datasets])
     console.print(table)
     out.parent.mkdir(parents=True, exist_ok=True)

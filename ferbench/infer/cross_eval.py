@@ -6,6 +6,7 @@ up: images whose class the model does not know are left out and counted, never s
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,9 +155,16 @@ def evaluate_checkpoint(
     return metrics
 
 
-def cross_dataset_matrix(sources: list[str], datasets: dict[str, DataSpec], results: Path) -> list:
+def cross_dataset_matrix(
+    sources: list[str],
+    datasets: dict[str, DataSpec],
+    results: Path,
+    detector=None,
+    portraits: Collection[str] = (),
+) -> list:
     """Each model (a shipped tag, a model name's best run, or a checkpoint path) on each named
-    dataset's test split (all images of a folder without splits): one row per pair."""
+    dataset's test split (all images of a folder without splits): one row per pair.  The
+    datasets named in `portraits` are photos whose faces `detector` finds first."""
     from ferbench.infer.predictor import resolve_source
 
     rows = []
@@ -165,7 +173,9 @@ def cross_dataset_matrix(sources: list[str], datasets: dict[str, DataSpec], resu
         path = resolve_source(None if is_path else source, source if is_path else None, results)
         predictor = Predictor(path, amp="checkpoint")
         for name, spec in datasets.items():
-            m = evaluate_checkpoint(predictor, spec)
+            m = evaluate_checkpoint(
+                predictor, spec, detector=detector if name in portraits else None
+            )
             rows.append(
                 {
                     "model": source,
@@ -173,6 +183,7 @@ def cross_dataset_matrix(sources: list[str], datasets: dict[str, DataSpec], resu
                     "dataset": name,
                     "split": m["split"],
                     "images": m["images"],
+                    "no_face": m["no_face"],
                     "left_out_images": m["left_out"]["images"],
                     "left_out_classes": " ".join(m["left_out"]["classes"]),
                     "accuracy": round(m["accuracy"], 4),
