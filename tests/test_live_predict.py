@@ -481,13 +481,19 @@ def test_crosseval_matrix_of_models_and_datasets(tmp_path, checkpoint):
     noise_faces(tmp_path / "theirs", ("anger", "neutrality", "odd"), 4)
     astronaut_portraits(tmp_path / "photos", {"happiness": 2, "sadness": 1})
     out = tmp_path / "matrix.csv"
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- benchmarks:matrix -->\nold\n<!-- /benchmarks:matrix -->\nend\n")
     result = runner.invoke(
         app,
         ["crosseval", "--models", f"vggfer_s.fer2013,{checkpoint}", "--out", str(out),
          "--folder", str(tmp_path / "mine"), "--folder", str(tmp_path / "theirs"),
-         "--portraits", str(tmp_path / "photos")],
+         "--portraits", str(tmp_path / "photos"), "--readme", str(readme)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    table = readme.read_text().split("<!-- benchmarks:matrix -->")[1]
+    assert "old" not in table and table.endswith("<!-- /benchmarks:matrix -->\nend\n")
+    assert table.splitlines()[1] == "| model (classes) | mine | theirs | photos |"
+    assert "4 odd left out" in table  # the class the models do not know, counted in its cell
     matrix = pd.read_csv(out)
     assert len(matrix) == 6 and set(matrix["dataset"]) == {"mine", "theirs", "photos"}
     theirs = matrix[matrix["dataset"] == "theirs"].iloc[0]

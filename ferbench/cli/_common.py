@@ -76,3 +76,16 @@ def announce_default_model(model: str | None, checkpoint: str | None) -> None:
     note = default_model_note(model, checkpoint)
     if note:
         err_console.print(f"[cyan]{escape(note)}[/]", highlight=False)
+
+
+def refresh_readme_table(readme: Path | None, csv_path: Path) -> None:
+    """Copy the Markdown beside `csv_path` into `readme` between its markers, and say so."""
+    if readme is None:
+        return
+    from ferbench.report.benchmarks import update_readme
+
+    marker = f"<!-- benchmarks:{csv_path.stem} -->"
+    if update_readme(readme, csv_path):
+        console.print(f"[green]updated[/] the {csv_path.stem} table in {readme}")
+    else:
+        console.print(f"[yellow]{readme} has no {marker} markers; unchanged[/]")

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ferbench.cli._common import console, friendly_errors
+from ferbench.cli._common import console, friendly_errors, refresh_readme_table
 
 FORMATS = {"csv", "md", "html", "png"}
 
@@ -110,19 +110,14 @@ def compare(
     for path in written:
         console.print(f"[green]wrote[/] {path}")
     if export:
-        from ferbench.report.benchmarks import benchmark_rows, update_readme
+        from ferbench.report.benchmarks import benchmark_rows
         from ferbench.report.benchmarks import export as export_rows
 
         rows = export_rows(benchmark_rows(boards, frame), export)
         console.print(
             f"[green]wrote[/] {export} ({len(rows)} rows) and {export.with_suffix('.md')}"
         )
-        if readme and update_readme(readme, export):
-            console.print(f"[green]updated[/] the {export.stem} table in {readme}")
-        elif readme:
-            console.print(
-                f"[yellow]{readme} has no <!-- benchmarks:{export.stem} --> markers; unchanged[/]"
-            )
+        refresh_readme_table(readme, export)
 
 
 def _default_target(runs) -> float:

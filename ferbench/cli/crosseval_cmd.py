@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ferbench.cli._common import ResultsOption, console, friendly_errors
+from ferbench.cli._common import ResultsOption, console, friendly_errors, refresh_readme_table
 
 
 @friendly_errors
@@ -32,7 +32,15 @@ def crosseval(
     ),
     detector: str = typer.Option("mtcnn", "--detector", help="For --portraits: mtcnn or haar."),
     out: Path = typer.Option(
-        Path("benchmarks/results-crosseval.csv"), "--out", "-o", help="The matrix as CSV."
+        Path("benchmarks/results-crosseval.csv"),
+        "--out",
+        "-o",
+        help="The matrix as CSV (and as Markdown beside it).",
+    ),
+    readme: Path = typer.Option(
+        None,
+        "--readme",
+        help="Refresh the table between the <!-- benchmarks:<CSV name> --> markers of this file.",
     ),
     results: ResultsOption = Path("results"),
 ) -> None:
@@ -41,13 +49,14 @@ def crosseval(
 
     Example:
       ferbench crosseval --models vggfer_s.fer2013,vggfer_s.ferplus --fer2013 fer2013.csv \\
-        --ferplus-labels fer2013new.csv --folder my_faces/ --portraits photos/
+        --ferplus-labels fer2013new.csv --folder my_faces/ --portraits photos/ --readme README.md
     """
     import pandas as pd
 
     from ferbench.config import DataSpec
     from ferbench.fileio import write_text
     from ferbench.infer.cross_eval import cross_dataset_matrix
+    from ferbench.report.benchmarks import matrix_markdown
 
     datasets: dict[str, DataSpec] = {}
     if fer2013:
@@ -58,6 +67,8 @@ def crosseval(
         datasets[Path(folder).name] = DataSpec(kind="folder", path=folder)
     if not datasets:
         raise typer.BadParameter("give --fer2013, --folder or --portraits")
+    if out.suffix != ".csv":
+        raise typer.BadParameter(f"--out {out}: the file name must end in .csv")
     finder = None
     if portraits:
         from ferbench.infer.images import still_detector
@@ -82,4 +93,6 @@ def crosseval(
     console.print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, frame.to_csv(index=False))
-    console.print(f"[green]wrote[/] {out}")
+    write_text(out.with_suffix(".md"), matrix_markdown(frame))
+    console.print(f"[green]wrote[/] {out} and {out.with_suffix('.md')}")
+    refresh_readme_table(readme, out)

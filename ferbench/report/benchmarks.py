@@ -133,6 +133,27 @@ def markdown(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def matrix_markdown(matrix: pd.DataFrame) -> str:
+    """The cross-dataset matrix as a table: a row per model, a column per dataset, each cell
+    accuracy, macro-F1 and ECE, with the images left out (classes the model does not know)."""
+    datasets = list(dict.fromkeys(matrix["dataset"]))
+    lines = [
+        "| model (classes) | " + " | ".join(datasets) + " |",
+        "| --- |" + " ---: |" * len(datasets),
+    ]
+    for model, group in matrix.groupby("model", sort=False):
+        cells = {}
+        for r in group.itertuples(index=False):
+            cell = f"{r.accuracy * 100:.1f}% (F1 {r.macro_f1 * 100:.1f}, ECE {r.ece:.3f})"
+            if r.left_out_images:
+                cell += f", {r.left_out_images} {r.left_out_classes} left out"
+            cells[r.dataset] = cell
+        trained = int(group["trained_classes"].iloc[0])
+        row = [f"{model} ({trained})", *(cells.get(d, "-") for d in datasets)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def update_readme(readme: Path, csv_path: Path) -> bool:
     """Replace the table between ``<!-- benchmarks:<csv stem> -->`` and
     ``<!-- /benchmarks:<csv stem> -->``; False when the README has no such markers."""
