@@ -494,6 +494,20 @@ def test_crosseval_matrix_of_models_and_datasets(tmp_path, checkpoint):
     assert "old" not in table and table.endswith("<!-- /benchmarks:matrix -->\nend\n")
     assert table.splitlines()[1] == "| model (classes) | mine | theirs | photos |"
     assert "4 odd left out" in table  # the class the models do not know, counted in its cell
+    again = runner.invoke(
+        app,
+        [
+            "crosseval",
+            "--models",
+            checkpoint,
+            "--out",
+            str(out),
+            "--folder",
+            str(tmp_path / "mine"),
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    assert len(pd.read_csv(out)) == 6  # its one row replaced, the other five kept
     matrix = pd.read_csv(out)
     assert len(matrix) == 6 and set(matrix["dataset"]) == {"mine", "theirs", "photos"}
     theirs = matrix[matrix["dataset"] == "theirs"].iloc[0]

@@ -35,7 +35,8 @@ def crosseval(
         Path("benchmarks/results-crosseval.csv"),
         "--out",
         "-o",
-        help="The matrix as CSV (and as Markdown beside it).",
+        help="The matrix as CSV (and as Markdown beside it); rows of other models and "
+        "datasets already there are kept, this run's replace their own.",
     ),
     readme: Path = typer.Option(
         None,
@@ -56,7 +57,7 @@ def crosseval(
     from ferbench.config import DataSpec
     from ferbench.fileio import write_text
     from ferbench.infer.cross_eval import cross_dataset_matrix
-    from ferbench.report.benchmarks import matrix_markdown
+    from ferbench.report.benchmarks import matrix_markdown, merged
 
     datasets: dict[str, DataSpec] = {}
     if fer2013:
@@ -92,7 +93,8 @@ def crosseval(
         table.add_row(model, *[cells.get(d, "-") for d in datasets])
     console.print(table)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, frame.to_csv(index=False))
-    write_text(out.with_suffix(".md"), matrix_markdown(frame))
+    matrix = merged(frame, out, ["model", "dataset"])  # other models' and datasets' rows stay
+    write_text(out, matrix.to_csv(index=False))
+    write_text(out.with_suffix(".md"), matrix_markdown(matrix))
     console.print(f"[green]wrote[/] {out} and {out.with_suffix('.md')}")
     refresh_readme_table(readme, out)

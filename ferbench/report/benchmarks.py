@@ -92,17 +92,23 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def merged(rows: pd.DataFrame, path: Path, key: list[str]) -> pd.DataFrame:
+    """`rows` over the CSV at `path` (as text): its rows with the same key are replaced, the
+    others kept, so each command updates its own rows of a committed file."""
+    if path.is_file():
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        keys = set(map(tuple, rows[key].astype(str).values))
+        old = old[[tuple(r) not in keys for r in old[key].values]]
+        rows = pd.concat([old, rows.astype(str)], ignore_index=True)
+    return rows.fillna("").astype(str)
+
+
 def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Merge `rows` into the CSV at `path` (same key: replaced) and write its Markdown beside."""
     path = Path(path)
     if path.suffix != ".csv":
         raise FerbenchError(f"--export {path}: the file name must end in .csv")
-    if path.is_file():
-        old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        keys = set(map(tuple, rows[KEY].astype(str).values))
-        old = old[[tuple(r) not in keys for r in old[KEY].values]]
-        rows = pd.concat([old, rows.astype(str)], ignore_index=True)
-    rows = rows.astype(str)
+    rows = merged(rows, path, KEY)
     rows["_acc"] = pd.to_numeric(rows["test_acc_mean"], errors="coerce")
     rows = rows.sort_values(["dataset", "_acc"], ascending=[True, False]).drop(columns="_acc")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,12 +150,15 @@ def matrix_markdown(matrix: pd.DataFrame) -> str:
     for model, group in matrix.groupby("model", sort=False):
         cells = {}
         for r in group.itertuples(index=False):
-            cell = f"{r.accuracy * 100:.1f}% (F1 {r.macro_f1 * 100:.1f}, ECE {r.ece:.3f})"
-            if r.left_out_images:
+            acc, f1, ece = float(r.accuracy), float(r.macro_f1), float(r.ece)
+            cell = f"{acc * 100:.1f}% (F1 {f1 * 100:.1f}, ECE {ece:.3f})"
+            if int(r.left_out_images):
                 cell += f", {r.left_out_images} {r.left_out_classes} left out"
             cells[r.dataset] = cell
-        trained = int(group["trained_classes"].iloc[0])
-        row = [f"{model} ({trained})", *(cells.get(d, "-") for d in datasets)]
+        row = [
+            f"{model} ({group['trained_classes'].iloc[0]})",
+            *(cells.get(d, "-") for d in datasets),
+        ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
