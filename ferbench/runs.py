@@ -95,9 +95,12 @@ class RunDir:
         that ended): it is *stopped*, and resumes from last.pt when its experiment is run again."""
         state = self.status().get("status", "unknown")
         if state == "running" and (self.path / ".lock").exists():
-            with self.lock() as free:
-                if free:
-                    return "stopped"
+            try:
+                with self.lock() as free:
+                    if free:
+                        return "stopped"
+            except OSError:  # a read-only copy of the results: nobody can tell
+                pass
         return state
 
     def progress(self) -> str:
