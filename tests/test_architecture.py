@@ -21,6 +21,7 @@ LAYERS = {
     "__init__": 0,
     "device": 1,
     "runs": 1,
+    "provenance": 1,
     "data": 1,
     "models": 2,
     "checkpoint": 2,
