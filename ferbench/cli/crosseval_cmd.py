@@ -57,7 +57,7 @@ def crosseval(
     from ferbench.config import DataSpec
     from ferbench.fileio import write_text
     from ferbench.infer.cross_eval import cross_dataset_matrix
-    from ferbench.report.benchmarks import matrix_markdown, merged
+    from ferbench.report.benchmarks import matrix_cells, matrix_markdown, merged
 
     datasets: dict[str, DataSpec] = {}
     if fer2013:
@@ -76,20 +76,16 @@ def crosseval(
 
         finder = still_detector(detector)
     names = [m.strip() for m in models.split(",") if m.strip()]
-    portrait_names = {Path(p).name for p in portraits}
     with console.status("evaluating"):
-        rows = cross_dataset_matrix(names, datasets, results, finder, portrait_names)
+        rows = cross_dataset_matrix(
+            names, datasets, results, finder, {Path(p).name for p in portraits}
+        )
     frame = pd.DataFrame(rows)
     table = Table(title="cross-dataset accuracy (test split; classes matched by name)")
-    table.add_column("model")
+    table.add_column("model (classes)")
     for name in datasets:
         table.add_column(name, justify="right")
-    for model, group in frame.groupby("model", sort=False):
-        cells = {
-            r.dataset: f"{r.accuracy:.1%} ({r.images:,}"
-            + (f", {r.no_face:,} without a face)" if r.dataset in portrait_names else ")")
-            for r in group.itertuples()
-        }
+    for model, cells in matrix_cells(frame).items():
         table.add_row(model, *[cells.get(d, "-") for d in datasets])
     console.print(table)
     out.parent.mkdir(parents=True, exist_ok=True)

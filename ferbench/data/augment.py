@@ -75,16 +75,16 @@ def random_erase(x: torch.Tensor, probability: float, rand) -> torch.Tensor:
 def shifted_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
     """Ten-crop test-time augmentation for pad-and-crop training: centre and four corner shifts,
     each also mirrored, all at full input size; with `shift` 0, the face and its mirror."""
-    views = []
     corners = ((-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift)) if shift else ()
-    for dy, dx in ((0, 0), *corners):
+    views = [x]  # the centre view is the batch itself: no roll, no copy
+    for dy, dx in corners:
         views.append(_zero_border(torch.roll(x, shifts=(dy, dx), dims=(2, 3)), dy, dx))
     return views + [torch.flip(v, dims=(3,)) for v in views]
 
 
 def _zero_border(view: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Blank the rows and columns a roll wrapped around, as a padded crop would."""
-    view = view.clone()
+    """Blank, in place, the rows and columns a roll wrapped around, as a padded crop would
+    (`torch.roll` already returned a new tensor, so nothing else sees the change)."""
     if dy > 0:
         view[:, :, :dy] = 0
     elif dy < 0:

@@ -139,27 +139,31 @@ def markdown(rows: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def matrix_cells(matrix: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """The cross-dataset matrix cell by cell, ``{"model (classes)": {dataset: cell}}``: accuracy,
+    macro-F1 and ECE, the images left out (classes the model does not know) and, for photos, the
+    images where no face was found."""
+    table: dict[str, dict[str, str]] = {}
+    for r in matrix.itertuples(index=False):
+        acc, f1, ece = float(r.accuracy), float(r.macro_f1), float(r.ece)
+        cell = f"{acc * 100:.1f}% (F1 {f1 * 100:.1f}, ECE {ece:.3f})"
+        if int(r.left_out_images):
+            cell += f", {r.left_out_images} {r.left_out_classes} left out"
+        if int(getattr(r, "no_face", 0) or 0):
+            cell += f", {r.no_face} without a face"
+        table.setdefault(f"{r.model} ({r.trained_classes})", {})[r.dataset] = cell
+    return table
+
+
 def matrix_markdown(matrix: pd.DataFrame) -> str:
-    """The cross-dataset matrix as a table: a row per model, a column per dataset, each cell
-    accuracy, macro-F1 and ECE, with the images left out (classes the model does not know)."""
+    """The cross-dataset matrix as a table: a row per model, a column per dataset."""
     datasets = list(dict.fromkeys(matrix["dataset"]))
     lines = [
         "| model (classes) | " + " | ".join(datasets) + " |",
         "| --- |" + " ---: |" * len(datasets),
     ]
-    for model, group in matrix.groupby("model", sort=False):
-        cells = {}
-        for r in group.itertuples(index=False):
-            acc, f1, ece = float(r.accuracy), float(r.macro_f1), float(r.ece)
-            cell = f"{acc * 100:.1f}% (F1 {f1 * 100:.1f}, ECE {ece:.3f})"
-            if int(r.left_out_images):
-                cell += f", {r.left_out_images} {r.left_out_classes} left out"
-            cells[r.dataset] = cell
-        row = [
-            f"{model} ({group['trained_classes'].iloc[0]})",
-            *(cells.get(d, "-") for d in datasets),
-        ]
-        lines.append("| " + " | ".join(row) + " |")
+    for model, cells in matrix_cells(matrix).items():
+        lines.append("| " + " | ".join([model, *(cells.get(d, "-") for d in datasets)]) + " |")
     return "\n".join(lines) + "\n"
 
 

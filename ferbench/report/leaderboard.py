@@ -72,9 +72,10 @@ def _read_run(run_dir: RunDir, root: Path) -> Run:
     path = run_dir.path
     relative = Path(root.name) / path.relative_to(root) if path != root else Path(root.name)
     state = run_dir.state
-    error = run_dir.status().get("error", "")
     if state in ("running", "stopped", "interrupted"):
         error = run_dir.progress()
+    else:
+        error = run_dir.status().get("error", "")
     run = Run(relative, state, run_dir.config(), error=error)
     if run.status == "done":
         run.metrics = run_dir.metrics()
