@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -228,6 +229,8 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     out = tmp_path / "ens" / "grid"
     result = runner.invoke(app, ["ensemble", str(results / "grid"), "--out", str(out)])
     assert result.exit_code == 0, result.output
+    # Not a terminal (as under nohup): the progress is lines with elapsed seconds, not a spinner.
+    assert re.search(r"\[ *\d+\.\ds\] evaluating .*grid", result.output), result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["members"] and abs(sum(m["weight"] for m in metrics["members"]) - 1) < 1e-9
     best_single = max(m["val_acc"] for m in metrics["members"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -67,6 +69,23 @@ MarginOption = Annotated[
         "--margin", help="Grow face boxes by this fraction per side (0.02 matches FER2013 framing)."
     ),
 ]
+
+
+@contextlib.contextmanager
+def working(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner in a terminal; in a log (nohup, CI, a pipe), where a spinner shows nothing, each
+    update is a line with the seconds since the start, so long work can be followed with tail."""
+    if console.is_terminal:
+        with console.status(message) as status:
+            yield status.update
+        return
+    start = time.perf_counter()
+
+    def line(text: str) -> None:
+        console.print(f"[{time.perf_counter() - start:7.1f}s] {text}", highlight=False)
+
+    line(message)
+    yield line
 
 
 def announce_default_model(model: str | None, checkpoint: str | None) -> None:

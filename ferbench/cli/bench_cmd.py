@@ -13,6 +13,7 @@ from ferbench.cli._common import (
     TrainDeviceOption,
     console,
     friendly_errors,
+    working,
 )
 
 
@@ -99,8 +100,8 @@ def bench(
         compile=compile_model,
         amp=amp,
     )
-    with console.status("benchmarking") as status:
-        rows = bench_models(names, dataset, config, device, progress=lambda m: status.update(m))
+    with working("benchmarking") as update:
+        rows = bench_models(names, dataset, config, device, progress=update)
     table = Table(
         title=f"ferbench bench ({rows[0]['device'] if rows else device}, "
         f"{rows[0]['precision'] if rows else amp}, batch {batch_size})",
@@ -165,7 +166,7 @@ def _live_accuracy(video: Path, truth: Path, checkpoint: str | None, model: str,
     from ferbench.infer.predictor import resolve_source
 
     checkpoint = checkpoint or str(resolve_source(None, None, "results"))
-    with console.status(f"running the live loops on {video.name}"):
+    with working(f"running the live loops on {video.name}"):
         rows = bench_live(video, checkpoint, model, truth)
     ceiling = rows[-1]["end_to_end_accuracy"]
     table = Table(
@@ -216,8 +217,8 @@ def _bench_backends(names: list[str], checkpoint: str | None, dataset) -> list[d
     with tempfile.TemporaryDirectory(prefix="ferbench-bench-") as tmp:
         for name in names if not checkpoint else names[:1]:
             path = speed_checkpoint(checkpoint, name, Path(tmp))
-            with console.status("inference backends") as status:
-                rows += bench_backends(path, faces, progress=status.update)
+            with working("inference backends") as update:
+                rows += bench_backends(path, faces, progress=update)
     table = Table(title="inference backends (CPU)", header_style="bold")
     for column in ("model", "backend", "batch-1 ms", "vs fp32", "batch-256 img/s", "vs fp32"):
         table.add_column(column, justify="left" if column in ("model", "backend") else "right")

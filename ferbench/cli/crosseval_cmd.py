@@ -7,7 +7,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ferbench.cli._common import ResultsOption, console, friendly_errors, refresh_readme_table
+from ferbench.cli._common import (
+    ResultsOption,
+    console,
+    friendly_errors,
+    refresh_readme_table,
+    working,
+)
 
 
 @friendly_errors
@@ -76,9 +82,9 @@ def crosseval(
 
         finder = still_detector(detector)
     names = [m.strip() for m in models.split(",") if m.strip()]
-    with console.status("evaluating"):
+    with working("evaluating") as update:
         rows = cross_dataset_matrix(
-            names, datasets, results, finder, {Path(p).name for p in portraits}
+            names, datasets, results, finder, {Path(p).name for p in portraits}, update
         )
     frame = pd.DataFrame(rows)
     table = Table(title="cross-dataset accuracy (test split; classes matched by name)")

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ferbench.cli._common import console, friendly_errors
+from ferbench.cli._common import console, friendly_errors, working
 
 
 @friendly_errors
@@ -30,8 +30,8 @@ def ensemble(
     """
     from ferbench.train.ensemble import build_ensemble
 
-    with console.status("evaluating candidates") as status:
-        metrics = build_ensemble(paths, out, max_members, progress=status.update)
+    with working("evaluating candidates") as update:
+        metrics = build_ensemble(paths, out, max_members, progress=update)
     table = Table(title=f"ensemble of {len(metrics['members'])} (of {metrics['candidates']})")
     for column in ("member", "weight", "val acc", "test acc"):
         table.add_column(column, justify="left" if column == "member" else "right")

@@ -14,6 +14,7 @@ from ferbench.cli._common import (
     ResultsOption,
     console,
     friendly_errors,
+    working,
 )
 
 
@@ -51,10 +52,8 @@ def export(
 
     source = resolve_source(model, checkpoint, results, default=False)
     spec = parse_data("--data", "data", {"kind": kind, "path": data}) if data else None
-    with console.status("exporting") as status:
-        report = export_checkpoint(
-            source, out, int8, opset, spec, progress=lambda text: status.update(text)
-        )
+    with working("exporting") as update:
+        report = export_checkpoint(source, out, int8, opset, spec, progress=update)
     console.print(
         f"[green]wrote[/] {escape(report.out)} ({report.model}, "
         f"{'int8 ' + report.quantization if report.quantization != 'none' else 'fp32'}, "

@@ -16,6 +16,7 @@ from ferbench.cli._common import (
     announce_default_model,
     console,
     friendly_errors,
+    working,
 )
 
 
@@ -117,8 +118,8 @@ def live(
         check_display()  # before minutes of model loading, not after
     announce_default_model(model, checkpoint)
     source_path = resolve_source(model, checkpoint, results)
-    with console.status("loading the model") as status:
-        predictor, choice = predictor_for(source_path, backend, device, status.update)
+    with working("loading the model") as update:
+        predictor, choice = predictor_for(source_path, backend, device, update)
     console.print(
         f"[bold]{predictor.model_name}[/] from {source_path} "
         f"({len(predictor.class_names)} classes, {predictor.input_size}px); backend {choice}"

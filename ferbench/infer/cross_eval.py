@@ -6,7 +6,7 @@ up: images whose class the model does not know are left out and counted, never s
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,7 @@ def cross_dataset_matrix(
     results: Path,
     detector=None,
     portraits: Collection[str] = (),
+    progress: Callable[[str], None] = lambda text: None,
 ) -> list:
     """Each model (a shipped tag, a model name's best run, or a checkpoint path) on each named
     dataset's test split (all images of a folder without splits): one row per pair.  The
@@ -173,6 +174,7 @@ def cross_dataset_matrix(
         path = resolve_source(None if is_path else source, source if is_path else None, results)
         predictor = Predictor(path, amp="checkpoint")
         for name, spec in datasets.items():
+            progress(f"{source} on {name}")
             m = evaluate_checkpoint(
                 predictor, spec, detector=detector if name in portraits else None
             )
