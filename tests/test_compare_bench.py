@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from helpers import empty_folder
 from typer.testing import CliRunner
@@ -230,7 +231,7 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     result = runner.invoke(app, ["ensemble", str(results / "grid"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     # Not a terminal (as under nohup): the progress is lines with elapsed seconds, not a spinner.
-    assert re.search(r"\[ *\d+\.\ds\] evaluating .*grid", result.output), result.output
+    assert re.search(r"\[ *\d+\.\ds\] .*grid", result.output), result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["members"] and abs(sum(m["weight"] for m in metrics["members"]) - 1) < 1e-9
     best_single = max(m["val_acc"] for m in metrics["members"])
@@ -258,6 +259,32 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     row = pd.read_csv(tmp_path / "results-test.csv").iloc[0]
     assert row["recipe"] == "ferbench ensemble"
     assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them
+
+
+def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(results, tmp_path):
+    grid = tmp_path / "grid"
+    shutil.copytree(results / "grid", grid)
+    for stale in grid.rglob("predictions.npz"):
+        stale.unlink()
+
+    def build(name: str) -> tuple[str, dict]:
+        result = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((tmp_path / name / "metrics.json").read_text())
+
+    first_output, first = build("first")
+    runs = sorted(p.parent for p in grid.rglob("predictions.npz"))
+    assert len(runs) >= 2 and first_output.count(f"evaluating {grid}") == len(runs)
+    second_output, second = build("second")
+    assert f"evaluating {grid}" not in second_output and second_output.count(
+        "predictions.npz"
+    ) == len(runs)
+    assert second["accuracy"] == first["accuracy"] and second["members"] == first["members"]
+    (runs[0] / "predictions.npz").write_bytes(b"not a zip")  # unreadable: evaluated again
+    checkpoint = torch.load(runs[1] / "best.pt", weights_only=False)
+    torch.save(checkpoint | {"note": "retrained"}, runs[1] / "best.pt")  # another checkpoint
+    third_output, third = build("third")
+    assert third_output.count(f"evaluating {grid}") == 2 and third["accuracy"] == first["accuracy"]
 
 
 def test_ensemble_records_its_own_machine_and_code(results, tmp_path):

@@ -4,11 +4,14 @@ Members and weights come from greedy forward selection with replacement (Caruana
 start from the best single run on validation, then repeatedly add the run (possibly again)
 whose averaged probabilities raise validation accuracy most, until nothing helps.  The test
 split is evaluated once, with the final weights.  Each member is evaluated as its run was (its
-input size, preprocessing and ten-crop shift), so members of different sizes combine.
+input size, preprocessing and ten-crop shift), so members of different sizes combine.  A member's
+probabilities are kept in its run directory (``predictions.npz``, keyed by the checkpoint's
+sha256 and the faces' fingerprint), so adding one candidate to a grid re-evaluates only that one.
 """
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import pandas as pd
 import torch
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import write_text, write_yaml
+from ferbench.fileio import atomic_path, sha256_file, write_text, write_yaml
 from ferbench.metrics import classification_metrics
 from ferbench.provenance import device_info, versions
 from ferbench.runs import RunDir, iter_runs
@@ -41,8 +44,12 @@ def candidate_runs(roots: list[Path]) -> list[RunDir]:
     return [r for r in runs if r.finished and r.config().get("model", {}).get("name") != "ensemble"]
 
 
+PREDICTIONS = "predictions.npz"
+
+
 def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
-    """Validation and test probabilities of a run's best checkpoint on its own data."""
+    """Validation and test probabilities of a run's best checkpoint on its own data, from the
+    run's predictions.npz when it was made by this checkpoint on these faces."""
     from ferbench.config import DataSpec
     from ferbench.data import load_dataset
     from ferbench.infer.predictor import Predictor
@@ -51,14 +58,40 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     data = {k: v for k, v in (config.get("data") or {}).items() if k != "size"}
     if data.get("path") and not Path(data["path"]).expanduser().exists():
         raise FerbenchError(f"{run.path}: its data {data['path']} is not here")
-    progress(f"evaluating {run.path}")
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
     faces = load_dataset(DataSpec(**data, size=predictor.input_size))
+    key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
+    cached = _read_predictions(run.file(PREDICTIONS), key)
+    if cached is not None:
+        progress(f"{run.path}: predictions.npz of this checkpoint")
+        return Member(run, *cached)
+    progress(f"evaluating {run.path}")
     probs, labels = {}, {}
     for split in ("val", "test"):
         images, labels[split] = faces.split(split)
         probs[split] = predictor.predict_arrays(images)
+    try:
+        with atomic_path(run.file(PREDICTIONS)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, key=key, val=probs["val"], test=probs["test"], **_prefixed(labels))
+    except OSError:  # a read-only results folder: the ensemble still works, uncached
+        pass
     return Member(run, probs["val"], probs["test"], labels)
+
+
+def _prefixed(labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"labels_{split}": values for split, values in labels.items()}
+
+
+def _read_predictions(path: Path, key: str):
+    """(val, test, labels) stored under `key`, or None (absent, stale or unreadable)."""
+    try:
+        with np.load(path) as stored:
+            if str(stored["key"]) != key:
+                return None
+            labels = {s: stored[f"labels_{s}"] for s in ("val", "test")}
+            return stored["val"], stored["test"], labels
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def greedy_selection(
