@@ -259,6 +259,8 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     row = pd.read_csv(tmp_path / "results-test.csv").iloc[0]
     assert row["recipe"] == "ferbench ensemble"
     assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them
+    table = (tmp_path / "results-test.md").read_text()
+    assert "| ECE |" in table and f"| {row['ece_mean']:.3f} |" in table  # calibration shown
 
 
 def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(results, tmp_path):

@@ -118,14 +118,15 @@ def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def markdown(rows: pd.DataFrame) -> str:
-    """The human table: accuracy mean ± std over n seeds, and what produced it."""
+    """The human table: accuracy mean ± std over n seeds, calibration (ECE: how far the
+    confidence shown is from the accuracy delivered), and what produced it."""
     lines = [
-        "| model | recipe | settings | test acc % | macro-F1 % | worst class | params M | "
+        "| model | recipe | settings | test acc % | macro-F1 % | worst class | ECE | params M | "
         "MFLOPs | train CPU-min | hardware |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for dataset, group in rows.groupby("dataset", sort=False):
-        lines.append(f"| **{dataset}** | | | | | | | | | |")
+        lines.append(f"| **{dataset}** |" + " |" * 10)
         for r in group.itertuples(index=False):
             acc = f"{float(r.test_acc_mean) * 100:.1f}"
             if int(r.seeds) > 1:
@@ -133,7 +134,8 @@ def markdown(rows: pd.DataFrame) -> str:
             lines.append(
                 f"| {r.model} | `{r.recipe}` | {r.settings or '-'} | {acc} | "
                 f"{float(r.macro_f1_mean) * 100:.1f} | {r.worst_class} "
-                f"{float(r.worst_class_recall) * 100:.0f}% | {r.params_m} | {r.mflops} | "
+                f"{float(r.worst_class_recall) * 100:.0f}% | {float(r.ece_mean):.3f} | "
+                f"{r.params_m} | {r.mflops} | "
                 f"{r.train_cpu_min} | {r.hardware} |"
             )
     return "\n".join(lines) + "\n"
