@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ferbench.cli import app
+from ferbench.cli import app, reflow
 
 runner = CliRunner()
 
@@ -140,3 +140,26 @@ def test_installed_packages_add_models_through_entry_points(tmp_path, monkeypatc
     plugins.reset()
     assert "plugin_net" in list_models()
     assert model_card("plugin_net").source.startswith("plugin:")
+
+
+def test_help_wraps_prose_at_the_terminal_width_and_keeps_example_lines():
+    doc = """Title line.
+
+        Prose that the source
+        breaks in two.
+
+        Examples:
+          ferbench run a.yaml
+          ferbench run b.yaml
+        """
+    assert reflow(doc) == (
+        "Title line.\n\nProse that the source breaks in two.\n\n"
+        "Examples:\n  ferbench run a.yaml\n  ferbench run b.yaml"
+    )
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "failed ones are recorded in their run directory" in " ".join(result.output.split())
+    # the paragraph is one line at 200 columns, not broken where the docstring breaks it
+    assert any(
+        "interrupted ones" in ln and "run directory" in ln for ln in result.output.splitlines()
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from ferbench.cli import (
@@ -44,6 +46,27 @@ app.command("crosseval")(crosseval_cmd.crosseval)
 app.command("export")(export_cmd.export)
 app.command("bench")(bench_cmd.bench)
 app.command("ship")(ship_cmd.ship)
+
+
+def reflow(doc: str) -> str:
+    """A docstring as --help text: prose lines of a paragraph joined, so the terminal wraps them
+    at its width (typer keeps a docstring's line breaks); indented lines (examples) and lines
+    after a colon stay lines of their own."""
+    lines = inspect.cleandoc(doc).splitlines()
+    out: list[str] = []
+    for line in lines:
+        previous = out[-1] if out else ""
+        joinable = previous and line and not line[0].isspace() and not previous[0].isspace()
+        if joinable and not previous.endswith(":"):
+            out[-1] = f"{previous} {line}"
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+for _typer in (app, data_cmd.app):
+    for _info in _typer.registered_commands:
+        _info.help = reflow(_info.help or inspect.getdoc(_info.callback) or "")
 
 
 def main() -> None:

@@ -23,7 +23,9 @@ def ensemble(
     selection on the validation split, and the test split is evaluated once, at the end.
 
     The result is a run directory (metrics.json with its members, per_class.csv, confusion
-    matrix), so `ferbench compare` lists it next to the single models of the same data.
+    matrix), so `ferbench compare` lists it next to the single models of the same data. Each
+    candidate's probabilities are kept in its run directory (predictions.npz), so running it
+    again with one more candidate evaluates only the new one.
 
     Example:
       ferbench ensemble results/fast results/records --out results/ensembles/fer2013
