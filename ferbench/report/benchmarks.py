@@ -120,13 +120,15 @@ def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
 def markdown(rows: pd.DataFrame) -> str:
     """The human table: accuracy mean ± std over n seeds, calibration (ECE: how far the
     confidence shown is from the accuracy delivered), and what produced it."""
+    header = ["model", "recipe", "settings", "test acc %", "macro-F1 %", "worst class", "ECE"]
+    header += ["params M", "MFLOPs", "train CPU-min", "hardware"]
+    text_columns = {"model", "recipe", "settings", "worst class", "hardware"}
     lines = [
-        "| model | recipe | settings | test acc % | macro-F1 % | worst class | ECE | params M | "
-        "MFLOPs | train CPU-min | hardware |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- |",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(" --- " if c in text_columns else " ---: " for c in header) + "|",
     ]
     for dataset, group in rows.groupby("dataset", sort=False):
-        lines.append(f"| **{dataset}** |" + " |" * 10)
+        lines.append(f"| **{dataset}** |" + " |" * (len(header) - 1))
         for r in group.itertuples(index=False):
             acc = f"{float(r.test_acc_mean) * 100:.1f}"
             if int(r.seeds) > 1:

@@ -61,35 +61,27 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
     faces = load_dataset(DataSpec(**data, size=predictor.input_size))
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
-    cached = _read_predictions(run.file(PREDICTIONS), key)
-    if cached is not None:
+    labels = {split: faces.split(split)[1] for split in ("val", "test")}
+    probs = _read_predictions(run.file(PREDICTIONS), key)
+    if probs is not None:
         progress(f"{run.path}: predictions.npz of this checkpoint")
-        return Member(run, *cached)
-    progress(f"evaluating {run.path}")
-    probs, labels = {}, {}
-    for split in ("val", "test"):
-        images, labels[split] = faces.split(split)
-        probs[split] = predictor.predict_arrays(images)
-    try:
-        with atomic_path(run.file(PREDICTIONS)) as tmp, open(tmp, "wb") as f:
-            np.savez(f, key=key, val=probs["val"], test=probs["test"], **_prefixed(labels))
-    except OSError:  # a read-only results folder: the ensemble still works, uncached
-        pass
+    else:
+        progress(f"evaluating {run.path}")
+        probs = {split: predictor.predict_arrays(faces.split(split)[0]) for split in labels}
+        try:
+            with atomic_path(run.file(PREDICTIONS)) as tmp, open(tmp, "wb") as f:
+                np.savez(f, key=key, **probs)
+        except OSError:  # a read-only results folder: the ensemble still works, uncached
+            pass
     return Member(run, probs["val"], probs["test"], labels)
 
 
-def _prefixed(labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {f"labels_{split}": values for split, values in labels.items()}
-
-
-def _read_predictions(path: Path, key: str):
-    """(val, test, labels) stored under `key`, or None (absent, stale or unreadable)."""
+def _read_predictions(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """{"val": probabilities, "test": probabilities} stored under `key`, or None (absent,
+    stale or unreadable)."""
     try:
         with np.load(path) as stored:
-            if str(stored["key"]) != key:
-                return None
-            labels = {s: stored[f"labels_{s}"] for s in ("val", "test")}
-            return stored["val"], stored["test"], labels
+            return {s: stored[s] for s in ("val", "test")} if str(stored["key"]) == key else None
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
