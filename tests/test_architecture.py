@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ferbench"
 LAYERS = {
     "errors": 0,
     "opencv": 0,
+    "allocator": 0,
     "fileio": 0,
     "config": 0,
     "metrics": 0,

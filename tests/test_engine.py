@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -34,6 +38,40 @@ def test_explicit_runtime_settings_win():
 def test_impossible_precision_is_a_clear_error(amp, message):
     with pytest.raises(FerbenchError, match=message):
         resolve_runtime(CPU, amp)
+
+
+FREE_AND_REALLOCATE = """
+import resource, sys, torch
+from ferbench.allocator import keep_freed_memory
+changed = sys.argv[1] == "keep" and keep_freed_memory()
+for _ in range(10):  # the first steps grow the heap
+    torch.ones(16 << 20).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):  # what training steps do to a large gradient
+    torch.ones(16 << 20).sum()
+print(changed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_training_processes_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
+    def faults(mode: str, **env: str) -> tuple[str, int]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+        out = subprocess.run(
+            [sys.executable, "-c", FREE_AND_REALLOCATE, mode],
+            env={**environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    changed, kept = faults("keep")
+    _, mapped = faults("default")
+    assert changed == "True"
+    assert mapped > 20 * 16_000  # every 64 MB tensor a fresh mmap: 16,384 pages each
+    assert kept < mapped / 5  # once the heap has grown, (almost) no fresh pages
+    assert faults("keep", MALLOC_MMAP_MAX_="1")[0] == "False"  # the user's setting wins
 
 
 def test_cpu_bf16_autocast_really_computes_in_bf16():

@@ -6,6 +6,7 @@ import inspect
 
 import typer
 
+from ferbench.allocator import keep_freed_memory
 from ferbench.cli import (
     bench_cmd,
     compare_cmd,
@@ -70,4 +71,5 @@ for _typer in (app, data_cmd.app):
 
 
 def main() -> None:
+    keep_freed_memory()  # a command is a short process that computes: keep what it frees
     app()

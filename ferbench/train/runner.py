@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ferbench.allocator import keep_freed_memory
 from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.config import Trial, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
@@ -158,6 +159,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
     runtime = resolve_runtime(
         select_device(device_name), cfg.amp, cfg.channels_last, cfg.data_on_device
     )
+    keep_freed_memory()  # also where a trial runs in a spawned worker or on Ray
     card = model_card(trial.model.name)
     size = trial.model.input_size
     model_args = {
