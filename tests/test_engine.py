@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from ferbench.allocator import keep_freed_memory
 from ferbench.config import AugmentConfig, TrainConfig
 from ferbench.device import Runtime, cpu_has_native_bf16, resolve_runtime
 from ferbench.errors import FerbenchError
@@ -41,37 +42,38 @@ def test_impossible_precision_is_a_clear_error(amp, message):
 
 
 FREE_AND_REALLOCATE = """
-import resource, sys, torch
+import resource, torch
 from ferbench.allocator import keep_freed_memory
-changed = sys.argv[1] == "keep" and keep_freed_memory()
-for _ in range(10):  # the first steps grow the heap
-    torch.ones(16 << 20).sum()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):  # what training steps do to a large gradient
-    torch.ones(16 << 20).sum()
-print(changed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+def page_faults() -> int:  # of 20 steps that free and remake a 64 MB gradient
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(20):
+        torch.ones(16 << 20).sum()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+mapped = page_faults()
+changed = keep_freed_memory()
+page_faults()  # the heap grows to its working size
+print(changed, mapped, page_faults())
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_training_processes_reuse_freed_memory_instead_of_faulting_in_fresh_pages():
-    def faults(mode: str, **env: str) -> tuple[str, int]:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-        out = subprocess.run(
-            [sys.executable, "-c", FREE_AND_REALLOCATE, mode],
-            env={**environ, **env},
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        return out[0], int(out[1])
-
-    changed, kept = faults("keep")
-    _, mapped = faults("default")
+def test_commands_reuse_freed_memory_instead_of_faulting_in_fresh_pages(monkeypatch):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    run = subprocess.run(
+        [sys.executable, "-c", FREE_AND_REALLOCATE],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    changed, mapped, kept = run.stdout.split()
     assert changed == "True"
-    assert mapped > 20 * 16_000  # every 64 MB tensor a fresh mmap: 16,384 pages each
-    assert kept < mapped / 5  # once the heap has grown, (almost) no fresh pages
-    assert faults("keep", MALLOC_MMAP_MAX_="1")[0] == "False"  # the user's setting wins
+    assert int(mapped) > 20 * 16_000  # glibc's default: a fresh mmap, 16,384 pages, each time
+    assert int(kept) < int(mapped) / 5  # kept: (almost) no fresh pages
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "65536")
+    assert not keep_freed_memory()  # the user's setting wins
 
 
 def test_cpu_bf16_autocast_really_computes_in_bf16():
