@@ -148,7 +148,13 @@ def test_a_run_whose_process_died_is_stopped_and_says_how_far_it_got(tmp_path):
         (run.path / "history.csv").write_text("epoch,val_acc\n1,0.40\n2,0.45\n3,0.43\n")
         assert run.state == "running"  # its process holds the lock
     assert run.state == "stopped"  # the lock went with the process; the status still says running
-    assert run.progress() == "epoch 3 of 50, best val acc 0.450"
+    assert run.progress() == "epoch 3 of 50, best val acc 0.450 (epoch 2)"
+    history = "epoch,val_acc,train_s,eval_s\n1,0.40,900,20\n2,0.45,430,20\n3,0.43,440,20\n"
+    (run.path / "history.csv").write_text(history)  # the pace of the recent epochs
+    assert (
+        run.progress()
+        == "epoch 3 of 50, best val acc 0.450 (epoch 2), ~6.0 h left at 7.7 min an epoch"
+    )
 
 
 def test_expected_calibration_error():
