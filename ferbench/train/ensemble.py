@@ -61,13 +61,14 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
     faces = load_dataset(DataSpec(**data, size=predictor.input_size))
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
-    labels = {split: faces.split(split)[1] for split in ("val", "test")}
+    splits = {split: faces.split(split) for split in ("val", "test")}
+    labels = {split: y for split, (_, y) in splits.items()}
     probs = _read_predictions(run.file(PREDICTIONS), key)
     if probs is not None:
         progress(f"{run.path}: predictions.npz of this checkpoint")
     else:
         progress(f"evaluating {run.path}")
-        probs = {split: predictor.predict_arrays(faces.split(split)[0]) for split in labels}
+        probs = {split: predictor.predict_arrays(x) for split, (x, _) in splits.items()}
         try:
             with atomic_path(run.file(PREDICTIONS)) as tmp, open(tmp, "wb") as f:
                 np.savez(f, key=key, **probs)
