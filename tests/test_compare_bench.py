@@ -253,13 +253,13 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     assert listed.exit_code == 0 and "ensemble" in listed.output
     exported = runner.invoke(
         app, ["compare", str(out.parent), "--format", "csv", "--out", str(tmp_path),
-              "--export", str(tmp_path / "fer-test.csv")],
+              "--export", str(tmp_path / "results-test.csv")],
     )  # fmt: skip
     assert exported.exit_code == 0, exported.output
-    row = pd.read_csv(tmp_path / "fer-test.csv").iloc[0]
+    row = pd.read_csv(tmp_path / "results-test.csv").iloc[0]
     assert row["recipe"] == "ferbench ensemble"
     assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them
-    table = (tmp_path / "fer-test.md").read_text()
+    table = (tmp_path / "results-test.md").read_text()
     assert "| ECE |" in table and f"| {row['ece_mean']:.3f} |" in table  # calibration shown
 
 

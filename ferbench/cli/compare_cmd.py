@@ -42,7 +42,7 @@ def compare(
         None,
         "--export",
         help="Merge the leaderboard rows into a benchmark CSV "
-        "(e.g. benchmarks/fer2013.csv) and "
+        "(e.g. benchmarks/results-fer2013.csv) and "
         "its Markdown table.",
     ),
     readme: Path = typer.Option(
@@ -59,7 +59,7 @@ def compare(
     Examples:
       ferbench compare results/quickstart
       ferbench compare results/ --metric macro_f1 --filter model='resnet*' --out report/
-      ferbench compare results/baseline --export benchmarks/fer2013.csv --readme README.md
+      ferbench compare results/baseline --export benchmarks/results-fer2013.csv --readme README.md
     """
     from ferbench.report.leaderboard import (
         collect_runs,

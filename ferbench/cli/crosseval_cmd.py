@@ -38,7 +38,7 @@ def crosseval(
     ),
     detector: str = typer.Option("mtcnn", "--detector", help="For --portraits: mtcnn or haar."),
     out: Path = typer.Option(
-        Path("benchmarks/crosseval.csv"),
+        Path("benchmarks/results-crosseval.csv"),
         "--out",
         "-o",
         help="The matrix as CSV (and as Markdown beside it); rows of other models and "

@@ -1,4 +1,4 @@
-"""The results of record: leaderboards → ``benchmarks/<dataset>.csv``, one row per recipe.
+"""The results of record: leaderboards → ``benchmarks/results-<dataset>.csv``, one row per recipe.
 
 Like timm's results files: one CSV per dataset, written by `ferbench compare --export` from run
 directories and never typed.  Rows are keyed by dataset, model, recipe and settings, so exporting
