@@ -23,17 +23,21 @@ from ferbench.errors import FerbenchError
 DataKind = Literal["auto", "fer2013", "ferplus", "folder", "synthetic"]
 DATA_KINDS: tuple[str, ...] = typing.get_args(DataKind)
 
-# Settings that change where or how fast a trial runs, not what it computes.  Used by the config
-# hash (a finished trial is skipped whatever these say) and by compare (runs that differ only here
-# share a leaderboard row).  The data's identity is its content fingerprint, not its path.
+# Settings that change where or how fast a trial runs, or what is reported about it, not what
+# it learns.  Used by the config hash (a finished trial is skipped whatever these say) and by
+# compare (runs that differ only here share a leaderboard row).  The data's identity is its content
+# fingerprint, not its path.  `deterministic` picks deterministic kernels (the same numbers on a
+# CPU); `target_acc` only names the validation accuracy whose first epoch compare reports.
 RUNTIME_KEYS = frozenset(
     {
         "train.amp",
         "train.channels_last",
         "train.compile",
         "train.data_on_device",
+        "train.deterministic",
         "eval.speed",
         "eval.batch_size",
+        "eval.target_acc",
         "data.cache",
         "data.path",
         "data.labels",
@@ -172,17 +176,80 @@ class Trial:
         return self.eval.tta == "flip"
 
 
-def config_hash(resolved: dict) -> str:
-    """Hash of every setting that changes the result (RUNTIME_KEYS left out)."""
-    semantic = {
-        section: {
-            k: v
-            for k, v in resolved.get(section, {}).items()
-            if f"{section}.{k}" not in RUNTIME_KEYS
+def semantic_settings(resolved: dict) -> dict:
+    """The settings of a resolved config that change the result: RUNTIME_KEYS left out, and
+    every value equal to its default left out too, so a new option (added with a default that
+    keeps the old behaviour) leaves the hash of every earlier run unchanged."""
+    defaults = _section_defaults()
+    out = {}
+    for section in ("model", "data", "train", "eval"):
+        given = resolved.get(section) or {}
+        kept = {
+            key: value for key, value in given.items() if f"{section}.{key}" not in RUNTIME_KEYS
         }
-        for section in ("model", "data", "train", "eval")
-    }
+        out[section] = _without_defaults(kept, defaults.get(section, {}))
+    return out
+
+
+def config_hash(resolved: dict) -> str:
+    """Hash of every setting that changes the result (see :func:`semantic_settings`)."""
+    semantic = semantic_settings(resolved)
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def changed_settings(before: dict, after: dict) -> list[str]:
+    """What differs between two resolved configs' result-changing settings, as
+    ``train.epochs 1 -> 2`` lines (nested keys flattened)."""
+    old, new = _flatten(semantic_settings(before)), _flatten(semantic_settings(after))
+    return [
+        f"{key} {old.get(key, 'default')} -> {new.get(key, 'default')}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+_MISSING = object()
+
+
+def _section_defaults() -> dict:
+    return {
+        "data": to_plain(DataSpec()),
+        "train": to_plain(TrainConfig()),
+        "eval": to_plain(EvalConfig()),
+        "model": {"args": {}, "pretrained": None},
+    }
+
+
+def _without_defaults(given: dict, defaults: dict) -> dict:
+    out = {}
+    for key, value in given.items():
+        default = defaults.get(key, _MISSING)
+        if isinstance(value, dict) and isinstance(default, dict):
+            value = _without_defaults(value, default)
+            if not value:
+                continue
+        elif _same(value, default):
+            continue
+        out[key] = value
+    return out
+
+
+def _same(value: Any, default: Any) -> bool:
+    if default is _MISSING:
+        return False
+    if isinstance(value, (int, float)) and isinstance(default, (int, float)):
+        return not isinstance(value, bool) and not isinstance(default, bool) and value == default
+    return to_plain(value) == to_plain(default)
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def to_plain(value: Any) -> Any:

@@ -58,8 +58,26 @@ class RunDir:
     def last_checkpoint(self) -> Path:
         return self.path / "last.pt"
 
+    @property
+    def empty(self) -> bool:
+        """No output of any run (a folder that only holds a lock, or none at all)."""
+        return not any((self.path / name).exists() for name in OUTPUT_FILES)
+
+    def settings_hash(self) -> str | None:
+        """The hash of this run's result-changing settings under today's rules: its config.yaml
+        hashed again, so a run from before a new option or runtime key still matches its trial."""
+        from ferbench.config import config_hash
+
+        config = self.config()
+        return config_hash(config) if config else self.status().get("config_hash")
+
+    @property
+    def data_fingerprint(self) -> str | None:
+        """The content fingerprint of the faces this run trained on (None: not recorded)."""
+        return self.status().get("data_fingerprint") or self.config().get("data_fingerprint")
+
     def clear(self) -> None:
-        """Remove every output, so a changed or `--fresh` trial starts from nothing."""
+        """Remove every output, so a `--fresh` trial starts from nothing (the only deletion)."""
         for name in OUTPUT_FILES:
             (self.path / name).unlink(missing_ok=True)
 

@@ -8,6 +8,8 @@ so the number a user reproduces is the number printed.  For maintainers:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -17,7 +19,7 @@ import torch
 from ferbench.checkpoint import FORMAT, load_checkpoint
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
-from ferbench.fileio import atomic_path, sha256_file, write_json, write_text
+from ferbench.fileio import sha256_file, write_json, write_text
 from ferbench.models.pretrained import INDEX, WEIGHTS_DIR, PretrainedWeights, read_index
 from ferbench.runs import RunDir, iter_runs
 
@@ -32,35 +34,64 @@ def ship(
     weights_dir: Path = WEIGHTS_DIR,
     progress: Callable[[str], None] = lambda text: None,
 ) -> PretrainedWeights:
-    """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`."""
-    from ferbench.infer.cross_eval import evaluate_checkpoint
-    from ferbench.infer.predictor import Predictor
-    from ferbench.report.model_card import render_card
+    """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`.
 
+    Everything is made and checked in a staging folder first (size, loading, evaluation, the
+    sha256 of the bytes that will be installed); only then are the files renamed into place, so
+    a ship that fails for any reason leaves the shipped files byte-identical."""
     run = RunDir(Path(run_dir))
     if not run.finished:
         raise FerbenchError(f"{run.path}: not a finished run (no done status and best.pt)")
     payload = load_checkpoint(run.best_checkpoint)
     name = f"{payload['model']}.{tag}"
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    path = weights_dir / f"{name}.pt"
-    state = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    with atomic_path(path) as tmp:
-        torch.save({**payload, "format": FORMAT, "weights": name, "state_dict": state}, tmp)
-    if path.stat().st_size > MAX_BYTES:
-        path.unlink()
-        raise FerbenchError(f"{name}: {path.stat().st_size / 2**20:.1f} MB in fp16, over 5 MB")
-
     data = data or _run_data(run)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=weights_dir))
+    try:
+        staged = _stage(run, payload, name, data, license_text, weights_dir, staging, progress)
+        for file in (f"{name}.pt", f"{name}.md", INDEX.name):  # the index last: it names them
+            os.replace(staging / file, weights_dir / file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    read_index.cache_clear()
+    return staged
+
+
+def _stage(
+    run: RunDir,
+    payload: dict,
+    name: str,
+    data: DataSpec,
+    license_text: str,
+    weights_dir: Path,
+    staging: Path,
+    progress: Callable[[str], None],
+) -> PretrainedWeights:
+    """The fp16 file, card and index of a ship, written and checked in `staging`."""
+    from ferbench.infer.cross_eval import evaluate_checkpoint
+    from ferbench.infer.predictor import Predictor
+    from ferbench.report.model_card import render_card
+
+    path = staging / f"{name}.pt"
+    state = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    torch.save({**payload, "format": FORMAT, "weights": name, "state_dict": state}, path)
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise FerbenchError(
+            f"{name}: {size / 2**20:.1f} MB in fp16, over the {MAX_BYTES / 2**20:.0f} MB a "
+            "shipped weight may weigh; nothing was replaced"
+        )
+    sha = sha256_file(path)
     progress("evaluating the fp16 file (validation, test)")
-    shipped = Predictor(path, amp="checkpoint")
+    shipped = Predictor(path, amp="checkpoint")  # loads it: a file that fails here never ships
     evals = {s: evaluate_checkpoint(shipped, data, s) for s in ("val", "test")}
     progress("measuring int8 (ONNX Runtime) and batch-1 latency")
     extra = {"int8": _int8_accuracy(path, data), "latency": _latency(shipped)}
+    if sha256_file(path) != sha:
+        raise FerbenchError(f"{name}: the staged file changed while it was measured; not shipped")
     siblings = _seed_runs(run)
-    sha = sha256_file(path)
-    card = render_card(name, run, evals, siblings, extra, sha, path.stat().st_size, license_text)
-    write_text(weights_dir / f"{name}.md", card)
+    card = render_card(name, run, evals, siblings, extra, sha, size, license_text)
+    write_text(staging / f"{name}.md", card)
     test = evals["test"]
     row = {
         "model": payload["model"],
@@ -69,7 +100,8 @@ def ship(
         "class_names": list(payload["class_names"]),
         "input_size": int(payload["preprocess"]["input_size"]),
         "model_args": dict(payload["model_args"]),
-        "dataset": test["data_source"],
+        "dataset": test["dataset"],
+        "data_fingerprint": test["data_fingerprint"],
         "metrics": {
             "test_acc": test["accuracy"],
             "val_acc": evals["val"]["accuracy"],
@@ -84,10 +116,12 @@ def ship(
         "license": license_text.splitlines()[0] if license_text else "",
     }
     index_path = weights_dir / INDEX.name
-    rows = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    try:
+        rows = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    except ValueError:
+        raise FerbenchError(f"{index_path} is not valid JSON; fix or remove it first") from None
     rows[name] = row
-    write_json(index_path, dict(sorted(rows.items())))
-    read_index.cache_clear()
+    write_json(staging / INDEX.name, dict(sorted(rows.items())))
     return PretrainedWeights(name=name, **{**row, "class_names": tuple(row["class_names"])})
 
 

@@ -24,8 +24,18 @@ def run(
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a setting: --set train.epochs=1 (repeatable)."
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded trials and stop."),
-    fresh: bool = typer.Option(False, "--fresh", help="Redo finished trials from scratch."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the expanded trials, where each runs and whether it starts, resumes or is "
+        "skipped (and why), then stop.",
+    ),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="Delete each trial's earlier result in its folder and train it from scratch (the "
+        "only way ferbench deletes a result).",
+    ),
     device: TrainDeviceOption = "auto",
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms."),
     jobs: int = typer.Option(
@@ -39,7 +49,9 @@ def run(
     """Train and evaluate every trial of a YAML experiment grid.
 
     Finished trials are skipped, interrupted ones resume from last.pt, failed ones are recorded
-    in their run directory while the grid goes on.
+    in their run directory while the grid goes on.  A result is never deleted by a changed
+    setting or data file: the changed trial runs beside it, in `<trial>~<hash>`, and compare
+    shows both.  Only --fresh deletes.
 
     Examples:
       ferbench run experiments/quickstart.yaml
@@ -58,19 +70,7 @@ def run(
 
         select_device(device)  # likewise --device cuda on a machine without one
     if dry_run:
-        table = Table(title=f"{len(trials)} trials in {file}", header_style="bold")
-        for column in ("run directory", "model", "size", "classes", "data", "settings"):
-            table.add_column(column)
-        for trial in trials:
-            table.add_row(
-                f"{trial.experiment}/{trial.name}",
-                trial.model.name,
-                str(trial.model.input_size),
-                ",".join(trial.data.classes or []) or "all",
-                str(trial.data.path or trial.data.kind),
-                experiment.trial_name_summary(trial),
-            )
-        console.print(table)
+        print_plan(trials, file, results, fresh)
         return
     outcomes = run_grid(
         trials,
@@ -92,6 +92,33 @@ def run(
             "(see error.txt in each run directory)"
         )
         raise typer.Exit(1)
+
+
+def print_plan(trials, file: Path, results: Path, fresh: bool) -> None:
+    """The expanded grid: each trial's run folder and what running it would do."""
+    from ferbench.train import experiment
+    from ferbench.train.runner import place_trial
+
+    table = Table(title=f"{len(trials)} trials in {file}", header_style="bold")
+    for column in ("run directory", "model", "size", "classes", "data", "settings", "plan"):
+        table.add_column(column)
+    reasons = []
+    for trial in trials:
+        placement = place_trial(trial, results, fresh)
+        if placement.reason:
+            reasons.append(f"{trial.name}: {placement.reason}")
+        table.add_row(
+            escape(str(placement.run.path.relative_to(results))),
+            trial.model.name,
+            str(trial.model.input_size),
+            ",".join(trial.data.classes or []) or "all",
+            str(trial.data.path or trial.data.kind),
+            experiment.trial_name_summary(trial),
+            "deletes its result, starts over" if fresh else placement.plan,
+        )
+    console.print(table)
+    for line in reasons:
+        console.print(escape(line), soft_wrap=True)
 
 
 def print_summary(outcomes) -> None:

@@ -22,6 +22,7 @@ class FaceArrays:
     source: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. "val carved from train (10%)"
     problems: dict[str, object] = field(default_factory=dict)  # skipped rows, corrupt files, ...
+    _fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
@@ -45,13 +46,23 @@ class FaceArrays:
         np.add.at(table, (self.splits.astype(np.int64), self.labels), 1)
         return table
 
+    @property
+    def dataset(self) -> str:
+        """The dataset's public name (FER2013, FER+, ...), never a path on this machine: what
+        cards, notes and benchmark rows say the faces were."""
+        return dataset_name(self.source)
+
     def fingerprint(self) -> str:
-        """Content hash of images, labels, splits and class names (recorded in every run)."""
-        digest = hashlib.blake2b(digest_size=16)
-        for array in (self.images, self.labels, self.splits):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update("|".join(self.class_names).encode())
-        return digest.hexdigest()
+        """Content hash of images, labels, splits and class names (recorded in every run);
+        computed once per arrays object (they are never changed in place)."""
+        key = (id(self.images), id(self.labels), id(self.splits), tuple(self.class_names))
+        if self._fingerprint is None or self._fingerprint[0] != key:
+            digest = hashlib.blake2b(digest_size=16)
+            for array in (self.images, self.labels, self.splits):
+                digest.update(np.ascontiguousarray(array).tobytes())
+            digest.update("|".join(self.class_names).encode())
+            self._fingerprint = (key, digest.hexdigest())
+        return self._fingerprint[1]
 
     def label_fingerprint(self) -> str:
         """Hash of labels, splits and class names only: the same for a dataset resized to any
@@ -72,6 +83,25 @@ class FaceArrays:
             list(self.notes),
             dict(self.problems),
         )
+
+
+_PUBLIC_NAMES = (
+    ("fer2013 csv", "FER2013"),
+    ("image folders", "FER2013 (image folders)"),
+    ("fer+ majority", "FER+ (majority labels)"),
+    ("fer+ votes", "FER+ (vote distributions)"),
+)
+
+
+def dataset_name(source: str) -> str:
+    """A reader's source line ("fer2013 csv /home/me/fer2013.csv") as the dataset's public
+    name ("FER2013"); a folder of the user's own faces is named by the folder, not its path."""
+    for prefix, name in _PUBLIC_NAMES:
+        if source.startswith(prefix):
+            return name
+    if source.startswith("face folders "):
+        return f"face folders '{source.removeprefix('face folders ').rstrip('/').split('/')[-1]}'"
+    return source
 
 
 def stratified_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

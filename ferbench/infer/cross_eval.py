@@ -143,6 +143,7 @@ def evaluate_checkpoint(
             "left_out": {"classes": faces.left_out_classes, "images": faces.left_out_images},
             "class_map": faces.mapping,
             "data_source": data.source,
+            "dataset": data.dataset,
             "data_notes": list(data.notes),
             "no_face": data.problems.get("images with no face found", {}).get("count", 0),
             "data_fingerprint": data.fingerprint(),

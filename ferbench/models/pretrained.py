@@ -32,6 +32,7 @@ class PretrainedWeights:
     class_names: tuple[str, ...]
     input_size: int
     dataset: str
+    data_fingerprint: str = ""  # the content of the faces it was trained and measured on
     model_args: dict = field(default_factory=dict)  # how the model was built (widths, size)
     metrics: dict = field(default_factory=dict)
     recipe: str = ""

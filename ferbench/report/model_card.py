@@ -12,6 +12,11 @@ from ferbench.checkpoint import describe_views
 from ferbench.runs import RunDir
 
 
+def _file_name(path: str | None) -> str:
+    """The data file as a user names it (`fer2013.csv.gz`): the machine's folders left out."""
+    return str(path).replace("\\", "/").rstrip("/").split("/")[-1] if path else "PATH"
+
+
 def render_card(
     name: str,
     run: RunDir,
@@ -32,11 +37,13 @@ def render_card(
     tta = describe_views(test["tta"], test["tta_shift"])
     test_accs = [s["test_acc"] for s in seeds if s.get("test_acc") is not None]
     spread = mean_std(test_accs)
-    data_args = f"--set data.path={data.get('path', 'PATH')}"
-    eval_args = f"{data.get('path', 'PATH')}"
+    dataset = test.get("dataset") or test["data_source"]
+    data_file, labels_file = _file_name(data.get("path")), _file_name(data.get("labels"))
+    data_args = f"--set data.path={data_file}"
+    eval_args = data_file
     if data.get("kind") == "ferplus":
-        data_args += f" --set data.labels={data.get('labels', 'fer2013new.csv')}"
-        eval_args += f" --kind ferplus --labels {data.get('labels', 'fer2013new.csv')}"
+        data_args += f" --set data.labels={labels_file or 'fer2013new.csv'}"
+        eval_args += f" --kind ferplus --labels {labels_file or 'fer2013new.csv'}"
     experiment = config.get("experiment", "EXPERIMENT")
     tag = name.split(".", 1)[1]
     int8 = extra.get("int8", {})
@@ -44,7 +51,7 @@ def render_card(
     lines = [
         f"# `{name}`",
         "",
-        f"`{config.get('model', {}).get('name')}` trained by ferbench on {test['data_source']}: "
+        f"`{config.get('model', {}).get('name')}` trained by ferbench on {dataset}: "
         f"**{test['accuracy']:.2%} test accuracy** ({test['split']} split, {tta}), chosen on the "
         f"validation split ({val['accuracy']:.2%}).",
         "",
@@ -57,7 +64,7 @@ def render_card(
         "",
         "## Data",
         "",
-        f"- Source: {test['data_source']} (fingerprint `{test['data_fingerprint']}`)",
+        f"- Source: {dataset} (fingerprint `{test['data_fingerprint']}`)",
         f"- Classes ({len(classes)}): {', '.join(classes)}",
         f"- Faces: {_counts(config)}; input {data.get('size')}×{data.get('size')} grayscale",
         *[f"- Note: {n}" for n in test.get("data_notes", [])],

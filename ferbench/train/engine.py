@@ -160,6 +160,35 @@ class Trainer:
             weight=self.class_weights, label_smoothing=self.cfg.label_smoothing
         )
 
+    def state_dict(self) -> dict:
+        """What the next epoch depends on besides the weights, for last.pt: optimizer,
+        schedule, GradScaler and the RNG states (each epoch also reseeds its own streams)."""
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": _numpy_rng_state(),
+                "python": random.getstate(),
+            },
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "numpy" in rng:
+            _set_numpy_rng_state(rng["numpy"])
+        if "python" in rng:
+            random.setstate(rng["python"])
+
     def train_epoch(self, train: SplitTensors, epoch: int) -> EpochStats:
         cfg, seed = self.cfg, self.cfg.seed
         torch.manual_seed(seed * 100003 + epoch)  # dropout: same stream after a resume
@@ -219,6 +248,22 @@ class Trainer:
         return EpochStats(
             mean_loss, total_correct.item() / max(seen, 1), time.perf_counter() - start, seen
         )
+
+
+def _numpy_rng_state() -> dict:
+    """numpy's global RNG state as plain values and a tensor (loadable with weights_only)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "keys": torch.from_numpy(keys.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "gauss": float(gauss),
+    }
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["gauss"]))
 
 
 @dataclass

@@ -2,11 +2,14 @@
 record what failed, never let two processes write one trial (the layout is ``runs.RunDir``'s).
 
 A finished trial is skipped when its config hash (settings that change the result) and its data
-fingerprint (the content of the faces, wherever the file lives) are both unchanged.
+fingerprint (the content of the faces, wherever the file lives) are both unchanged.  A result is
+never deleted by a change: a trial whose folder holds other settings or data runs beside it
+(:func:`place_trial`); only ``--fresh`` clears a folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -19,7 +22,7 @@ import torch
 
 from ferbench.allocator import keep_freed_memory
 from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
-from ferbench.config import Trial, to_plain
+from ferbench.config import Trial, changed_settings, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.device import Runtime, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
@@ -70,6 +73,53 @@ def trial_data(trial: Trial) -> FaceArrays:
     return _DATA_MEMO[key]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a trial runs, and why there: its own folder unless that one holds a result of
+    other settings or other data, which is never touched (the trial then runs beside it, in
+    ``<name>~<hash>``)."""
+
+    run: RunDir
+    reason: str = ""  # empty when the trial runs in its own folder
+
+    @property
+    def plan(self) -> str:
+        """What running the trial will do: skip, resume or start."""
+        run = self.run
+        if run.finished:
+            return "skipped (finished)"
+        if run.last_checkpoint.exists():
+            try:
+                return f"resumes after epoch {int(run.history()['epoch'].iloc[-1])}"
+            except (OSError, ValueError, IndexError, KeyError):
+                return "resumes from last.pt"
+        return "starts"
+
+
+def place_trial(trial: Trial, results: Path, fresh: bool = False) -> Placement:
+    """The run folder of `trial` under `results`.  Its own (``<experiment>/<name>``) when that
+    is empty, holds the same settings and data, or `fresh` asks to redo it there; otherwise a
+    sibling named with a short hash of the trial's settings and data, so both results stay."""
+    home = RunDir(Path(results) / trial.experiment / trial.name)
+    if fresh or home.empty:
+        return Placement(home)
+    changes = changed_settings(home.config(), trial.to_dict())
+    fingerprint = trial_data(trial).fingerprint()
+    if not changes and home.settings_hash() == trial.config_hash():
+        if home.data_fingerprint in (None, fingerprint):
+            return Placement(home)
+        changes = ["the data changed (other faces or labels)"]
+    elif not changes:
+        changes = ["settings changed"]
+    digest = hashlib.sha256(f"{trial.config_hash()}:{fingerprint}".encode()).hexdigest()[:8]
+    variant = RunDir(home.path.with_name(f"{home.path.name}~{digest}"))
+    return Placement(
+        variant,
+        f"{home.path.name} holds another run ({'; '.join(changes)}), kept; "
+        f"this one runs in {variant.path.name}",
+    )
+
+
 def execute_trial(
     trial: Trial,
     results: Path,
@@ -77,50 +127,46 @@ def execute_trial(
     fresh: bool = False,
     reporter: Reporter | None = None,
 ) -> Outcome:
-    """Run one trial unless it is finished with the same config; never raises for trial errors."""
+    """Run one trial unless it is finished; never raises for trial errors and never deletes a
+    result unless `fresh` asks to (see :func:`place_trial`)."""
     reporter = reporter or Reporter()
-    run = RunDir(Path(results) / trial.experiment / trial.name)
     start = time.perf_counter()
+    try:
+        placement = place_trial(trial, results, fresh)
+    except Exception as exc:  # the data failed to load: recorded in the trial's own folder
+        placement = Placement(RunDir(Path(results) / trial.experiment / trial.name))
+        if placement.run.empty:
+            return _failed(trial, placement.run, exc, start)
+        return Outcome(trial.name, "failed", str(placement.run.path), error=_one_line(exc))
+    run = placement.run
+    if placement.reason:
+        reporter.note(f"{trial.name}: {placement.reason}")
     with run.lock() as acquired:
         if not acquired:
             return Outcome(
                 trial.name, "locked", str(run.path), error="another process is running it"
             )
         status = run.status()
-        same = status.get("config_hash") == trial.config_hash()
         try:
-            if status.get("status") == "done" and same and not fresh:
-                if status.get("data_fingerprint") in (None, trial_data(trial).fingerprint()):
-                    metrics = run.metrics()
-                    return Outcome(
-                        trial.name,
-                        "skipped",
-                        str(run.path),
-                        test_acc=metrics.get("accuracy"),
-                        val_acc=metrics.get("best_val_acc"),
-                    )
-                reporter.note(f"{trial.name}: the data changed since the last run; starting over")
-                same = False
-            if fresh or (status and not same):
-                if status and not same and not fresh:
-                    reporter.note(
-                        f"{trial.name}: settings changed since the last run; starting over"
-                    )
+            if fresh:
                 run.clear()
+            elif status.get("status") == "done" and run.best_checkpoint.exists():
+                metrics = run.metrics()
+                return Outcome(
+                    trial.name,
+                    "skipped",
+                    str(run.path),
+                    test_acc=metrics.get("accuracy"),
+                    val_acc=metrics.get("best_val_acc"),
+                )
             run.file("error.txt").unlink(missing_ok=True)
-            metrics = fit(trial, run, device, reporter)
+            resumable = {trial.config_hash(), status.get("config_hash")} - {None}
+            metrics = fit(trial, run, device, reporter, resumable)
         except KeyboardInterrupt:
             run.write_status("interrupted", trial.name, trial.config_hash())
             raise
         except Exception as exc:  # any failure is recorded and the grid goes on
-            message = _one_line(exc)
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
-                message = f"out of GPU memory ({message}); lower batch_size"
-            write_text(run.file("error.txt"), traceback.format_exc())
-            run.write_status("failed", trial.name, trial.config_hash(), error=message)
-            return Outcome(
-                trial.name, "failed", str(run.path), time.perf_counter() - start, error=message
-            )
+            return _failed(trial, run, exc, start)
     return Outcome(
         trial.name,
         "done",
@@ -129,6 +175,16 @@ def execute_trial(
         test_acc=metrics["accuracy"],
         val_acc=metrics["best_val_acc"],
     )
+
+
+def _failed(trial: Trial, run: RunDir, exc: Exception, start: float) -> Outcome:
+    message = _one_line(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        message = f"out of GPU memory ({message}); lower batch_size"
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_text(run.file("error.txt"), traceback.format_exc())
+    run.write_status("failed", trial.name, trial.config_hash(), error=message)
+    return Outcome(trial.name, "failed", str(run.path), time.perf_counter() - start, error=message)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -215,6 +271,7 @@ def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime)
             "data_fingerprint": data.fingerprint(),
             "data_identity": data.label_fingerprint(),
             "data_source": data.source,
+            "dataset": data.dataset,
             "data_notes": data.notes,
             "class_names": list(data.class_names),
             "data_counts": {s: counts[i].tolist() for i, s in enumerate(SPLITS)},
@@ -225,8 +282,21 @@ def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime)
     )
 
 
-def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict:
-    """Train with model selection on validation, then evaluate the best checkpoint on test once."""
+def fit(
+    trial: Trial,
+    run: RunDir,
+    device_name: str,
+    reporter: Reporter,
+    resumable: set[str] | frozenset[str] = frozenset(),
+) -> dict:
+    """Train with model selection on validation, then evaluate the best checkpoint on test once.
+
+    A run resumed from last.pt continues exactly as the uninterrupted run would have: the
+    checkpoint carries the optimizer, the schedule, the GradScaler, the best epoch (the
+    early-stopping count is derived from it), the RNG states and the history up to its epoch
+    (history.csv, written after it, is rebuilt from it); data order, augmentation and dropout
+    are seeded per epoch.  `resumable`: the config hashes whose last.pt this trial
+    may continue (its own, and the one its folder's status recorded)."""
     cfg, eval_cfg = trial.train, trial.eval
     seed_everything(cfg.seed, cfg.deterministic)
     setup_start = time.perf_counter()
@@ -247,9 +317,10 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
     history: list[dict] = []
     start_epoch, best = 0, {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}
     if run.last_checkpoint.exists():
-        start_epoch, best, history = _resume(run, setup.model, trainer, trial, reporter)
+        start_epoch, best, history = _resume(
+            run, setup.model, trainer, trial, reporter, resumable or {trial.config_hash()}
+        )
     reporter.trial_started(trial, start_epoch, cfg.epochs)
-    stale = 0
     elapsed = history[-1]["elapsed_s"] if history else 0.0
     for epoch in range(start_epoch, cfg.epochs):
         stats = trainer.train_epoch(train, epoch)
@@ -272,7 +343,6 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
             "train_images_per_s": stats.images / max(stats.seconds, 1e-9),
         }
         history.append(row)
-        write_text(run.file("history.csv"), pd.DataFrame(history).to_csv(index=False))
         improved = val_acc > best["val_acc"] or (
             val_acc == best["val_acc"] and val_loss < best["val_loss"]
         )
@@ -280,18 +350,17 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
         if improved:
             best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
             save_checkpoint(run.best_checkpoint, setup.model, meta)
-            stale = 0
-        else:
-            stale += 1
         save_checkpoint(
             run.last_checkpoint,
             setup.model,
             meta,
-            optimizer=trainer.optimizer.state_dict(),
-            schedule=trainer.schedule.state_dict(),
+            **trainer.state_dict(),
             best=best,
+            history=history,
         )
+        write_text(run.file("history.csv"), pd.DataFrame(history).to_csv(index=False))
         reporter.epoch_done(epoch + 1, cfg.epochs, row)
+        stale = epoch + 1 - best["epoch"]  # epochs since the best one: the early-stopping count
         if cfg.early_stopping and stale >= cfg.early_stopping:
             reporter.note(
                 f"{trial.name}: early stop after epoch {epoch + 1} "
@@ -302,18 +371,24 @@ def fit(trial: Trial, run: RunDir, device_name: str, reporter: Reporter) -> dict
 
 
 def _resume(
-    run: RunDir, model, trainer: Trainer, trial: Trial, reporter: Reporter
+    run: RunDir,
+    model,
+    trainer: Trainer,
+    trial: Trial,
+    reporter: Reporter,
+    resumable: set[str] | frozenset[str],
 ) -> tuple[int, dict, list[dict]]:
     payload = load_checkpoint(run.last_checkpoint)
-    if payload.get("config_hash") != trial.config_hash():
-        reporter.note(f"{trial.name}: last.pt is from other settings; starting over")
-        return 0, {"val_acc": -1.0, "val_loss": float("inf"), "epoch": 0}, []
+    if payload.get("config_hash") not in resumable:
+        raise FerbenchError(
+            f"{run.last_checkpoint} is from other settings than {trial.name}; "
+            "run with --fresh to start this trial over"
+        )
     model.load_state_dict(payload["state_dict"])
-    trainer.optimizer.load_state_dict(payload["optimizer"])
-    trainer.schedule.load_state_dict(payload["schedule"])
+    trainer.load_state_dict(payload)
     epoch = int(payload["epoch"])
-    history = []
-    if run.file("history.csv").exists():
+    history = [dict(row) for row in payload.get("history", [])]
+    if not history and run.file("history.csv").exists():  # a last.pt from before it kept them
         frame = run.history()
         history = frame[frame["epoch"] <= epoch].to_dict("records")
     reporter.note(f"{trial.name}: resuming after epoch {epoch}")

@@ -1,0 +1,82 @@
+"""`ferbench ship`: a run becomes shipped weights, and a failing ship replaces nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from ferbench import ship as ship_module
+from ferbench.checkpoint import load_checkpoint
+from ferbench.cli import app
+from ferbench.errors import FerbenchError
+
+cli = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ship")
+    spec = {
+        "name": "shipme",
+        "data": {"kind": "synthetic", "n_per_class": 10, "size": 16},
+        "models": [
+            {"name": "vggfer_s", "input_size": 16, "args": {"widths": [8, 16, 32, 64]}}
+        ],
+        "train": {"epochs": 1, "batch_size": 16, "seed": 0},
+        "eval": {"speed": False},
+    }
+    (tmp / "e.yaml").write_text(yaml.safe_dump(spec))
+    result = cli.invoke(app, ["run", str(tmp / "e.yaml"), "--results", str(tmp / "r")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = {p.parent for p in (tmp / "r").rglob("best.pt")}
+    return run_dir
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_ship_writes_file_card_and_index(small_run, tmp_path):
+    out = tmp_path / "weights"
+    result = cli.invoke(app, ["ship", str(small_run), "--tag", "demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "index.json",
+        "vggfer_s.demo.md",
+        "vggfer_s.demo.pt",
+    ]
+    row = json.loads((out / "index.json").read_text())["vggfer_s.demo"]
+    assert row["sha256"] == hashlib.sha256((out / "vggfer_s.demo.pt").read_bytes()).hexdigest()
+    assert row["dataset"].startswith("synthetic faces") and row["data_fingerprint"]
+    payload = load_checkpoint(out / "vggfer_s.demo.pt")
+    assert all(v.dtype.is_floating_point is False or v.dtype.itemsize == 2
+               for v in payload["state_dict"].values())
+    card = (out / "vggfer_s.demo.md").read_text()
+    assert f"{row['metrics']['test_acc']:.2%}" in card and row["sha256"] in card
+    assert str(small_run.parents[3]) not in card  # no path of the training machine
+
+
+def test_failing_ship_leaves_the_shipped_files_byte_identical(small_run, tmp_path, monkeypatch):
+    out = tmp_path / "weights"
+    assert cli.invoke(app, ["ship", str(small_run), "--tag", "demo", "--out", str(out)]).exit_code == 0
+    before = digests(out)
+    monkeypatch.setattr(ship_module, "MAX_BYTES", 1000)
+    result = cli.invoke(app, ["ship", str(small_run), "--tag", "demo", "--out", str(out)])
+    assert result.exit_code == 1
+    assert "over the 0 MB" in result.output and "nothing was replaced" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert digests(out) == before  # byte-identical, and no staging folder left behind
+    monkeypatch.setattr(ship_module, "MAX_BYTES", 5 * 2**20)
+
+    def broken(*args, **kwargs):
+        raise FerbenchError("evaluation failed")
+
+    monkeypatch.setattr("ferbench.infer.cross_eval.evaluate_checkpoint", broken)
+    with pytest.raises(FerbenchError, match="evaluation failed"):
+        ship_module.ship(small_run, "demo", weights_dir=out)
+    assert digests(out) == before
