@@ -237,3 +237,18 @@ def test_shared_ferplus_majority(shared_data):
     assert len(data.class_names) == 8
     assert 35000 < len(data) < 35887
     assert data.problems["repeated image names with another image's votes"] == 4
+
+
+def test_data_info_keeps_its_statistics_with_the_cache(monkeypatch):
+    """Blank images and duplicates are computed once per dataset content, then read back."""
+    from ferbench.data import quality
+
+    data = make_synthetic(n_per_class=6, seed=3)
+    first = quality.summarize_problems(data)
+    assert (Path(os.environ["FERBENCH_CACHE_DIR"]) / f"problems-{data.fingerprint()}.json").exists()
+
+    def recomputed(_):
+        raise AssertionError("statistics recomputed for a cached dataset")
+
+    monkeypatch.setattr(quality, "_problems", recomputed)
+    assert quality.summarize_problems(data) == first

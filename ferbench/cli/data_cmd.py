@@ -52,7 +52,7 @@ def info(
         table.add_row(split, *[f"{c:,}" for c in row], f"{row.sum():,}")
     table.add_row("total", *[f"{c:,}" for c in counts.sum(0)], f"{counts.sum():,}", style="bold")
     console.print(table)
-    problems = summarize_problems(data)
+    problems = summarize_problems(data, cache=not no_cache)
     if not problems:
         console.print("[green]no data problems found[/]")
     for what, detail in problems.items():
