@@ -20,7 +20,9 @@ from typing import Any, Literal
 
 from ferbench.errors import FerbenchError
 
-DataKind = Literal["auto", "fer2013", "ferplus", "folder", "synthetic"]
+DataKind = Literal[
+    "auto", "fer2013", "ferplus", "folder", "synthetic", "rafdb", "affectnet", "expw"
+]
 DATA_KINDS: tuple[str, ...] = typing.get_args(DataKind)
 
 # Settings that change where or how fast a trial runs, or what is reported about it, not what
@@ -58,6 +60,9 @@ class AugmentConfig:
     rotate: float = 10.0
     scale: float = 0.1
     erase: float = 0.0
+    # mirror each face in every other epoch (a random half in the first), instead of a fresh
+    # coin each time: every face is seen both ways within any two epochs (airbench)
+    alternate_flip: bool = False
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -66,6 +71,15 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         return any(dataclasses.astuple(self))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Learn from a teacher's probabilities as well as the labels (see train/distill.py)."""
+
+    teacher: str = ""  # a run folder, an ensemble folder, a .pt file or a shipped tag
+    alpha: float = 0.5  # weight of the teacher's term; 1 - alpha stays on the labels
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,12 @@ class TrainConfig:
     class_weights: Literal["none", "balanced"] = "none"
     grad_clip: float = 0.0
     early_stopping: int = 0
+    # efficiency levers (airbench for CIFAR-10, measured on FER2013 in experiments/speedrun*.yaml)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); the
+    #                   averaged weights are what is validated, checkpointed and shipped
+    norm_bias_lr: float = 1.0  # learning-rate multiple for the biases of normalisation layers
+    dirac_init: bool = False  # convolutions start as identity maps on their first channels
+    distill: DistillConfig | None = None
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
@@ -237,8 +257,10 @@ def _without_defaults(given: dict, defaults: dict) -> dict:
 def _same(value: Any, default: Any) -> bool:
     if default is _MISSING:
         return False
+    if isinstance(value, bool) or isinstance(default, bool):
+        return value is default
     if isinstance(value, (int, float)) and isinstance(default, (int, float)):
-        return not isinstance(value, bool) and not isinstance(default, bool) and value == default
+        return value == default
     return to_plain(value) == to_plain(default)
 
 
@@ -300,6 +322,8 @@ def coerce(file: str, key: str, value: Any, hint: Any) -> Any:
         return str(value).lower()
     if hint is AugmentConfig:
         return parse_augment(file, key, value)
+    if hint is DistillConfig:
+        return parse_distill(file, key, value)
     if hint is bool:
         if not isinstance(value, bool):
             raise error(file, key, f"expected true or false, got {value!r}")
@@ -384,6 +408,26 @@ def parse_augment(file: str, key: str, value: Any) -> AugmentConfig:
         )
     checked = parse_section(AugmentConfig, file, f"{key}.", value)
     return dataclasses.replace(AugmentConfig.none(), **checked)
+
+
+def parse_distill(file: str, key: str, value: Any) -> DistillConfig:
+    """A mapping {teacher, alpha, temperature}, or just the teacher."""
+    if isinstance(value, DistillConfig):
+        return value
+    if isinstance(value, str):
+        value = {"teacher": value}
+    if not isinstance(value, dict):
+        raise error(
+            file, key, "expected {teacher: RUN_DIR | ENSEMBLE_DIR | TAG, alpha, temperature}"
+        )
+    config = DistillConfig(**parse_section(DistillConfig, file, f"{key}.", value))
+    if not config.teacher:
+        raise error(file, f"{key}.teacher", "required: a run folder, an ensemble folder or a tag")
+    if not 0 <= config.alpha <= 1:
+        raise error(file, f"{key}.alpha", f"{config.alpha} is not between 0 and 1")
+    if config.temperature <= 0:
+        raise error(file, f"{key}.temperature", "must be above 0")
+    return config
 
 
 def parse_data(file: str, key: str, value: Any) -> DataSpec:

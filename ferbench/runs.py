@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import write_json
+from ferbench.utils.fileio import write_json
 
 OUTPUT_FILES = (
     "config.yaml",
@@ -57,6 +57,18 @@ class RunDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.path / "last.pt"
+
+    def data_spec(self):
+        """The data this run trained on, as a spec that loads it here at any size; None when
+        its file is not on this machine (the faces' identity is in `data_fingerprint`)."""
+        from ferbench.config import DataSpec
+
+        config = dict(self.config().get("data") or {})
+        config.pop("size", None)
+        path = config.get("path")
+        if config.get("kind") == "synthetic" or (path and Path(path).expanduser().exists()):
+            return DataSpec(**config)
+        return None
 
     @property
     def empty(self) -> bool:
@@ -187,8 +199,25 @@ class RunDir:
         return str(self.config().get("model", {}).get("name", ""))
 
     @property
+    def kind(self) -> str:
+        """``training`` (a trial of an experiment) or ``ensemble`` (a combination of finished
+        runs, written by `ferbench ensemble`): what config.yaml declares; ensembles from before
+        the declaration are known by their model name."""
+        config = self.config()
+        declared = config.get("kind")
+        if declared:
+            return str(declared)
+        return "ensemble" if config.get("model", {}).get("name") == "ensemble" else "training"
+
+    @property
     def finished(self) -> bool:
         return self.state == "done" and self.best_checkpoint.exists()
+
+
+def checkpoint_path(path: Path | str) -> Path:
+    """A run folder names its best.pt; a file names itself."""
+    path = Path(path)
+    return path / "best.pt" if path.is_dir() else path
 
 
 def _read_json(path: Path) -> dict:

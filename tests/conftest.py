@@ -24,9 +24,9 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """A real ferbench checkpoint of a (randomly initialised) cnn5."""
-    from ferbench.checkpoint import checkpoint_meta, save_checkpoint
     from ferbench.data.classes import FER2013_CLASSES
     from ferbench.models import Preprocess, create_model, model_card
+    from ferbench.models.checkpoint import checkpoint_meta, save_checkpoint
 
     args = {"num_classes": 7, "in_chans": 1, "input_size": 32}
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"

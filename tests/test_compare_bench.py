@@ -173,7 +173,8 @@ def test_bench_measures_against_reference(tmp_path):
         "peak_memory_mb",
     ):
         assert row[key] > 0, key
-    assert row["speedup_vs_reference"] == pytest.approx(row["train_img_s"] / row["reference_img_s"])
+    # the engine path keeps up with the model's own arithmetic (a loose bound: 2 timed steps)
+    assert row["train_img_s"] > 0.3 * row["compute_bound_img_s"]
     assert row["precision"].split(",")[0] in ("bf16", "fp32")
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from ferbench.cli import app
 from ferbench.infer.images import still_detector
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 data = pytest.importorskip("skimage.data")
 cli = CliRunner()
@@ -24,7 +24,13 @@ def bgr(image: np.ndarray) -> np.ndarray:
 def collage() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """Two portraits among a coffee cup, a star field and gravel (the sample scenes whose
     MTCNN candidates score highest without a face), and where each portrait lies."""
-    tiles = [data.astronaut(), data.camera(), data.coffee(), data.hubble_deep_field(), data.gravel()]
+    tiles = [
+        data.astronaut(),
+        data.camera(),
+        data.coffee(),
+        data.hubble_deep_field(),
+        data.gravel(),
+    ]
     tiles = [cv2.resize(bgr(t), (400, 400), interpolation=cv2.INTER_AREA) for t in tiles]
     sheet = np.full((800, 1200, 3), 255, np.uint8)
     places = [(0, 0), (400, 0), (800, 0), (0, 400), (400, 400)]

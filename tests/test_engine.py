@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 
-from ferbench.allocator import keep_freed_memory
 from ferbench.config import AugmentConfig, TrainConfig
 from ferbench.device import Runtime, cpu_has_native_bf16, resolve_runtime
 from ferbench.errors import FerbenchError
 from ferbench.models import Preprocess, create_model
 from ferbench.train.engine import SplitTensors, Trainer
+from ferbench.utils.allocator import keep_freed_memory
 
 CPU = torch.device("cpu")
 
@@ -43,7 +43,7 @@ def test_impossible_precision_is_a_clear_error(amp, message):
 
 FREE_AND_REALLOCATE = """
 import resource, torch
-from ferbench.allocator import keep_freed_memory
+from ferbench.utils.allocator import keep_freed_memory
 
 def page_faults() -> int:  # of 20 steps that free and remake a 64 MB gradient
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

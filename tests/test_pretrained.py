@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from ferbench.cli import app
 from ferbench.errors import FerbenchError
-from ferbench.fileio import sha256_file
 from ferbench.models import create_model
 from ferbench.models import pretrained as shipped
 from ferbench.models.pretrained import DEFAULT_TAG, read_index, resolve_weights
+from ferbench.utils.fileio import sha256_file
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

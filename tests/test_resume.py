@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from ferbench.cli import app
 from ferbench.runs import RunDir
-from ferbench.train import experiment, runner as runner_module
+from ferbench.train import experiment
+from ferbench.train import runner as runner_module
 from ferbench.train.runner import Reporter, execute_trial
 
 cli = CliRunner()

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from ferbench import ship as ship_module
-from ferbench.checkpoint import load_checkpoint
 from ferbench.cli import app
 from ferbench.errors import FerbenchError
+from ferbench.models import ship as ship_module
+from ferbench.models.checkpoint import load_checkpoint
 
 cli = CliRunner()
 
@@ -24,9 +24,7 @@ def small_run(tmp_path_factory) -> Path:
     spec = {
         "name": "shipme",
         "data": {"kind": "synthetic", "n_per_class": 10, "size": 16},
-        "models": [
-            {"name": "vggfer_s", "input_size": 16, "args": {"widths": [8, 16, 32, 64]}}
-        ],
+        "models": [{"name": "vggfer_s", "input_size": 16, "args": {"widths": [8, 16, 32, 64]}}],
         "train": {"epochs": 1, "batch_size": 16, "seed": 0},
         "eval": {"speed": False},
     }
@@ -54,8 +52,10 @@ def test_ship_writes_file_card_and_index(small_run, tmp_path):
     assert row["sha256"] == hashlib.sha256((out / "vggfer_s.demo.pt").read_bytes()).hexdigest()
     assert row["dataset"].startswith("synthetic faces") and row["data_fingerprint"]
     payload = load_checkpoint(out / "vggfer_s.demo.pt")
-    assert all(v.dtype.is_floating_point is False or v.dtype.itemsize == 2
-               for v in payload["state_dict"].values())
+    assert all(
+        v.dtype.is_floating_point is False or v.dtype.itemsize == 2
+        for v in payload["state_dict"].values()
+    )
     card = (out / "vggfer_s.demo.md").read_text()
     assert f"{row['metrics']['test_acc']:.2%}" in card and row["sha256"] in card
     assert str(small_run.parents[3]) not in card  # no path of the training machine
@@ -63,7 +63,9 @@ def test_ship_writes_file_card_and_index(small_run, tmp_path):
 
 def test_failing_ship_leaves_the_shipped_files_byte_identical(small_run, tmp_path, monkeypatch):
     out = tmp_path / "weights"
-    assert cli.invoke(app, ["ship", str(small_run), "--tag", "demo", "--out", str(out)]).exit_code == 0
+    assert (
+        cli.invoke(app, ["ship", str(small_run), "--tag", "demo", "--out", str(out)]).exit_code == 0
+    )
     before = digests(out)
     monkeypatch.setattr(ship_module, "MAX_BYTES", 1000)
     result = cli.invoke(app, ["ship", str(small_run), "--tag", "demo", "--out", str(out)])

@@ -158,7 +158,7 @@ def test_a_run_whose_process_died_is_stopped_and_says_how_far_it_got(tmp_path):
 
 
 def test_expected_calibration_error():
-    from ferbench.metrics import classification_metrics, expected_calibration_error
+    from ferbench.report.metrics import classification_metrics, expected_calibration_error
 
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
     honest = np.tile([0.75, 0.25], (8, 1))  # says 75%, right 6 times of 8
@@ -185,3 +185,16 @@ def test_data_identity_ignores_the_input_size():
     ]
     runs[1].config["data_fingerprint"] = "another-size"  # data_identity is what groups
     assert len(leaderboards(runs_frame(runs))) == 1
+
+
+def test_preprocess_normalises_each_channel_with_its_own_statistics():
+    import torch
+
+    from ferbench.models.preprocess import Preprocess
+
+    grey = torch.full((2, 8, 8), 51, dtype=torch.uint8)  # 0.2 after scaling
+    x = Preprocess(8, 3, (0.1, 0.2, 0.3), (0.5, 1.0, 2.0))(grey)
+    assert x.shape == (2, 3, 8, 8)
+    assert torch.allclose(x[0, :, 0, 0], torch.tensor([0.2, 0.0, -0.05]), atol=1e-6)
+    one = Preprocess(8, 1, (0.1,), (0.5,))(grey)
+    assert torch.allclose(one[0, 0, 0, 0], torch.tensor(0.2))

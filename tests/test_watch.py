@@ -76,7 +76,7 @@ def xvfb(tmp_path):
 
 def looped_clip(source: Path, target: Path, times: int) -> int:
     """The clip played `times` over, so the window stays up long enough to be looked at."""
-    from ferbench.opencv import cv2
+    from ferbench.utils.opencv import cv2
 
     capture, frames = cv2.VideoCapture(str(source)), []
     while True:

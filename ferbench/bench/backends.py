@@ -16,14 +16,12 @@ import numpy as np
 from ferbench.infer.batched import measure_speed
 from ferbench.infer.predictor import Predictor
 
-BACKENDS = ("torch fp32", "torch int8 (dynamic)", "onnxruntime fp32", "onnxruntime int8")
-
 
 def bench_backends(checkpoint: Path, faces: np.ndarray | None = None, progress=None) -> list[dict]:
     """`faces`: uint8 validation faces of any size, for static int8 calibration."""
-    from ferbench.checkpoint import load_checkpoint
     from ferbench.data.images import resize_all
     from ferbench.infer.onnx import export_onnx, quantize_int8
+    from ferbench.models.checkpoint import load_checkpoint
 
     step = progress or (lambda text: None)
     payload = load_checkpoint(checkpoint)

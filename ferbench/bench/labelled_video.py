@@ -25,7 +25,7 @@ from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
 from ferbench.infer.detect import crop_faces
 from ferbench.infer.tracking import iou
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 SIZE = (640, 360)
 FPS = 15

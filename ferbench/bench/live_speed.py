@@ -16,14 +16,14 @@ import torch
 from ferbench.bench.labelled_video import ceiling, read_truth, score_both
 from ferbench.errors import FerbenchError
 from ferbench.infer.backend import predictor_for
+from ferbench.infer.defaults import COAST, DETECT_EVERY
 from ferbench.infer.detect import FER_MARGIN, HaarDetector, make_detector
 from ferbench.infer.live import run_live
 from ferbench.infer.predictor import Predictor
-from ferbench.opencv import cv2
 from ferbench.runs import best_run
+from ferbench.utils.opencv import cv2
 
 SIZE = (640, 360)
-DETECT_EVERY, COAST = 5, 1  # the `ferbench live` defaults
 
 
 def resize_clip(source: Path, target: Path) -> int:
@@ -106,9 +106,9 @@ def speed_checkpoint(checkpoint: str | None, model_name: str, tmp: Path) -> Path
         return best_run(model_name, "results").best_checkpoint
     except FerbenchError:
         pass
-    from ferbench.checkpoint import checkpoint_meta, save_checkpoint
     from ferbench.data.classes import FER2013_CLASSES
     from ferbench.models import Preprocess, create_model, model_card
+    from ferbench.models.checkpoint import checkpoint_meta, save_checkpoint
 
     card = model_card(model_name)
     args = {"num_classes": 7, "in_chans": card.in_chans, "input_size": card.input_size}

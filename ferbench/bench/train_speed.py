@@ -67,29 +67,10 @@ def compute_bound(
     name: str, data: FaceArrays, size: int, cfg: BenchConfig, device: torch.device
 ) -> float:
     """Images/s of forward+backward+step on one batch that is already a normalised tensor."""
+    from ferbench.train.budget import compute_bound as bound
+
     runtime = cfg.runtime(device)
-    model, preprocess = _build(name, len(data.class_names), size, device, runtime.channels_last)
-    trainer = Trainer(model, preprocess, cfg.train_config(), runtime)
-    images = torch.from_numpy(data.images[: cfg.batch_size]).unsqueeze(1).to(device)
-    x = preprocess(images)
-    y = torch.from_numpy(data.labels[: cfg.batch_size]).to(device)
-    model.train()
-
-    def step():
-        with runtime.autocast():
-            loss = trainer.loss_fn(model(x).float(), y)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-
-    for _ in range(cfg.warmup):
-        step()
-    runtime.synchronize()
-    start = time.perf_counter()
-    for _ in range(cfg.steps):
-        step()
-    runtime.synchronize()
-    return cfg.steps * len(y) / (time.perf_counter() - start)
+    return bound(name, len(data.class_names), size, runtime, cfg.batch_size, cfg.steps, cfg.warmup)
 
 
 def ferbench_training(

@@ -6,7 +6,6 @@ import inspect
 
 import typer
 
-from ferbench.allocator import keep_freed_memory
 from ferbench.cli import (
     bench_cmd,
     compare_cmd,
@@ -22,6 +21,7 @@ from ferbench.cli import (
     run_cmd,
     ship_cmd,
 )
+from ferbench.utils.allocator import keep_freed_memory
 
 app = typer.Typer(
     name="ferbench",

@@ -41,6 +41,11 @@ def bench(
         help="Precision of the ferbench path and bound: auto (bf16 on CUDA and on CPUs with bf16 "
         "instructions), bf16, fp16 (CUDA) or off. The reference pipeline is always fp32.",
     ),
+    channels_last: str = typer.Option(
+        "auto",
+        "--channels-last",
+        help="Memory layout of the ferbench path and bound: auto (on where it pays), on or off.",
+    ),
     video: Path = typer.Option(
         None, "--video", help="Also time the live loop against the reference loop on this clip."
     ),
@@ -82,7 +87,7 @@ def bench(
 
     from ferbench.bench.train_speed import BenchConfig, bench_models
     from ferbench.data import load_dataset
-    from ferbench.fileio import write_text
+    from ferbench.utils.fileio import write_text
 
     names = [m.strip() for m in models.split(",") if m.strip()]
     if truth is not None:
@@ -99,6 +104,7 @@ def bench(
         reference=not no_reference,
         compile=compile_model,
         amp=amp,
+        channels_last=channels_last,
     )
     with working("benchmarking") as update:
         rows = bench_models(names, dataset, config, device, progress=update)
@@ -133,6 +139,7 @@ def bench(
             *[fmt.format(row[key]) if row[key] is not None else "-" for _, key, fmt in columns]
         )
     console.print(table)
+    _print_budget(rows, device, amp, batch_size, channels_last)
     frame = pd.DataFrame(rows)
     if video is not None:
         from ferbench.bench.live_speed import bench_live
@@ -162,8 +169,8 @@ def _live_accuracy(video: Path, truth: Path, checkpoint: str | None, model: str,
     import pandas as pd
 
     from ferbench.bench.live_speed import bench_live
-    from ferbench.fileio import write_text
     from ferbench.infer.predictor import resolve_source
+    from ferbench.utils.fileio import write_text
 
     checkpoint = checkpoint or str(resolve_source(None, None, "results"))
     with working(f"running the live loops on {video.name}"):
@@ -233,3 +240,29 @@ def _bench_backends(names: list[str], checkpoint: str | None, dataset) -> list[d
         )
     console.print(table)
     return rows
+
+
+def _print_budget(
+    rows: list[dict], device: str, amp: str, batch_size: int, channels_last: str
+) -> None:
+    """This machine's bound B (vggfer_s at 48x48, batch 128, the precision runs use) and the
+    speedrun budget 300 s x 509 / B it earns; remembered for the runs that record it."""
+    from ferbench.train.budget import (
+        BOUND_BATCH,
+        BOUND_MODEL,
+        BOUND_SIZE,
+        machine_bound,
+        speedrun_budget,
+    )
+
+    row = next((r for r in rows if r["model"] == BOUND_MODEL), None)
+    same = row is not None and amp == "auto" and batch_size == BOUND_BATCH
+    same = same and channels_last == "auto"
+    same = same and row.get("input_size", BOUND_SIZE) == BOUND_SIZE
+    measured = row["compute_bound_img_s"] if same else None
+    bound = machine_bound(device if device != "auto" else "cpu", measured)
+    console.print(
+        f"this machine's bound B = {bound:,.0f} img/s ({BOUND_MODEL}, {BOUND_SIZE}x{BOUND_SIZE}, "
+        f"batch {BOUND_BATCH}): speedrun budget {speedrun_budget(bound):,.0f} s "
+        f"(300 s x 509 / B), 12 budgets {12 * speedrun_budget(bound):,.0f} s"
+    )

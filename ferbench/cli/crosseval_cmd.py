@@ -61,9 +61,9 @@ def crosseval(
     import pandas as pd
 
     from ferbench.config import DataSpec
-    from ferbench.fileio import write_text
     from ferbench.infer.cross_eval import cross_dataset_matrix
     from ferbench.report.benchmarks import matrix_cells, matrix_markdown, merged
+    from ferbench.utils.fileio import write_text
 
     datasets: dict[str, DataSpec] = {}
     if fer2013:

@@ -18,14 +18,24 @@ app = typer.Typer(help="Inspect datasets and write the synthetic face set.", no_
 @friendly_errors
 def info(
     path: str = typer.Argument(..., help="FER2013 CSV or folders, a face folder, or 'synthetic'."),
-    kind: str = typer.Option("auto", help="auto, fer2013, ferplus, folder or synthetic."),
+    kind: str = typer.Option(
+        "auto", help="auto, fer2013, ferplus, folder, rafdb, affectnet, expw or synthetic."
+    ),
     labels: str = typer.Option(None, help="FER+ vote file (fer2013new.csv) for --kind ferplus."),
     size: int = typer.Option(None, help="Resize faces to SIZE x SIZE."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Decode again, ignore the cache."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the same figures as JSON: kind, counts, skipped, notes."
+    ),
 ) -> None:
     """Format detected, image size, counts per split x class, and data problems found.
 
-    Example:  ferbench data info data/fer2013.csv
+    Reads FER2013 (CSV or folders), FER+, face folders, and RAF-DB, AffectNet and ExpW as
+    they are distributed (their own label codes mapped to ferbench's class names).
+
+    Examples:
+      ferbench data info data/fer2013.csv
+      ferbench data info RAF-DB/basic --json
     """
     from ferbench.data import SPLITS, load_dataset
     from ferbench.data.quality import summarize_problems
@@ -36,6 +46,9 @@ def info(
     start = time.perf_counter()
     data = load_dataset(spec)
     seconds = time.perf_counter() - start
+    if as_json:
+        _print_json(data, summarize_problems(data, cache=not no_cache), seconds)
+        return
     console.print(
         f"[bold]{escape(data.source)}[/]  {len(data):,} images of {data.size}x{data.size}, "
         f"loaded in {seconds:.2f} s  fingerprint {data.fingerprint()[:12]}"
@@ -114,3 +127,30 @@ def video(
     spec = DataSpec(kind="synthetic") if data == "synthetic" else DataSpec(kind="auto", path=data)
     clip, truth = make_labelled_video(spec, out, frames, split, seed)
     console.print(f"[green]wrote[/] {clip} ({frames} frames) and its truth {truth}")
+
+
+def _print_json(data, problems: dict, seconds: float) -> None:
+    """The figures of `data info` as one JSON object on stdout."""
+    import json
+    import sys
+
+    from ferbench.data import SPLITS
+
+    counts = data.counts()
+    report = {
+        "kind": data.source.split()[0],
+        "dataset": data.dataset,
+        "images": len(data),
+        "size": data.size,
+        "classes": list(data.class_names),
+        "counts": {
+            split: {name: int(n) for name, n in zip(data.class_names, row)}
+            for split, row in zip(SPLITS, counts)
+        },
+        "skipped": {k: v for k, v in problems.items() if k in data.problems},
+        "problems": {k: v for k, v in problems.items() if k not in data.problems},
+        "notes": list(data.notes),
+        "fingerprint": data.fingerprint(),
+        "load_seconds": round(seconds, 3),
+    }
+    sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")

@@ -59,11 +59,11 @@ def evaluate(
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
       ferbench eval portraits/ --detect          # anger/, sadness/, ...: whole photos
     """
-    from ferbench.checkpoint import describe_views
     from ferbench.config import DataSpec, parse_data
-    from ferbench.fileio import write_json
     from ferbench.infer.cross_eval import evaluate_checkpoint
     from ferbench.infer.predictor import Predictor
+    from ferbench.models.checkpoint import describe_views
+    from ferbench.utils.fileio import write_json
 
     announce_default_model(model, checkpoint)
     predictor = Predictor.from_cli(model, checkpoint, results, device, amp="checkpoint")

@@ -18,6 +18,8 @@ from ferbench.cli._common import (
     friendly_errors,
     working,
 )
+from ferbench.errors import FerbenchError
+from ferbench.infer.defaults import COAST, DETECT_EVERY, FER_MARGIN
 
 
 @friendly_errors
@@ -41,13 +43,13 @@ def live(
         "and the share of time in each expression (people.csv).",
     ),
     detect_every: int = typer.Option(
-        5,
+        DETECT_EVERY,
         "--detect-every",
         help="Detect faces every N frames (and after each scene cut); between detections boxes "
         "follow each face's motion, and MTCNN re-checks the ones that are guesses.",
     ),
     coast: int = typer.Option(
-        1, "--coast", help="Keep a face the detector missed for N detection rounds."
+        COAST, "--coast", help="Keep a face the detector missed for N detection rounds."
     ),
     verify: bool = typer.Option(
         True,
@@ -71,7 +73,7 @@ def live(
         "yunet (with --detector-model).",
     ),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
-    margin: MarginOption = 0.02,
+    margin: MarginOption = FER_MARGIN,
     backend: str = typer.Option(
         "auto",
         "--backend",
@@ -108,10 +110,14 @@ def live(
       ferbench live --source crowd.mp4 --no-window --summary timelines/
     """
     from ferbench.infer.backend import predictor_for
-    from ferbench.infer.detect import make_detector
-    from ferbench.infer.live import run_live
+    from ferbench.infer.detect import DETECTORS, make_detector
+    from ferbench.infer.live import check_source, run_live
     from ferbench.infer.predictor import resolve_source
 
+    # every input is checked before the model loads and the backends are measured
+    if detector not in DETECTORS:
+        raise FerbenchError(f"unknown detector '{detector}'; use {', '.join(DETECTORS)}")
+    check_source(source)
     if not no_window and serve is None:
         from ferbench.infer.live import check_display
 

@@ -20,6 +20,8 @@ from ferbench.cli._common import (
     err_console,
     friendly_errors,
 )
+from ferbench.errors import FerbenchError
+from ferbench.infer.defaults import FER_MARGIN
 
 
 @friendly_errors
@@ -38,7 +40,7 @@ def predict(
     detector: str = typer.Option(
         "mtcnn", "--detector", help="mtcnn (CNN, shipped; default) or haar (OpenCV cascade)."
     ),
-    margin: MarginOption = 0.02,
+    margin: MarginOption = FER_MARGIN,
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
 ) -> None:
@@ -49,9 +51,13 @@ def predict(
       ferbench predict group.jpg --model cnn3     # your best finished cnn3 run
       ferbench predict faces/ --checkpoint results/quickstart/cnn3/seed=0/best.pt --no-detect --csv
     """
-    from ferbench.infer.images import predict_images
+    from ferbench.infer.detect import DETECTORS
+    from ferbench.infer.images import expand_paths, predict_images
     from ferbench.infer.predictor import Predictor
 
+    expand_paths(paths)  # a missing file fails before the model loads
+    if detector not in DETECTORS:
+        raise FerbenchError(f"unknown detector '{detector}'; use {', '.join(DETECTORS)}")
     announce_default_model(model, checkpoint)
     predictor = Predictor.from_cli(model, checkpoint, results, device)
     rows, skipped = predict_images(

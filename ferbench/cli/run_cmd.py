@@ -53,10 +53,19 @@ def run(
     setting or data file: the changed trial runs beside it, in `<trial>~<hash>`, and compare
     shows both.  Only --fresh deletes.
 
+    Beyond the usual settings, train: takes the efficiency levers ema: 0.98 (the averaged
+    weights are validated, saved and shipped), norm_bias_lr, dirac_init and
+    augment: {alternate_flip: true}, and distillation:
+    distill: {teacher: RUN_DIR | ENSEMBLE_DIR | .pt | TAG, alpha: 0.5, temperature: 1}
+    (loss (1-alpha) CE + alpha T^2 KL(teacher || student); the teacher's probabilities on the
+    training faces are computed once and cached).  README: "ferbench run".
+
     Examples:
       ferbench run experiments/quickstart.yaml
       ferbench run experiments/baseline.yaml --set data.path=~/data/fer2013.csv --dry-run
       ferbench run experiments/baseline.yaml --set train.epochs=1 --device cuda
+      ferbench run experiments/speedrun.yaml --set data.path=fer2013.csv.gz --set train.ema=0
+      ferbench run student.yaml --set train.distill.teacher=results/ensembles/members
     """
     from ferbench.train import experiment
     from ferbench.train.executors import run_grid
@@ -65,6 +74,7 @@ def run(
         overrides = [*overrides, "train.deterministic=true"]
     trials = experiment.load(file, overrides)
     experiment.check_data_paths(trials)  # a wrong FER2013 path fails now, not in every trial
+    experiment.check_teachers(trials)
     if executor == "local":
         from ferbench.device import select_device
 

@@ -38,7 +38,7 @@ def ship(
     """
     from ferbench.config import parse_data
     from ferbench.models.pretrained import WEIGHTS_DIR
-    from ferbench.ship import ship as ship_run
+    from ferbench.models.ship import ship as ship_run
 
     spec = None
     if data:

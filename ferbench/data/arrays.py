@@ -90,6 +90,9 @@ _PUBLIC_NAMES = (
     ("image folders", "FER2013 (image folders)"),
     ("fer+ majority", "FER+ (majority labels)"),
     ("fer+ votes", "FER+ (vote distributions)"),
+    ("rafdb", "RAF-DB (basic, aligned)"),
+    ("affectnet", "AffectNet (manually annotated)"),
+    ("expw", "ExpW"),
 )
 
 

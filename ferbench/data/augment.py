@@ -21,8 +21,12 @@ def augment_batch(
     scale: float = 0.0,
     erase: float = 0.0,
     generator: torch.Generator | None = None,
+    alternate_flip: bool = False,
+    flip_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Augment a float batch N×C×H×W in place of the reference per-image transforms."""
+    """Augment a float batch N×C×H×W in place of the reference per-image transforms.
+    `flip_mask` (bool, N) says which faces to mirror when the caller alternates flips
+    (`alternate_flip`); otherwise each face is mirrored with probability 0.5 when `flip`."""
     n, _, h, w = x.shape
     dev = x.device
 
@@ -32,7 +36,12 @@ def augment_batch(
     if crop_padding or flip or rotate or scale:
         angle = (rand(n) * 2 - 1) * math.radians(rotate)
         zoom = 1 + (rand(n) * 2 - 1) * scale
-        mirror = torch.where(rand(n) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=dev)
+        mirror = torch.ones(n, device=dev)
+        if flip:
+            coin = rand(n) < 0.5  # drawn either way: the other draws stay the same stream
+            if flip_mask is not None:
+                coin = flip_mask.to(dev)
+            mirror = torch.where(coin, -1.0, 1.0)
         # integer pixel shifts, as a pad-and-crop would give, in normalised coordinates
         shift_x = torch.floor(rand(n) * (2 * crop_padding + 1)) - crop_padding
         shift_y = torch.floor(rand(n) * (2 * crop_padding + 1)) - crop_padding

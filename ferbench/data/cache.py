@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from ferbench.data.arrays import FaceArrays
-from ferbench.fileio import atomic_path, cache_dir
+from ferbench.utils.fileio import atomic_path, cache_dir
 
 CACHE_VERSION = 1
 

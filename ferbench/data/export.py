@@ -9,8 +9,8 @@ import pandas as pd
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.errors import FerbenchError
-from ferbench.fileio import atomic_path
-from ferbench.opencv import cv2
+from ferbench.utils.fileio import atomic_path
+from ferbench.utils.opencv import cv2
 
 USAGE = ("Training", "PublicTest", "PrivateTest")
 FOLDER_SPLIT = ("train", "val", "test")

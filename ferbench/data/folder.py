@@ -67,11 +67,14 @@ def read_class_folders(
     note = synonym_note(class_dirs, class_names)
     if note:
         data.notes.append(note)
-    if test_fraction > 0 and len(labels) > 2:
-        test = stratified_fraction(labels, test_fraction, seed + 1)
-        data.splits[test] = 2
-        data.notes.append(
-            f"no split folders: carved a stratified {test_fraction:.0%} test split (seed {seed})"
-        )
+    carve_test(data, test_fraction, seed, "no split folders")
     carve_validation(data, val_fraction, seed)
     return data
+
+
+def carve_test(data: FaceArrays, fraction: float, seed: int, why: str) -> None:
+    """Move a stratified `fraction` of every face to test, in place (sets with no split)."""
+    if fraction > 0 and len(data.labels) > 2:
+        test = stratified_fraction(data.labels, fraction, seed + 1)
+        data.splits[test] = 2
+        data.notes.append(f"{why}: carved a stratified {fraction:.0%} test split (seed {seed})")

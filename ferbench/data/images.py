@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -72,3 +72,37 @@ def read_gray_batch(
         side = kept[0].shape[0]
         kept = [resize_square(k, side) for k in kept]
     return np.stack(kept), ok, corrupt
+
+
+def read_gray_crops(
+    items: list[tuple[Path, tuple[int, int, int, int]]], size: int
+) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Face crops given by boxes (x, y, w, h) in image files, as size×size grey faces; each
+    file is decoded once however many faces it holds.  Returns the crops, a kept mask (False:
+    the file is unreadable or the box lies outside it) and the unreadable files."""
+    by_file: dict[Path, list[int]] = {}
+    for index, (path, _) in enumerate(items):
+        by_file.setdefault(path, []).append(index)
+    crops: list[np.ndarray | None] = [None] * len(items)
+    corrupt: list[Path] = []
+
+    def decode(path: Path) -> None:
+        image = _read_one(path, None)
+        if image is None:
+            corrupt.append(path)
+            return
+        height, width = image.shape
+        for index in by_file[path]:
+            x, y, w, h = items[index][1]
+            x0, y0 = max(0, int(x)), max(0, int(y))
+            x1, y1 = min(width, int(x + w)), min(height, int(y + h))
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                crops[index] = resize_square(image[y0:y1, x0:x1], size)
+
+    workers = min(8, (os.cpu_count() or 2) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(decode, list(by_file)))
+    ok = np.array([c is not None for c in crops], dtype=bool)
+    kept = [c for c in crops if c is not None]
+    stack = np.stack(kept) if kept else np.zeros((0, size, size), np.uint8)
+    return stack, ok, corrupt

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ferbench.config import DATA_KINDS, DataSpec
-from ferbench.data import fer2013, ferplus, folder, synthetic
+from ferbench.data import fer2013, ferplus, folder, published, synthetic
 from ferbench.data.arrays import FaceArrays, stratified_fraction
 from ferbench.data.cache import cached
 from ferbench.data.classes import apply_class_set
@@ -16,8 +16,8 @@ from ferbench.errors import FerbenchError
 
 ACCEPTED = (
     "a FER2013 CSV (emotion,pixels,Usage; .csv or .csv.gz), FER2013 folders "
-    "(train/<class>/, test/<class>/), a labelled face folder (<root>/<class>/*), "
-    "or kind: synthetic"
+    "(train/<class>/, test/<class>/), a labelled face folder (<root>/<class>/*), RAF-DB, "
+    "AffectNet or ExpW as distributed, or kind: synthetic"
 )
 
 
@@ -31,7 +31,7 @@ def detect_kind(path: Path) -> str:
     for name in ("fer2013.csv", "fer2013.csv.gz"):
         if (path / name).is_file():
             return "fer2013"
-    return "folder"
+    return published.detect_published(path) or "folder"
 
 
 def resolve_source(path: str | None, base_dir: Path | None = None) -> Path:
@@ -89,6 +89,15 @@ def _read_raw(spec: DataSpec, base_dir: Path | None) -> FaceArrays:
         )
     if kind == "fer2013" and path.is_file():
         return cached([path], {"kind": "fer2013-csv"}, lambda: fer2013.read_csv(path), spec.cache)
+    if kind in published.READERS:
+        read = published.READERS[kind]
+        options = {"kind": kind, "size": spec.size, "val": spec.val_fraction, "seed": spec.seed}
+        return cached(
+            [path],
+            options,
+            lambda: read(path, spec.size, spec.val_fraction, spec.seed),
+            spec.cache,
+        )
     if kind in ("fer2013", "folder"):
         options = {"kind": "folder", "size": spec.size, "val": spec.val_fraction, "seed": spec.seed}
         return cached(

@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from ferbench.data.arrays import SPLITS, FaceArrays
-from ferbench.fileio import cache_dir, write_json
+from ferbench.utils.fileio import cache_dir, write_json
 
 
 def blank_images(data: FaceArrays, max_std: float = 2.0) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.classes import FER2013_CLASSES
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 CANVAS = 64
 #                 curve  open  width  brow_up  brow_slant  eye_open  wrinkle  asym

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import cache_dir, write_json
 from ferbench.infer.batched import measure_speed
 from ferbench.infer.predictor import Predictor
+from ferbench.runs import checkpoint_path
+from ferbench.utils.fileio import cache_dir, write_json
 
 TOLERANCE = 0.005  # accuracy a faster backend may lose against fp32
 CHOICES = ("auto", "torch", "torch-int8", "onnx", "onnx-int8")
@@ -44,9 +45,7 @@ def onnx_available() -> bool:
 def predictor_for(checkpoint: Path, backend: str, device: str = "cpu", progress=None):
     """A Predictor on the requested backend; `auto` measures (once) and picks.  Returns the
     predictor and a one-line description of the choice."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "best.pt"
+    checkpoint = checkpoint_path(checkpoint)
     if backend not in CHOICES:
         raise FerbenchError(f"--backend {backend}: use one of {', '.join(CHOICES)}")
     if checkpoint.suffix == ".onnx" or device != "cpu":
@@ -90,7 +89,7 @@ def describe(best: Measured, measured: list[Measured]) -> str:
 
 
 def _folder(checkpoint: Path) -> Path:
-    from ferbench.fileio import sha256_file
+    from ferbench.utils.fileio import sha256_file
 
     return cache_dir() / "backends" / f"v{CACHE_VERSION}-{sha256_file(checkpoint)[:20]}"
 

@@ -20,8 +20,8 @@ from ferbench.data.images import list_images, resize_square, to_gray
 from ferbench.errors import FerbenchError
 from ferbench.infer.detect import FER_MARGIN, crop_faces
 from ferbench.infer.predictor import Predictor
-from ferbench.metrics import classification_metrics
-from ferbench.opencv import cv2
+from ferbench.report.metrics import classification_metrics
+from ferbench.utils.opencv import cv2
 
 
 @dataclass

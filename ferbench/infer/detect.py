@@ -16,14 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ferbench.errors import FerbenchError
-from ferbench.opencv import cv2
+from ferbench.infer.defaults import FER_MARGIN  # noqa: F401  (the crop margin, re-exported)
+from ferbench.utils.opencv import cv2
 
 Box = tuple[int, int, int, int]
-
-# FER2013's crops came from a face detector: on 502 of 600 PrivateTest faces upscaled 4x, the
-# alt2 cascade's box covers the whole crop (median crop/box side ratio 1.03, IQR 0.98-1.11), so
-# crops need only ~2% extra per side to be framed like the training faces.
-FER_MARGIN = 0.02
 
 
 class HaarDetector:

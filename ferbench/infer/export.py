@@ -15,10 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferbench.checkpoint import load_checkpoint
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
-from ferbench.fileio import sha256_file
 from ferbench.infer.cross_eval import MatchedSplit, matched_split
 from ferbench.infer.onnx import (
     export_onnx,
@@ -28,7 +26,9 @@ from ferbench.infer.onnx import (
     write_metadata,
 )
 from ferbench.infer.predictor import Predictor
-from ferbench.runs import RunDir
+from ferbench.models.checkpoint import load_checkpoint
+from ferbench.runs import RunDir, checkpoint_path
+from ferbench.utils.fileio import sha256_file
 
 CALIBRATION_IMAGES = 1000  # static int8 calibration: this many validation faces
 
@@ -60,10 +60,8 @@ def parity_faces(
 
     labelled = True
     if data is None:
-        config = RunDir(checkpoint.parent).config().get("data") or {}
-        path = config.get("path")
-        if config.get("kind") != "synthetic" and path and Path(path).expanduser().exists():
-            data = DataSpec(**{k: v for k, v in config.items() if k != "size"})
+        own = RunDir(checkpoint.parent).data_spec()
+        data = own if own is not None and own.kind != "synthetic" else None
     if data is None or data.kind == "synthetic":
         labelled = data is not None
         data = data or DataSpec(kind="synthetic", n_per_class=60)
@@ -84,9 +82,7 @@ def export_checkpoint(
     """Export, quantize when asked, measure parity, and record the figures in the file.  With
     `int8`, `fp32_out` keeps the intermediate fp32 model too."""
     step = progress or (lambda text: None)
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        checkpoint = checkpoint / "best.pt"
+    checkpoint = checkpoint_path(checkpoint)
     if checkpoint.suffix == ".onnx":
         raise FerbenchError(f"{checkpoint} is already ONNX; export from a .pt checkpoint")
     payload = load_checkpoint(checkpoint)

@@ -11,7 +11,7 @@ from ferbench.errors import FerbenchError
 from ferbench.infer.detect import FER_MARGIN, HaarDetector, crop_faces, make_detector
 from ferbench.infer.overlay import draw_face
 from ferbench.infer.predictor import Predictor
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:

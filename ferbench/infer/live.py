@@ -16,11 +16,12 @@ import torch
 
 from ferbench.errors import FerbenchError
 from ferbench.infer.ahead import RunAhead
-from ferbench.infer.detect import FER_MARGIN, crop_faces
+from ferbench.infer.defaults import COAST, DETECT_EVERY, FER_MARGIN
+from ferbench.infer.detect import crop_faces
 from ferbench.infer.overlay import draw_face, draw_fps
 from ferbench.infer.predictor import Predictor
 from ferbench.infer.tracking import FaceTracker, ProbabilitySmoother
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 QUIT_KEYS = {ord("q"), ord("Q"), 27}
 WINDOW = "ferbench live"
@@ -73,6 +74,14 @@ def open_source(source: str) -> cv2.VideoCapture:
     return capture
 
 
+def check_source(source: str) -> None:
+    """A video file is found and opened before any model loads or backend is measured (a
+    camera is opened by the live loop itself: opening it twice is slow on some drivers)."""
+    if source.isdigit() or "://" in source:
+        return
+    open_source(source).release()
+
+
 def check_display() -> None:
     """A window needs a display and an OpenCV build with GUI support; say so in one line."""
     if sys.platform.startswith("linux") and not (
@@ -99,11 +108,11 @@ def run_live(
     output: Path | None = None,
     show: bool = True,
     log: Path | None = None,
-    detect_every: int = 1,
+    detect_every: int = DETECT_EVERY,
     smooth: float = 0.0,
     margin: float = FER_MARGIN,
     max_frames: int | None = None,
-    coast: int = 1,
+    coast: int = COAST,
     server=None,
     verify: bool = True,
     overlap: bool = True,

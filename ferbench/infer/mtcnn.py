@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms, nms
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import sha256_file
-from ferbench.opencv import cv2
+from ferbench.utils.fileio import sha256_file
+from ferbench.utils.opencv import cv2
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "mtcnn.pt"
 WEIGHTS_SHA256 = "906aa85cf726ab288bafb47229d2d2044693019a161329d11f9e95970ce53bc1"

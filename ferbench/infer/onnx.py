@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ferbench import __version__
-from ferbench.checkpoint import test_views
 from ferbench.errors import FerbenchError
-from ferbench.fileio import atomic_path
+from ferbench.models.checkpoint import test_views
 from ferbench.models.preprocess import Preprocess
+from ferbench.utils.fileio import atomic_path
 
 FORMAT = "ferbench-onnx-v1"
 JSON_KEYS = ("model_args", "class_names", "preprocess", "parity")  # stored as JSON strings
@@ -44,7 +44,7 @@ def require(module: str):
 def export_onnx(payload: dict, out: Path, source_sha256: str = "", opset: int = 17) -> Path:
     """Write the checkpoint's model as fp32 ONNX with a dynamic batch axis and ferbench
     metadata; `onnx.checker` must accept it."""
-    from ferbench.checkpoint import model_from_checkpoint
+    from ferbench.models.factory import model_from_checkpoint
 
     onnx = require("onnx")
     model = model_from_checkpoint(payload).float().eval()

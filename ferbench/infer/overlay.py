@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 PALETTE = [
     (60, 60, 230),

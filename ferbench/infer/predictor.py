@@ -8,14 +8,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ferbench.checkpoint import load_checkpoint, model_from_checkpoint, test_views
 from ferbench.data.images import resize_square, to_gray
 from ferbench.device import resolve_runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
+from ferbench.models.checkpoint import load_checkpoint, test_views
+from ferbench.models.factory import model_from_checkpoint
 from ferbench.models.preprocess import Preprocess
 from ferbench.models.pretrained import DEFAULT_TAG, read_index
-from ferbench.runs import best_run
+from ferbench.runs import best_run, checkpoint_path
 
 
 def resolve_source(
@@ -65,9 +66,7 @@ class Predictor:
     ):
         """`amp`: auto (bf16 where the device runs it natively), bf16, fp16, off, or
         `checkpoint`: the precision the run was evaluated in, to reproduce its numbers."""
-        path = Path(checkpoint)
-        if path.is_dir():
-            path = path / "best.pt"
+        path = checkpoint_path(checkpoint)
         self.path = path
         self.backend = "onnxruntime" if path.suffix == ".onnx" else "torch"
         if self.backend == "onnxruntime":
@@ -89,6 +88,8 @@ class Predictor:
         if amp == "checkpoint":
             amp = payload.get("amp", "off")
             amp = "off" if amp == "fp16" and not str(device).startswith("cuda") else amp
+        if quantize:  # dynamic int8 layers compute in fp32 around their int8 weights
+            amp = "off"
         self.runtime = resolve_runtime(device, amp, channels_last="off", data_on_device="on")
         self.device = self.runtime.device
         self.preprocess = Preprocess.from_dict(payload["preprocess"])
@@ -101,7 +102,6 @@ class Predictor:
                     raise FerbenchError("int8 (torch-int8) is for CPU inference; use --device cpu")
                 model = quantize_linear_int8(model)
         self.model = model.to(self.device).eval()
-        self.quantized = quantize
         self.val_acc = payload.get("val_acc")
         self.payload = {k: v for k, v in payload.items() if k != "state_dict"}
 
@@ -131,7 +131,9 @@ class Predictor:
         if not crops:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
         x = self.preprocess(self.prepare(crops).to(self.device))
-        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()
+        with self.runtime.autocast():  # the one precision path, as predict_arrays takes
+            logits = self.model(x)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def predict_arrays(self, images: np.ndarray, tta: bool = True, batch_size: int = 512):
         """Probabilities for uint8 faces already at the input size (N×H×W), batched, with the

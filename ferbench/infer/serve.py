@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 
 from ferbench.errors import FerbenchError
-from ferbench.opencv import cv2
+from ferbench.utils.opencv import cv2
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>ferbench live</title>
 <style>body{font-family:system-ui,sans-serif;background:#111;color:#eee;margin:1em}

@@ -14,8 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 from ferbench import __version__
-from ferbench.fileio import cache_dir, write_json
 from ferbench.models.registry import ENTRY_POINT_GROUP, registry_dir
+from ferbench.utils.fileio import cache_dir, write_json
 
 
 def _signature(paths: list[Path]) -> list:

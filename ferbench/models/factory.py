@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+from pathlib import Path
 from typing import Callable
 
 import torch.nn as nn
@@ -80,6 +81,15 @@ def create_model(
     return builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+def model_from_checkpoint(payload: dict, path: Path | str = "checkpoint") -> nn.Module:
+    """The model a loaded checkpoint describes, with its weights, in eval mode."""
+    from ferbench.models.checkpoint import load_weights
+
+    model = create_model(payload["model"], **dict(payload["model_args"]))
+    load_weights(model, payload["state_dict"], path)
+    return model.eval()
+
+
 def _create_pretrained(
     name: str,
     pretrained: bool | str,
@@ -88,7 +98,7 @@ def _create_pretrained(
     input_size: int | None,
     overrides: dict,
 ) -> nn.Module:
-    from ferbench.checkpoint import load_checkpoint, load_weights
+    from ferbench.models.checkpoint import load_checkpoint, load_weights
 
     weights = resolve_weights(name, pretrained)
     payload = load_checkpoint(weights.verified_path())

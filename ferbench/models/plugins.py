@@ -17,11 +17,11 @@ from importlib import metadata
 from pathlib import Path
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import write_yaml
 from ferbench.models import cnn as _cnn  # noqa: F401  built-ins first: user names are checked
 from ferbench.models import registry as _registry
 from ferbench.models import timm_zoo as _timm_zoo  # noqa: F401  against them
 from ferbench.models.registry import ENTRY_POINT_GROUP, read_index, registry_dir
+from ferbench.utils.fileio import write_yaml
 
 _loaded = False
 

@@ -47,6 +47,12 @@ class Preprocess:
             channels_last,
         )
 
+    def _stat(self, values: tuple[float, ...], x: torch.Tensor) -> float | torch.Tensor:
+        """A mean or std per channel (one value serves every channel)."""
+        if len(values) == 1 or x.shape[1] == 1:
+            return values[0]
+        return torch.tensor(values[: x.shape[1]], dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
     def __call__(
         self,
         batch_u8: torch.Tensor,
@@ -58,9 +64,9 @@ class Preprocess:
         x = x.float().div_(255.0)
         if augment:
             x = augment_batch(x, generator=generator, **augment)
-        x = (x - self.mean[0]) / self.std[0]
-        if self.in_chans > 1:
+        if self.in_chans > 1:  # the grey face on every channel, each with its own statistics
             x = x.expand(-1, self.in_chans, -1, -1)
+        x = (x - self._stat(self.mean, x)) / self._stat(self.std, x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

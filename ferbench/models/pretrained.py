@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import sha256_file
+from ferbench.utils.fileio import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 INDEX = WEIGHTS_DIR / "index.json"

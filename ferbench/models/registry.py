@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the registry stores builders; it never needs torch itself
     import torch.nn as nn
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import read_yaml
+from ferbench.utils.fileio import read_yaml
 
 ENTRY_POINT_GROUP = "ferbench.models"
 

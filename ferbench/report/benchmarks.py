@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import write_text
 from ferbench.report.leaderboard import differing_settings, settings_label
+from ferbench.utils.fileio import write_text
 
 KEY = ["dataset", "model", "recipe", "settings"]
 COLUMNS = [
@@ -35,6 +35,9 @@ COLUMNS = [
     "train_cpu_min",
     "wall_min_mean",
     "hardware",
+    "bound_img_s",
+    "trial_s_max",
+    "teacher",
     "ferbench",
     "commit",
     "data_fingerprint",
@@ -83,6 +86,9 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                         float(pd.to_numeric(runs["wall_time_s"]).mean()) / 60, 1
                     ),
                     "hardware": " | ".join(sorted(set(runs["hardware"]))),
+                    "bound_img_s": _round_mean(runs.get("bound_img_s"), 0),
+                    "trial_s_max": _round_max(runs.get("trial_s"), 1),
+                    "teacher": first.get("teacher", "") or "",
                     "ferbench": " | ".join(sorted(set(runs["ferbench"]))),
                     "commit": " | ".join(sorted({c for c in runs["commit"] if c})),
                     "data_fingerprint": first["data_fingerprint"],
@@ -90,6 +96,17 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _round_mean(values, digits: int):
+    """Mean of a column's numbers, rounded; empty where no run recorded it."""
+    numbers = pd.to_numeric(values, errors="coerce").dropna() if values is not None else []
+    return round(float(numbers.mean()), digits) if len(numbers) else ""
+
+
+def _round_max(values, digits: int):
+    numbers = pd.to_numeric(values, errors="coerce").dropna() if values is not None else []
+    return round(float(numbers.max()), digits) if len(numbers) else ""
 
 
 def merged(rows: pd.DataFrame, path: Path, key: list[str]) -> pd.DataFrame:
@@ -109,6 +126,7 @@ def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
     if path.suffix != ".csv":
         raise FerbenchError(f"--export {path}: the file name must end in .csv")
     rows = merged(rows, path, KEY)
+    rows = rows[[c for c in COLUMNS if c in rows] + [c for c in rows if c not in COLUMNS]]
     rows["_acc"] = pd.to_numeric(rows["test_acc_mean"], errors="coerce")
     rows = rows.sort_values(["dataset", "_acc"], ascending=[True, False]).drop(columns="_acc")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +139,8 @@ def markdown(rows: pd.DataFrame) -> str:
     """The human table: accuracy mean ± std over n seeds, calibration (ECE: how far the
     confidence shown is from the accuracy delivered), and what produced it."""
     header = ["model", "recipe", "settings", "test acc %", "macro-F1 %", "worst class", "ECE"]
-    header += ["params M", "MFLOPs", "train CPU-min", "hardware"]
-    text_columns = {"model", "recipe", "settings", "worst class", "hardware"}
+    header += ["params M", "MFLOPs", "train CPU-min", "trial s (max)", "hardware (bound B)"]
+    text_columns = {"model", "recipe", "settings", "worst class", "hardware (bound B)"}
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(" --- " if c in text_columns else " ---: " for c in header) + "|",
@@ -138,9 +156,19 @@ def markdown(rows: pd.DataFrame) -> str:
                 f"{float(r.macro_f1_mean) * 100:.1f} | {r.worst_class} "
                 f"{float(r.worst_class_recall) * 100:.0f}% | {float(r.ece_mean):.3f} | "
                 f"{r.params_m} | {r.mflops} | "
-                f"{r.train_cpu_min} | {r.hardware} |"
+                f"{r.train_cpu_min} | {_text(getattr(r, 'trial_s_max', ''))} | {r.hardware}"
+                f"{_bound_text(getattr(r, 'bound_img_s', ''))} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _text(value) -> str:
+    return "-" if value in ("", None) or pd.isna(value) else f"{value}"
+
+
+def _bound_text(value) -> str:
+    """`` (B 504 img/s)`` for rows that recorded their machine's bound."""
+    return "" if _text(value) == "-" else f" (B {float(value):,.0f} img/s)"
 
 
 def matrix_cells(matrix: pd.DataFrame) -> dict[str, dict[str, str]]:

@@ -132,6 +132,9 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             "commit": run.config.get("versions", {}).get("commit", ""),
             "data_fingerprint": run.config.get("data_fingerprint", ""),
             "wall_time_s": run.metrics.get("wall_time_s"),
+            "trial_s": run.metrics.get("trial_s"),
+            "bound_img_s": run.config.get("bound_img_s"),
+            "teacher": _teacher(run.config),
             "members": "; ".join(  # an ensemble's, with their weights
                 f"{m['run']} x{m['weight']:.2f}" for m in run.metrics.get("members", [])
             ),
@@ -143,6 +146,15 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             row["time_to_target_s"] = float(reached["elapsed_s"].iloc[0]) if len(reached) else None
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _teacher(config: dict) -> str:
+    """A distilled run's teacher and its members, as its config.yaml names them."""
+    teacher = config.get("teacher") or {}
+    if not teacher:
+        return ""
+    members = "; ".join(f"{m['checkpoint']} x{m['weight']:.2f}" for m in teacher.get("members", []))
+    return f"{teacher.get('teacher')} ({members})"
 
 
 def _hardware(config: dict) -> str:

@@ -1,14 +1,14 @@
 """The model card of a shipped weight: what it was trained on, how it was chosen, what it scores.
 
 Rendered from the run directory and from measurements of the shipped file itself (see
-``ferbench.ship``); nothing in it is typed by hand.
+``ferbench.models.ship``); nothing in it is typed by hand.
 """
 
 from __future__ import annotations
 
 import statistics
 
-from ferbench.checkpoint import describe_views
+from ferbench.models.checkpoint import describe_views
 from ferbench.runs import RunDir
 
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ferbench.fileio import atomic_path  # noqa: E402
+from ferbench.utils.fileio import atomic_path  # noqa: E402
 
 
 def save(fig, path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import write_text
+from ferbench.utils.fileio import write_text
 
 FIXED = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "probability"]
 

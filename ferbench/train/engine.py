@@ -7,6 +7,7 @@ epoch, so a run resumed from ``last.pt`` continues exactly as if it had never st
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -25,6 +26,7 @@ from ferbench.device import Runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
 from ferbench.models.preprocess import Preprocess
+from ferbench.train.distill import distillation_loss
 
 
 class TrainingDiverged(FerbenchError):
@@ -56,15 +58,29 @@ class SplitTensors:
         return len(self.labels)
 
 
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for param in model.parameters():  # no weight decay on biases and norm scales
-        if param.requires_grad:
+    """SGD or Adam(W) with no weight decay on biases and norm scales; the biases of norm layers
+    take `norm_bias_lr` times the learning rate (``lr_scale`` of their group)."""
+    norm_biases = {
+        id(m.bias) for m in model.modules() if isinstance(m, NORMS) and m.bias is not None
+    }
+    decay, no_decay, boosted = [], [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        if id(param) in norm_biases and cfg.norm_bias_lr != 1.0:
+            boosted.append(param)
+        else:
             (no_decay if param.ndim <= 1 else decay).append(param)
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if boosted:
+        groups.append({"params": boosted, "weight_decay": 0.0, "lr_scale": cfg.norm_bias_lr})
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             groups,
@@ -128,6 +144,57 @@ class LRSchedule:
         self.plateau_wait = int(state["plateau_wait"])
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights and norm statistics, updated after
+    every optimizer step, with timm's warm-up (the decay grows as (1 + t) / (10 + t) until it
+    reaches `decay`), so the first epochs are not averaged with the random initialisation."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.model = copy.deepcopy(_unwrap(model)).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self.decay, self.updates = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        averaged, current = self.model.state_dict(), _unwrap(model).state_dict()
+        floats = [k for k, v in averaged.items() if v.is_floating_point()]
+        torch._foreach_lerp_([averaged[k] for k in floats], [current[k] for k in floats], 1 - decay)
+        for key, value in averaged.items():
+            if not value.is_floating_point():
+                value.copy_(current[key])
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates, "weights": self.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+        self.model.load_state_dict(state["weights"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+
+
+def dirac_init(model: nn.Module) -> int:
+    """Each 3x3 (or larger, odd) convolution whose output is at least as wide as its input
+    starts as the identity on its first input-width filters (airbench), the rest as they
+    were; returns how many layers changed."""
+    changed = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if not isinstance(module, nn.Conv2d) or module.groups != 1:
+                continue
+            out_ch, in_ch, kh, kw = module.weight.shape
+            if out_ch < in_ch or kh != kw or kh % 2 == 0 or kh == 1:
+                continue
+            nn.init.dirac_(module.weight[:in_ch])
+            changed += 1
+    return changed
+
+
 @dataclass
 class EpochStats:
     loss: float
@@ -149,9 +216,13 @@ class Trainer:
     optimizer: torch.optim.Optimizer | None = None
     scaler: torch.amp.GradScaler | None = None
     on_batch: Callable[[int, int, float, float], None] | None = None
+    average: WeightAverage | None = None
+    teacher_probs: torch.Tensor | None = None  # N_train × classes, in the train split's order
 
     def __post_init__(self) -> None:
         self.optimizer = self.optimizer or build_optimizer(self.model, self.cfg)
+        if self.cfg.ema > 0 and self.average is None:
+            self.average = WeightAverage(self.model, self.cfg.ema)
         self.schedule = self.schedule or LRSchedule(self.cfg)
         self.device = self.runtime.device
         if self.runtime.amp == "fp16":
@@ -160,9 +231,16 @@ class Trainer:
             weight=self.class_weights, label_smoothing=self.cfg.label_smoothing
         )
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, checkpointed as best.pt and shipped: the moving
+        average when `ema` is on, else the trained model itself."""
+        return self.average.model if self.average is not None else self.model
+
     def state_dict(self) -> dict:
         """What the next epoch depends on besides the weights, for last.pt: optimizer,
-        schedule, GradScaler and the RNG states (each epoch also reseeds its own streams)."""
+        schedule, GradScaler, weight average and the RNG states (each epoch also reseeds its
+        own streams)."""
         state = {
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -174,6 +252,8 @@ class Trainer:
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -181,6 +261,8 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.average is not None and state.get("average"):
+            self.average.load_state_dict(state["average"])
         rng = state.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
@@ -188,6 +270,12 @@ class Trainer:
             _set_numpy_rng_state(rng["numpy"])
         if "python" in rng:
             random.setstate(rng["python"])
+
+    def _flip_plan(self, count: int, epoch: int) -> torch.Tensor:
+        """Which faces are mirrored this epoch: a seeded random half in epoch 0, then each
+        face the other way round from the epoch before."""
+        first = torch.Generator().manual_seed(self.cfg.seed * 7919 + 17)
+        return (torch.rand(count, generator=first) < 0.5) ^ bool(epoch % 2)
 
     def train_epoch(self, train: SplitTensors, epoch: int) -> EpochStats:
         cfg, seed = self.cfg, self.cfg.seed
@@ -203,18 +291,27 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         augment = dataclasses.asdict(cfg.augment) if cfg.augment.active else None
+        flips = (
+            self._flip_plan(len(train), epoch) if augment and cfg.augment.alternate_flip else None
+        )
         for step in range(steps):
             lr = self.schedule.lr_at(epoch + step / steps)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             index = order[step * batch_size : (step + 1) * batch_size]
+            if flips is not None:
+                augment["flip_mask"] = flips[index.cpu()]
             x = self.preprocess(
                 train.images[index].to(self.device, non_blocking=True), augment, aug_gen
             )
             y = train.labels[index].to(self.device, non_blocking=True)
             with self.runtime.autocast():
                 logits = self.model(x)
-                loss = self.loss_fn(logits.float(), y)
+                if self.teacher_probs is not None:
+                    target = self.teacher_probs[index].to(self.device, non_blocking=True)
+                    loss = distillation_loss(logits.float(), y, target, cfg.distill, self.loss_fn)
+                else:
+                    loss = self.loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -228,6 +325,8 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            if self.average is not None:
+                self.average.update(self.model)
             total_loss += loss.detach() * len(y)
             total_correct += (logits.argmax(1) == y).sum()
             seen += len(y)

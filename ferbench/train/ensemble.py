@@ -20,10 +20,10 @@ import pandas as pd
 import torch
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import atomic_path, sha256_file, write_text, write_yaml
-from ferbench.metrics import classification_metrics
-from ferbench.provenance import device_info, versions
+from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir, iter_runs
+from ferbench.utils.fileio import atomic_path, sha256_file, write_text, write_yaml
+from ferbench.utils.provenance import device_info, versions
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Member:
 def candidate_runs(roots: list[Path]) -> list[RunDir]:
     """Finished runs under `roots` (ensemble directories themselves are left out)."""
     runs = [r for root in roots for r in iter_runs(root)]
-    return [r for r in runs if r.finished and r.config().get("model", {}).get("name") != "ensemble"]
+    return [r for r in runs if r.finished and r.kind == "training"]
 
 
 PREDICTIONS = "predictions.npz"
@@ -50,16 +50,14 @@ PREDICTIONS = "predictions.npz"
 def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     """Validation and test probabilities of a run's best checkpoint on its own data, from the
     run's predictions.npz when it was made by this checkpoint on these faces."""
-    from ferbench.config import DataSpec
     from ferbench.data import load_dataset
     from ferbench.infer.predictor import Predictor
 
-    config = run.config()
-    data = {k: v for k, v in (config.get("data") or {}).items() if k != "size"}
-    if data.get("path") and not Path(data["path"]).expanduser().exists():
-        raise FerbenchError(f"{run.path}: its data {data['path']} is not here")
+    spec = run.data_spec()
+    if spec is None:
+        raise FerbenchError(f"{run.path}: its data {run.config()['data'].get('path')} is not here")
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
-    faces = load_dataset(DataSpec(**data, size=predictor.input_size))
+    faces = load_dataset(spec.replace(size=predictor.input_size))
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
@@ -160,6 +158,7 @@ def build_ensemble(
     write_yaml(
         run.file("config.yaml"),
         {
+            "kind": "ensemble",
             "experiment": "ensemble",
             "trial": run.path.name,
             "model": {"name": "ensemble", "members": [m.name for m, _ in chosen]},

@@ -294,3 +294,12 @@ def check_data_paths(trials: list[Trial]) -> None:
             if value and (value, trial.base_dir) not in checked:
                 resolve_source(value, Path(trial.base_dir))
                 checked.add((value, trial.base_dir))
+
+
+def check_teachers(trials: list[Trial]) -> None:
+    """Fail before anything runs when a distillation teacher cannot be found (one line naming
+    train.distill.teacher)."""
+    from ferbench.train.distill import resolve_teacher
+
+    for spec, base in {(t.train.distill.teacher, t.base_dir) for t in trials if t.train.distill}:
+        resolve_teacher(spec, Path(base))

@@ -20,25 +20,28 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ferbench.allocator import keep_freed_memory
-from ferbench.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.config import Trial, changed_settings, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.device import Runtime, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
-from ferbench.fileio import write_json, write_text, write_yaml
 from ferbench.infer.batched import measure_speed
-from ferbench.metrics import classification_metrics
+from ferbench.models.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.models.preprocess import Preprocess
-from ferbench.provenance import device_info, versions
+from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir
+from ferbench.train.budget import machine_bound
+from ferbench.train.distill import resolve_teacher, teacher_probabilities
 from ferbench.train.engine import (
     SplitTensors,
     Trainer,
     balanced_class_weights,
+    dirac_init,
     evaluate,
     seed_everything,
 )
+from ferbench.utils.allocator import keep_freed_memory
+from ferbench.utils.fileio import write_json, write_text, write_yaml
+from ferbench.utils.provenance import device_info, versions
 
 
 class Reporter:
@@ -101,7 +104,7 @@ def place_trial(trial: Trial, results: Path, fresh: bool = False) -> Placement:
     is empty, holds the same settings and data, or `fresh` asks to redo it there; otherwise a
     sibling named with a short hash of the trial's settings and data, so both results stay."""
     home = RunDir(Path(results) / trial.experiment / trial.name)
-    if fresh or home.empty:
+    if fresh or home.empty or not home.file("config.yaml").exists():  # nothing trained there
         return Placement(home)
     changes = changed_settings(home.config(), trial.to_dict())
     fingerprint = trial_data(trial).fingerprint()
@@ -236,8 +239,29 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         weights = balanced_class_weights(splits[0].labels.cpu().numpy(), len(data.class_names)).to(
             runtime.device
         )
+    if cfg.dirac_init and not trial.model.pretrained:
+        dirac_init(model)
     net = torch.compile(model) if cfg.compile else model
-    trainer = Trainer(net, preprocess, cfg, runtime, class_weights=weights, on_batch=reporter.batch)
+    teacher = None
+    if cfg.distill:
+        reporter.note(f"{trial.name}: the teacher's probabilities on the training faces")
+        teacher = torch.from_numpy(
+            teacher_probabilities(
+                resolve_teacher(cfg.distill.teacher, Path(trial.base_dir)),
+                data,
+                trial.data,
+                Path(trial.base_dir),
+            )
+        ).to(storage)
+    trainer = Trainer(
+        net,
+        preprocess,
+        cfg,
+        runtime,
+        class_weights=weights,
+        on_batch=reporter.batch,
+        teacher_probs=teacher,
+    )
     meta = checkpoint_meta(
         trial.model.name,
         model_args,
@@ -277,7 +301,17 @@ def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime)
             "data_counts": {s: counts[i].tolist() for i, s in enumerate(SPLITS)},
             "versions": versions(),
             "device": device_info(runtime.device),
+            "bound_img_s": round(machine_bound(runtime.device), 1),
             **runtime.describe(),
+            **(
+                {
+                    "teacher": resolve_teacher(
+                        trial.train.distill.teacher, Path(trial.base_dir)
+                    ).describe()
+                }
+                if trial.train.distill
+                else {}
+            ),
         },
     )
 
@@ -325,7 +359,7 @@ def fit(
     for epoch in range(start_epoch, cfg.epochs):
         stats = trainer.train_epoch(train, epoch)
         eval_start = time.perf_counter()
-        result = evaluate(setup.net, setup.preprocess, val, runtime, eval_cfg.batch_size)
+        result = evaluate(trainer.eval_model, setup.preprocess, val, runtime, eval_cfg.batch_size)
         val_loss, val_acc = result.loss, result.accuracy
         eval_seconds = time.perf_counter() - eval_start
         trainer.schedule.end_epoch(val_loss)
@@ -349,7 +383,7 @@ def fit(
         meta = {**setup.meta, "epoch": epoch + 1, "val_acc": val_acc}
         if improved:
             best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1}
-            save_checkpoint(run.best_checkpoint, setup.model, meta)
+            save_checkpoint(run.best_checkpoint, trainer.eval_model, meta)
         save_checkpoint(
             run.last_checkpoint,
             setup.model,

@@ -34,7 +34,7 @@ def versions() -> dict:
 
 def git_commit() -> str:
     """The checkout's commit (with -dirty for local changes) when ferbench runs from git."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]  # ferbench/utils/provenance.py -> the checkout
     if not (root / ".git").exists():
         return ""
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from ferbench.errors import FerbenchError
-from ferbench.fileio import atomic_path
 from ferbench.models.preprocess import Preprocess
+from ferbench.utils.fileio import atomic_path
 
 FORMAT = "ferbench-checkpoint-v1"
 REQUIRED = ("model", "model_args", "class_names", "preprocess", "state_dict")
@@ -75,14 +75,6 @@ def load_checkpoint(path: Path) -> dict:
         if key not in payload:
             raise FerbenchError(f"{path}: ferbench checkpoint is missing '{key}'")
     return payload
-
-
-def model_from_checkpoint(payload: dict, path: Path | str = "checkpoint") -> torch.nn.Module:
-    from ferbench.models import create_model
-
-    model = create_model(payload["model"], **dict(payload["model_args"]))
-    load_weights(model, payload["state_dict"], path)
-    return model.eval()
 
 
 def load_weights(

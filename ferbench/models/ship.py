@@ -16,12 +16,12 @@ from typing import Callable
 
 import torch
 
-from ferbench.checkpoint import FORMAT, load_checkpoint
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
-from ferbench.fileio import sha256_file, write_json, write_text
+from ferbench.models.checkpoint import FORMAT, load_checkpoint
 from ferbench.models.pretrained import INDEX, WEIGHTS_DIR, PretrainedWeights, read_index
 from ferbench.runs import RunDir, iter_runs
+from ferbench.utils.fileio import sha256_file, write_json, write_text
 
 MAX_BYTES = 5 * 1024 * 1024  # a shipped file stays small enough for the wheel
 
@@ -126,11 +126,11 @@ def _stage(
 
 
 def _run_data(run: RunDir) -> DataSpec:
-    config = run.config().get("data") or {}
-    path = config.get("path")
-    if config.get("kind") == "synthetic" or (path and Path(path).expanduser().exists()):
-        return DataSpec(**{k: v for k, v in config.items() if k != "size"})
-    raise FerbenchError(f"{run.path}: its data {path} is not here; pass --data")
+    spec = run.data_spec()
+    if spec is None:
+        path = (run.config().get("data") or {}).get("path")
+        raise FerbenchError(f"{run.path}: its data {path} is not here; pass --data")
+    return spec
 
 
 def _seed_runs(run: RunDir) -> list[dict]:

@@ -1,0 +1,136 @@
+"""Knowledge distillation: a teacher's probabilities on the training faces, computed once.
+
+The teacher is a finished run (its best.pt), an ensemble run (its members, with their weights),
+a checkpoint file or a shipped tag.  Each member sees the training faces as its own test did (its
+input size, preprocessing and test-time views), so the student learns from the teacher's best
+guess of each face; the student's augmentation still applies on top.  The probabilities are kept
+in the cache folder, keyed by the teacher's checkpoints (sha256) and the faces' fingerprint, so a
+second student, seed or setting reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferbench.config import DataSpec, DistillConfig
+from ferbench.data import FaceArrays, load_dataset
+from ferbench.errors import FerbenchError
+from ferbench.utils.fileio import atomic_path, cache_dir, sha256_file
+
+KEY = "train.distill.teacher"
+
+
+@dataclass(frozen=True)
+class Teacher:
+    spec: str  # as the experiment names it
+    members: tuple[tuple[Path, float], ...]  # checkpoints and their weights (summing to 1)
+
+    @property
+    def identity(self) -> str:
+        """sha256 of the member checkpoints and weights: what the cached probabilities depend on."""
+        digest = hashlib.sha256()
+        for path, weight in self.members:
+            digest.update(f"{sha256_file(path)}:{weight:.6f};".encode())
+        return digest.hexdigest()
+
+    def describe(self) -> dict:
+        """What config.yaml, cards and benchmark rows say the teacher was."""
+        return {
+            "teacher": self.spec,
+            "members": [{"checkpoint": str(p), "weight": round(w, 4)} for p, w in self.members],
+        }
+
+
+def resolve_teacher(spec: str, base_dir: Path = Path(".")) -> Teacher:
+    """A shipped tag, a run folder, an ensemble folder or a checkpoint file; a one-line error
+    naming the key otherwise."""
+    from ferbench.models.pretrained import read_index
+
+    if not spec:
+        raise FerbenchError(f"{KEY}: name a run folder, an ensemble folder, a .pt or a shipped tag")
+    if spec in read_index():
+        return Teacher(spec, ((read_index()[spec].verified_path(), 1.0),))
+    path = Path(spec).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = Path(base_dir) / path
+    if path.is_file():
+        return Teacher(spec, ((path, 1.0),))
+    members = _ensemble_members(path)
+    if members:
+        return Teacher(spec, members)
+    if (path / "best.pt").is_file():
+        return Teacher(spec, ((path / "best.pt", 1.0),))
+    raise FerbenchError(
+        f"{KEY}: '{spec}' is not a finished run folder (best.pt), an ensemble folder, a "
+        f"checkpoint file or a shipped tag ({', '.join(read_index()) or 'none shipped'})"
+    )
+
+
+def _ensemble_members(path: Path) -> tuple[tuple[Path, float], ...]:
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return ()
+    members = []
+    for member in metrics.get("members") or []:
+        checkpoint = Path(member["run"]) / "best.pt"
+        if not checkpoint.is_file():
+            raise FerbenchError(f"{KEY}: ensemble member {checkpoint} of {path} is not here")
+        members.append((checkpoint, float(member["weight"])))
+    return tuple(members)
+
+
+def teacher_probabilities(
+    teacher: Teacher, data: FaceArrays, spec: DataSpec, base_dir: Path = Path(".")
+) -> np.ndarray:
+    """The teacher's probabilities (N_train × classes, float32) for the training faces of
+    `data`, in their order; from the cache when this teacher has seen these faces."""
+    from ferbench.infer.predictor import Predictor
+
+    key = hashlib.sha256(f"{teacher.identity}:{data.fingerprint()}".encode()).hexdigest()[:24]
+    file = cache_dir() / f"teacher-{key}.npy"
+    try:
+        return np.load(file)
+    except (OSError, ValueError):
+        pass
+    train_labels = data.split("train")[1]
+    total = None
+    for checkpoint, weight in teacher.members:
+        predictor = Predictor(checkpoint, amp="checkpoint")
+        if predictor.class_names != list(data.class_names):
+            raise FerbenchError(
+                f"{KEY}: {teacher.spec} predicts {', '.join(predictor.class_names)}; the data "
+                f"has {', '.join(data.class_names)}"
+            )
+        faces = data
+        if predictor.input_size != data.size:
+            faces = load_dataset(spec.replace(size=predictor.input_size), base_dir=base_dir)
+        images, labels = faces.split("train")
+        if not np.array_equal(labels, train_labels):
+            raise FerbenchError(f"{KEY}: the faces at {predictor.input_size} px do not line up")
+        probs = predictor.predict_arrays(images).astype(np.float32) * weight
+        total = probs if total is None else total + probs
+    total = total / sum(w for _, w in teacher.members)
+    try:
+        with atomic_path(file) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, total)
+    except OSError:  # a read-only cache folder: distil anyway
+        pass
+    return total
+
+
+def distillation_loss(logits, labels, teacher_probs, cfg: DistillConfig, ce):
+    """(1 − α)·CE(label) + α·T²·KL(teacher ‖ student), both softened by the temperature T
+    (the teacher's probabilities are sharpened or softened as p^(1/T), renormalised)."""
+    import torch.nn.functional as F
+
+    t = cfg.temperature
+    soft = teacher_probs.clamp_min(1e-8).pow(1.0 / t)
+    soft = soft / soft.sum(1, keepdim=True)
+    kd = F.kl_div(F.log_softmax(logits / t, 1), soft, reduction="batchmean") * t * t
+    return (1 - cfg.alpha) * ce(logits, labels) + cfg.alpha * kd

@@ -1,0 +1,144 @@
+"""The efficiency levers and distillation: general training options, each doing what it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from ferbench.cli import app
+from ferbench.config import TrainConfig
+from ferbench.device import resolve_runtime
+from ferbench.models import create_model
+from ferbench.models.preprocess import Preprocess
+from ferbench.train import distill
+from ferbench.train.budget import speedrun_budget
+from ferbench.train.engine import Trainer, build_optimizer, dirac_init
+
+cli = CliRunner()
+SMALL = {"name": "vggfer_s", "input_size": 16, "args": {"widths": [8, 16, 32, 64]}}
+
+
+def experiment(tmp_path: Path, name: str, model: dict, **train) -> Path:
+    spec = {
+        "name": name,
+        "data": {"kind": "synthetic", "n_per_class": 12, "size": 16},
+        "models": [model],
+        "train": {"epochs": 2, "batch_size": 16, "seed": 0, **train},
+        "eval": {"speed": False},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def run(file: Path, results: Path, *args: str):
+    return cli.invoke(app, ["run", str(file), "--results", str(results), *args])
+
+
+def test_norm_biases_get_their_own_learning_rate():
+    model = create_model("vggfer_s", num_classes=7, widths=(8, 16, 32, 64))
+    groups = build_optimizer(model, TrainConfig(norm_bias_lr=64.0)).param_groups
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 64.0]
+    assert len(groups[2]["params"]) == 8  # one bias per BatchNorm
+    assert len(build_optimizer(model, TrainConfig()).param_groups) == 2
+
+
+def test_dirac_init_makes_convolutions_identities():
+    model = create_model("vggfer_s", num_classes=7, widths=(8, 16, 32, 64))
+    assert dirac_init(model) == 8
+    conv = model[3]  # the second convolution of the first stage, 8 -> 8
+    x = torch.randn(1, 8, 6, 6)
+    assert torch.allclose(torch.nn.functional.conv2d(x, conv.weight, padding=1), x, atol=1e-6)
+
+
+def test_alternating_flips_mirror_each_face_every_other_epoch():
+    model = create_model("vggfer_s", num_classes=7, widths=(8, 16, 32, 64))
+    runtime = resolve_runtime("cpu", "off", "off")
+    trainer = Trainer(model, Preprocess(16, 1, (0.5,), (0.5,)), TrainConfig(seed=3), runtime)
+    first, second, third = (trainer._flip_plan(1000, e) for e in range(3))
+    assert torch.equal(first, ~second) and torch.equal(first, third)
+    assert 400 < int(first.sum()) < 600
+
+
+def test_ema_weights_are_validated_and_checkpointed(tmp_path):
+    results = tmp_path / "r"
+    result = run(experiment(tmp_path, "avg", SMALL, ema=0.9), results)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = {p.parent for p in results.rglob("best.pt")}
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    best = torch.load(run_dir / "best.pt", weights_only=True)["state_dict"]
+    averaged = last["average"]["weights"]
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    steps = sum(config["data_counts"]["train"]) // 16
+    assert last["average"]["updates"] == 2 * steps  # one update a step
+    if json.loads((run_dir / "metrics.json").read_text())["best_epoch"] == 2:
+        assert all(torch.equal(best[k], averaged[k]) for k in best)
+    assert any(not torch.equal(last["state_dict"][k], averaged[k]) for k in averaged)
+
+
+def test_distillation_caches_the_teacher_and_checks_it(tmp_path, monkeypatch):
+    results = tmp_path / "r"
+    assert run(experiment(tmp_path, "teacher", SMALL), results).exit_code == 0
+    (teacher_dir,) = {p.parent for p in results.rglob("best.pt")}
+    student = experiment(
+        tmp_path,
+        "student",
+        {"name": "cnn5", "input_size": 16},
+        epochs=1,
+        distill={"teacher": str(teacher_dir), "alpha": 0.7, "temperature": 2.0},
+    )
+    first = run(student, results)
+    assert first.exit_code == 0, first.output
+    config = yaml.safe_load(next((results / "student").rglob("config.yaml")).read_text())
+    assert config["teacher"]["members"][0]["checkpoint"].endswith("best.pt")
+    cached = list(Path(distill.cache_dir()).glob("teacher-*.npy"))
+    assert len(cached) == 1
+    probs = np.load(cached[0])
+    assert probs.shape == (sum(config["data_counts"]["train"]), 7)
+    assert np.allclose(probs.sum(1), 1, atol=1e-3)
+
+    def no_teacher_evaluation(*args, **kwargs):
+        raise AssertionError("the teacher was evaluated again")
+
+    monkeypatch.setattr("ferbench.infer.predictor.Predictor.predict_arrays", no_teacher_evaluation)
+    second = run(student, results, "--set", "train.seed=1")  # another student, same teacher
+    assert second.exit_code == 0, second.output
+
+    missing = run(student, results, "--set", "train.distill.teacher=no/such/run")
+    assert missing.exit_code == 1
+    assert "train.distill.teacher: 'no/such/run'" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
+def test_a_teacher_with_other_classes_is_refused(tmp_path):
+    results = tmp_path / "r"
+    six = experiment(tmp_path, "six", SMALL)
+    spec = yaml.safe_load(six.read_text())
+    spec["data"]["classes"] = ["angry", "fear", "happy", "sad", "surprise", "neutral"]
+    six.write_text(yaml.safe_dump(spec))
+    assert run(six, results).exit_code == 0
+    (teacher_dir,) = {p.parent for p in results.rglob("best.pt")}
+    student = experiment(tmp_path, "seven", SMALL, epochs=1, distill=str(teacher_dir))
+    result = run(student, results)
+    assert result.exit_code == 1
+    error = json.loads(next((results / "seven").rglob("status.json")).read_text())["error"]
+    assert "train.distill.teacher" in error and "the data has angry, disgust" in error
+
+
+def test_speedrun_budget_scales_with_the_bound():
+    assert speedrun_budget(509) == pytest.approx(300)
+    assert speedrun_budget(120) == pytest.approx(1272.5)
+
+
+def test_bad_distill_settings_name_the_key(tmp_path):
+    file = experiment(tmp_path, "bad", SMALL, distill={"teacher": "x", "alpha": 2})
+    result = run(file, tmp_path / "r")
+    assert (
+        result.exit_code == 1 and "train.distill.alpha: 2.0 is not between 0 and 1" in result.output
+    )
