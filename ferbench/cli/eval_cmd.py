@@ -26,7 +26,9 @@ def evaluate(
     ),
     model: ModelOption = None,
     checkpoint: CheckpointOption = None,
-    kind: str = typer.Option("auto", help="auto, fer2013, ferplus, folder or synthetic."),
+    kind: str = typer.Option(
+        "auto", help="auto, fer2013, ferplus, folder, rafdb, affectnet, expw or synthetic."
+    ),
     labels: str = typer.Option(None, help="FER+ vote file for --kind ferplus."),
     split: str = typer.Option(
         "auto",
@@ -111,6 +113,12 @@ def evaluate(
         f"{metrics['balanced_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
         f"ECE {metrics['ece']:.4f}"
     )
+    if "leaked" in metrics:
+        console.print(
+            f"{metrics['leaked']:,} of these faces were also trained on (near-duplicates in the "
+            f"training split): accuracy without them [bold]{metrics['accuracy_clean']:.4f}[/], "
+            f"on them {metrics['accuracy_leaked']:.4f}  (ferbench data leaks)"
+        )
     if out:
         write_json(out, metrics)
         console.print(f"[green]wrote[/] {out}")

@@ -33,6 +33,7 @@ class MatchedSplit:
     left_out_classes: list[str]
     left_out_images: int
     mapping: dict[str, str]  # dataset class -> model class, as matched through the synonyms
+    known: np.ndarray  # which of the split's faces were kept (the model knows their class)
 
 
 def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> MatchedSplit:
@@ -55,7 +56,25 @@ def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> Mat
         )
     left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
     mapping = {d: model_classes[m] for d, m in zip(data.class_names, to_model) if m >= 0}
-    return MatchedSplit(images[known], mapped[known], left_out, int((~known).sum()), mapping)
+    return MatchedSplit(images[known], mapped[known], left_out, int((~known).sum()), mapping, known)
+
+
+def _leakage(data: FaceArrays, split: str, faces: MatchedSplit, probs: np.ndarray) -> dict:
+    """How many evaluated faces were also in the data's training split (near-duplicates, see
+    data/leaks.py) and the accuracy without them; empty where the data has no training split
+    or the evaluated split is train or all."""
+    if split not in ("val", "test") or not (data.splits == 0).any():
+        return {}
+    from ferbench.data.leaks import leaked_mask
+
+    leaked = leaked_mask(data, split)[faces.known]
+    clean = ~leaked
+    correct = probs.argmax(1) == faces.labels
+    return {
+        "leaked": int(leaked.sum()),
+        "accuracy_clean": float(correct[clean].mean()) if clean.any() else float("nan"),
+        "accuracy_leaked": float(correct[leaked].mean()) if leaked.any() else float("nan"),
+    }
 
 
 def unsplit_folder(spec: DataSpec) -> bool:
@@ -136,6 +155,7 @@ def evaluate_checkpoint(
     faces = matched_split(data, split, predictor.class_names)
     probs = predictor.predict_arrays(faces.images, tta=tta)
     metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names, probs)
+    metrics.update(_leakage(data, split, faces, probs))
     metrics.update(
         {
             "split": split,

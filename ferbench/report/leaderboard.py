@@ -22,6 +22,7 @@ from ferbench.runs import RunDir, iter_runs
 
 METRICS = [
     "accuracy",
+    "accuracy_clean",  # without the test faces that were also trained on (data/leaks.py)
     "balanced_accuracy",
     "macro_f1",
     "ece",
@@ -132,7 +133,6 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             "commit": run.config.get("versions", {}).get("commit", ""),
             "data_fingerprint": run.config.get("data_fingerprint", ""),
             "wall_time_s": run.metrics.get("wall_time_s"),
-            "trial_s": run.metrics.get("trial_s"),
             "bound_img_s": run.config.get("bound_img_s"),
             "teacher": _teacher(run.config),
             "members": "; ".join(  # an ensemble's, with their weights
