@@ -288,6 +288,10 @@ def display_table(board: pd.DataFrame) -> pd.DataFrame:
             "test acc %": [
                 fmt_pm(m, s, 100) for m, s in zip(board["accuracy_mean"], board["accuracy_std"])
             ],
+            "w/o leaked %": [
+                fmt_pm(m, s, 100) if not pd.isna(m) else "-"
+                for m, s in zip(board["accuracy_clean_mean"], board["accuracy_clean_std"])
+            ],
             "bal. acc %": [
                 fmt_pm(m, s, 100)
                 for m, s in zip(board["balanced_accuracy_mean"], board["balanced_accuracy_std"])
