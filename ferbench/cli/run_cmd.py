@@ -55,9 +55,9 @@ def run(
 
     Beyond the usual settings, train: takes the efficiency levers ema: 0.98 (the averaged
     weights are validated, saved and shipped), norm_bias_lr, dirac_init and
-    augment: {alternate_flip: true}, and distillation:
-    distill: {teacher: RUN_DIR | ENSEMBLE_DIR | .pt | TAG, alpha: 0.5, temperature: 1}
-    (loss (1-alpha) CE + alpha T^2 KL(teacher || student); the teacher's probabilities on the
+    augment: {alternate_flip: true}, and distillation from a run, an ensemble, a checkpoint
+    or a shipped tag with distill: {teacher: PATH_OR_TAG, alpha: 0.5, temperature: 1} (loss
+    (1-alpha) CE + alpha T^2 KL(teacher || student); the teacher's probabilities on the
     training faces are computed once and cached).  README: "ferbench run".
 
     Examples:
