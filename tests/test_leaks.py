@@ -56,12 +56,10 @@ def test_leaks_finds_the_copied_faces_and_eval_reports_clean_accuracy(tmp_path, 
     root = leaky_folders(tmp_path / "faces")
     data = load_dataset({"kind": "folder", "path": str(root), "size": 48})
     report = leak_report(data)
-    names = np.array([None] * len(data))
     test_idx = np.flatnonzero(data.splits == 2)
     leaked = set(report["test"]["leaked"])
     assert len(leaked) == 6 and leaked <= set(test_idx.tolist())
     assert report["test"]["exact"] == 0  # shifted and re-encoded: none pixel-identical
-    assert names is not None
     result = cli.invoke(app, ["data", "leaks", str(root), "--out", str(tmp_path / "l.json")])
     assert result.exit_code == 0, result.output
     assert "test: 6 of 14 faces" in result.output
