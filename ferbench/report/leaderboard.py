@@ -20,24 +20,25 @@ from ferbench.config import RUNTIME_KEYS
 from ferbench.errors import FerbenchError
 from ferbench.runs import RunDir, iter_runs
 
-METRICS = [
-    "accuracy",
-    "accuracy_clean",  # without the test faces that were also trained on (data/leaks.py)
-    "balanced_accuracy",
-    "macro_f1",
-    "ece",
-    "worst_class_recall",
-    "best_val_acc",
-    "parameters",
-    "flops",
-    "train_time_s",
-    "trial_s",
-    "time_to_target_s",
-    "inference_images_per_s",
-    "latency_batch1_ms",
-    "train_images_per_s",
-    "best_epoch",
-]
+# Every metric a run reports, and which way is better (the leaderboard sorts by it).
+METRICS = {
+    "accuracy": "higher",
+    "accuracy_clean": "higher",  # without the test faces also trained on (data/leaks.py)
+    "balanced_accuracy": "higher",
+    "macro_f1": "higher",
+    "ece": "lower",
+    "worst_class_recall": "higher",
+    "best_val_acc": "higher",
+    "parameters": "lower",
+    "flops": "lower",
+    "train_time_s": "lower",
+    "trial_s": "lower",
+    "time_to_target_s": "lower",
+    "inference_images_per_s": "higher",
+    "latency_batch1_ms": "lower",
+    "train_images_per_s": "higher",
+    "best_epoch": "lower",
+}
 
 
 @dataclass
@@ -239,14 +240,7 @@ def leaderboards(
         board = pd.DataFrame(rows)
         if f"{metric}_mean" not in board:
             raise FerbenchError(f"unknown metric '{metric}'; choose one of {', '.join(METRICS)}")
-        ascending = metric in (
-            "ece",
-            "latency_batch1_ms",
-            "train_time_s",
-            "time_to_target_s",
-            "parameters",
-            "flops",
-        )
+        ascending = METRICS[metric] == "lower"
         boards[dataset] = board.sort_values(
             f"{metric}_mean", ascending=ascending, na_position="last"
         ).reset_index(drop=True)
