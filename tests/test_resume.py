@@ -21,7 +21,7 @@ from ferbench.train import runner as runner_module
 from ferbench.train.runner import Reporter, execute_trial
 
 cli = CliRunner()
-TIMING = ["train_s", "eval_s", "elapsed_s", "train_images_per_s"]
+TIMING = ["train_s", "eval_s", "elapsed_s", "train_images_per_s", "train_cpu_s"]
 
 
 def write_experiment(tmp_path: Path, data: dict | None = None, **train) -> Path:

@@ -69,6 +69,9 @@ def test_grid_writes_every_file_then_skips(tmp_path):
         # each phase agrees with the epoch timings recorded independently in history.csv
         assert phases["train"] == pytest.approx(history["train_s"].sum(), abs=0.02)
         assert phases["validate"] == pytest.approx(history["eval_s"].sum(), abs=0.02)
+        # CPU time, every thread, pauses excluded: what train CPU-minutes are made of
+        assert (history["train_cpu_s"] > 0).all()
+        assert metrics["train_cpu_s"] == pytest.approx(history["train_cpu_s"].sum())
         trial_seconds += metrics["trial_s"]
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["data_fingerprint"] and config["versions"]["torch"]

@@ -81,9 +81,7 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "tta": first["tta"],
                     "params_m": round(entry.parameters_mean / 1e6, 3),
                     "mflops": round(entry.flops_mean / 1e6, 1),
-                    "train_cpu_min": round(
-                        float((pd.to_numeric(runs["train_time_s"]) * threads).mean()) / 60, 1
-                    ),
+                    "train_cpu_min": _cpu_minutes(runs, threads),
                     "wall_min_mean": round(
                         float(pd.to_numeric(runs["wall_time_s"]).mean()) / 60, 1
                     ),
@@ -98,6 +96,14 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _cpu_minutes(runs: pd.DataFrame, threads: pd.Series) -> float:
+    """Mean training CPU-minutes per run: the process's CPU time where the run measured it
+    (pauses excluded), else wall-clock training time × threads (older runs)."""
+    wall = pd.to_numeric(runs["train_time_s"], errors="coerce") * threads
+    cpu = pd.to_numeric(runs.get("train_cpu_s", pd.Series(index=runs.index)), errors="coerce")
+    return round(float(cpu.fillna(wall).mean()) / 60, 1)
 
 
 def _round_mean(values, digits: int):

@@ -32,6 +32,7 @@ METRICS = {
     "parameters": "lower",
     "flops": "lower",
     "train_time_s": "lower",
+    "train_cpu_s": "lower",
     "trial_s": "lower",
     "time_to_target_s": "lower",
     "inference_images_per_s": "higher",

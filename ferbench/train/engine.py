@@ -199,8 +199,9 @@ def dirac_init(model: nn.Module) -> int:
 class EpochStats:
     loss: float
     acc: float
-    seconds: float
+    seconds: float  # wall clock (a paused process's pause included)
     images: int
+    cpu_seconds: float = 0.0  # CPU time of the process, all threads (pauses excluded)
 
 
 @dataclass
@@ -289,7 +290,7 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         augment = dataclasses.asdict(cfg.augment) if cfg.augment.active else None
         flips = (
             self._flip_plan(len(train), epoch) if augment and cfg.augment.alternate_flip else None
@@ -345,7 +346,11 @@ class Trainer:
             )
         self.runtime.synchronize()
         return EpochStats(
-            mean_loss, total_correct.item() / max(seen, 1), time.perf_counter() - start, seen
+            mean_loss,
+            total_correct.item() / max(seen, 1),
+            time.perf_counter() - start,
+            seen,
+            time.process_time() - cpu_start,
         )
 
 

@@ -377,6 +377,7 @@ def fit(
             "eval_s": eval_seconds,
             "elapsed_s": elapsed,
             "train_images_per_s": stats.images / max(stats.seconds, 1e-9),
+            "train_cpu_s": stats.cpu_seconds,
         }
         history.append(row)
         improved = val_acc > best["val_acc"] or (
@@ -474,6 +475,8 @@ def _finish(
             "parameters": setup.parameters,
             "flops": setup.flops,
             "train_time_s": train_seconds,
+            # CPU seconds of training, every thread: unlike the wall clock, no pause counts
+            "train_cpu_s": float(frame["train_cpu_s"].sum()) if "train_cpu_s" in frame else None,
             "wall_time_s": float(frame["elapsed_s"].iloc[-1]),
             "train_images_per_s": images / max(train_seconds, 1e-9),
             "target_val_acc": eval_cfg.target_acc,
