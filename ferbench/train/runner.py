@@ -476,7 +476,11 @@ def _finish(
             "flops": setup.flops,
             "train_time_s": train_seconds,
             # CPU seconds of training, every thread: unlike the wall clock, no pause counts
-            "train_cpu_s": float(frame["train_cpu_s"].sum()) if "train_cpu_s" in frame else None,
+            "train_cpu_s": (
+                float(frame["train_cpu_s"].sum())
+                if "train_cpu_s" in frame and frame["train_cpu_s"].notna().all()
+                else None  # some epochs ran before it was measured: no partial sum
+            ),
             "wall_time_s": float(frame["elapsed_s"].iloc[-1]),
             "train_images_per_s": images / max(train_seconds, 1e-9),
             "target_val_acc": eval_cfg.target_acc,
