@@ -158,3 +158,18 @@ def leaked_mask(data: FaceArrays, split: str, cache: bool = True) -> np.ndarray:
 
 def _same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
     return hashlib.blake2b(a.tobytes()).digest() == hashlib.blake2b(b.tobytes()).digest()
+
+
+def clean_accuracy(data: FaceArrays, split: str, correct: np.ndarray, kept=None) -> dict:
+    """`leaked` (faces of `split` also trained on), `accuracy_clean` without them and
+    `accuracy_leaked` on them, for per-face `correct` flags of that split in its order (`kept`:
+    which of the split's faces were evaluated); empty without a training split."""
+    if split not in ("val", "test") or not (data.splits == 0).any() or not len(correct):
+        return {}
+    leaked = leaked_mask(data, split)
+    leaked = leaked[kept] if kept is not None else leaked
+    return {
+        "leaked": int(leaked.sum()),
+        "accuracy_clean": float(correct[~leaked].mean()) if (~leaked).any() else float("nan"),
+        "accuracy_leaked": float(correct[leaked].mean()) if leaked.any() else float("nan"),
+    }

@@ -17,6 +17,7 @@ from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.data.classes import canonical
 from ferbench.data.folder import class_folders, has_split_folders, synonym_note
 from ferbench.data.images import list_images, resize_square, to_gray
+from ferbench.data.leaks import clean_accuracy
 from ferbench.errors import FerbenchError
 from ferbench.infer.detect import FER_MARGIN, crop_faces
 from ferbench.infer.predictor import Predictor
@@ -57,24 +58,6 @@ def matched_split(data: FaceArrays, split: str, model_classes: list[str]) -> Mat
     left_out = sorted({data.class_names[i] for i in np.unique(labels[~known])})
     mapping = {d: model_classes[m] for d, m in zip(data.class_names, to_model) if m >= 0}
     return MatchedSplit(images[known], mapped[known], left_out, int((~known).sum()), mapping, known)
-
-
-def _leakage(data: FaceArrays, split: str, faces: MatchedSplit, probs: np.ndarray) -> dict:
-    """How many evaluated faces were also in the data's training split (near-duplicates, see
-    data/leaks.py) and the accuracy without them; empty where the data has no training split
-    or the evaluated split is train or all."""
-    if split not in ("val", "test") or not (data.splits == 0).any():
-        return {}
-    from ferbench.data.leaks import leaked_mask
-
-    leaked = leaked_mask(data, split)[faces.known]
-    clean = ~leaked
-    correct = probs.argmax(1) == faces.labels
-    return {
-        "leaked": int(leaked.sum()),
-        "accuracy_clean": float(correct[clean].mean()) if clean.any() else float("nan"),
-        "accuracy_leaked": float(correct[leaked].mean()) if leaked.any() else float("nan"),
-    }
 
 
 def unsplit_folder(spec: DataSpec) -> bool:
@@ -155,7 +138,8 @@ def evaluate_checkpoint(
     faces = matched_split(data, split, predictor.class_names)
     probs = predictor.predict_arrays(faces.images, tta=tta)
     metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names, probs)
-    metrics.update(_leakage(data, split, faces, probs))
+    correct = probs.argmax(1) == faces.labels
+    metrics.update(clean_accuracy(data, split, correct, faces.known))
     metrics.update(
         {
             "split": split,

@@ -17,13 +17,12 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from ferbench.config import Trial, changed_settings, to_plain
 from ferbench.data import SPLITS, FaceArrays, load_dataset
-from ferbench.data.leaks import leaked_mask
+from ferbench.data.leaks import clean_accuracy
 from ferbench.device import Runtime, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import measure_speed
@@ -460,7 +459,7 @@ def _finish(
     )
     truth = test.labels.cpu().numpy()
     metrics = classification_metrics(truth, result.predictions, class_names, result.probs)
-    metrics.update(clean_accuracy(trial_data(trial), truth == result.predictions))
+    metrics.update(clean_accuracy(trial_data(trial), "test", truth == result.predictions))
     frame = pd.DataFrame(history)
     train_seconds = float(frame["train_s"].sum())
     images = float((frame["train_images_per_s"] * frame["train_s"]).sum())
@@ -506,19 +505,6 @@ def _finish(
     curves_figure(frame, run.file("curves.png"), title)
     run.write_status("done", trial.name, trial.config_hash(), test_acc=metrics["accuracy"])
     return metrics
-
-
-def clean_accuracy(data: FaceArrays, correct: np.ndarray) -> dict:
-    """Test accuracy without the test faces that were also trained on (near-duplicates in the
-    training split, data/leaks.py; computed once per dataset and cached)."""
-    if not (data.splits == 0).any() or not len(correct):
-        return {}
-    leaked = leaked_mask(data, "test")
-    clean = ~leaked
-    return {
-        "leaked": int(leaked.sum()),
-        "accuracy_clean": float(correct[clean].mean()) if clean.any() else float("nan"),
-    }
 
 
 def write_evaluation(run: RunDir, metrics: dict, class_names: list[str], title: str) -> None:
