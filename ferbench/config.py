@@ -21,7 +21,16 @@ from typing import Any, Literal
 from ferbench.errors import FerbenchError
 
 DataKind = Literal[
-    "auto", "fer2013", "ferplus", "folder", "synthetic", "rafdb", "affectnet", "expw"
+    "auto",
+    "fer2013",
+    "ferplus",
+    "folder",
+    "synthetic",
+    "rafdb",
+    "affectnet",
+    "expw",
+    "ckplus",
+    "jaffe",
 ]
 DATA_KINDS: tuple[str, ...] = typing.get_args(DataKind)
 
@@ -139,6 +148,9 @@ class DataSpec:
     val_fraction: float = 0.1  # carved from train when the source has no validation split
     fraction: float = 1.0  # stratified subsample of every split, for quick checks
     seed: int = 0  # data seed: synthetic faces, carved splits, subsamples
+    folds: int | None = None  # CK+ / JAFFE: subject-independent folds (test: fold, val: next)
+    fold: int = 0
+    neutral: Literal["none", "first"] = "none"  # CK+: `first` adds each sequence's first frame
     n_per_class: int = 300  # synthetic only
     cache: bool = True
 

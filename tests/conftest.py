@@ -61,6 +61,12 @@ def astronaut_video(tmp_path_factory) -> tuple[Path, int]:
 
 
 @pytest.fixture
+def shared_data_optional() -> Path | None:
+    """The shared data folder, or None where it is absent (the test decides what to skip)."""
+    return SHARED if SHARED.is_dir() else None
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is not present")

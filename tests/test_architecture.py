@@ -21,6 +21,7 @@ LAYERS = {
     "device": 1,
     "runs": 1,
     "utils": 1,
+    "faces": 1,
     "data": 1,
     "models": 2,
     "infer": 3,

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ferbench.cli import app
-from ferbench.infer.images import still_detector
+from ferbench.faces.detect import still_detector
 from ferbench.utils.opencv import cv2
 
 data = pytest.importorskip("skimage.data")

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ferbench.cli import app
-from ferbench.infer.detect import make_detector
+from ferbench.faces.detect import make_detector
 
 runner = CliRunner()
 
@@ -34,7 +34,7 @@ def test_detectors_find_the_astronaut_in_most_frames(astronaut_video, kind):
 
 
 def test_mtcnn_weights_are_shipped_checked_and_licensed():
-    from ferbench.infer import mtcnn
+    from ferbench.faces import mtcnn
     from ferbench.utils.fileio import sha256_file
 
     assert sha256_file(mtcnn.WEIGHTS) == mtcnn.WEIGHTS_SHA256
@@ -44,7 +44,7 @@ def test_mtcnn_weights_are_shipped_checked_and_licensed():
 def test_mtcnn_frames_faces_like_fer2013_and_scores_them():
     from skimage import data
 
-    from ferbench.infer.mtcnn import MtcnnDetector
+    from ferbench.faces.mtcnn import MtcnnDetector
 
     photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
     detector = MtcnnDetector()
@@ -60,7 +60,7 @@ def test_mtcnn_verify_reframes_a_drifted_box_and_drops_one_off_the_face():
     back onto the face, a box that now shows background comes back None and is forgotten."""
     from skimage import data
 
-    from ferbench.infer.mtcnn import MtcnnDetector
+    from ferbench.faces.mtcnn import MtcnnDetector
     from ferbench.infer.tracking import FaceTracker, iou
 
     photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)

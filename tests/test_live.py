@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ferbench.cli import app
-from ferbench.infer.detect import make_detector
+from ferbench.faces.detect import make_detector
 from ferbench.infer.predictor import Predictor
 
 runner = CliRunner()

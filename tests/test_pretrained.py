@@ -163,4 +163,4 @@ def test_the_built_wheel_carries_the_weights(tmp_path):
         assert f"ferbench/models/weights/{weights.card}" in names, name
     assert "ferbench/models/weights/index.json" in names
     assert "ferbench/models/weights/LICENSE-fer2013.md" in names
-    assert {"ferbench/infer/weights/mtcnn.pt", "ferbench/infer/weights/LICENSE-mtcnn.md"} <= names
+    assert {"ferbench/faces/weights/mtcnn.pt", "ferbench/faces/weights/LICENSE-mtcnn.md"} <= names

@@ -1,7 +1,9 @@
-"""RAF-DB, AffectNet and ExpW read in their published layouts, with their own label codes.
+"""RAF-DB, AffectNet, ExpW, CK+ and JAFFE read in their published layouts, with their own codes.
 
 Each fixture paints every face with a grey level that encodes its true class, and gives the
-classes unequal counts, so a wrong code map shows in the counts and in the pixels."""
+classes unequal counts, so a wrong code map shows in the counts and in the pixels.  CK+ and JAFFE
+are whole photos where the detector finds the face: there each class's face has its own
+brightness, so a wrong map shows in the crops' order of brightness."""
 
 from __future__ import annotations
 
@@ -147,7 +149,7 @@ def test_a_published_layout_with_its_files_missing_says_which(tmp_path):
     root = tmp_path / "raf"
     (root / "EmoLabel").mkdir(parents=True)
     (root / "EmoLabel" / "list_patition_label.txt").write_text("train_00001.jpg 1\n")
-    with pytest.raises(FerbenchError, match="Image/aligned/ is missing"):
+    with pytest.raises(FerbenchError, match=r"Image/aligned/ \(or Image/original/\) is missing"):
         load_dataset({"kind": "rafdb", "path": str(root)})
 
 
@@ -163,3 +165,142 @@ def test_data_info_json_reports_the_counts(tmp_path):
         assert report["counts"]["train"][name] + report["counts"]["val"][name] == train
         assert report["counts"]["test"][name] == test
     assert report["skipped"]["label lines naming a missing image"]["count"] == 1
+
+
+CKPLUS_CODES = ["neutral", "angry", "contempt", "disgust", "fear", "happy", "sad", "surprise"]
+
+
+def portrait(brightness: float, shape: tuple[int, int], shift: int = 0) -> np.ndarray:
+    """A grey photo with the scikit-image astronaut's face (public domain) at a brightness."""
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut()[20:220, 120:300], cv2.COLOR_RGB2GRAY)
+    photo = np.full(shape, 60, np.uint8)
+    top, left = (shape[0] - 200) // 2, (shape[1] - 180) // 2 + shift
+    photo[top : top + 200, left : left + 180] = np.clip(face * brightness, 0, 255)
+    return photo
+
+
+def brightness(name: str, classes: list[str]) -> float:
+    return 0.6 + 0.07 * classes.index(name)
+
+
+def assert_brightness_follows_labels(data, n_classes: int):
+    """The mean crop of each class is brighter than the one of the class before it."""
+    means = [data.images[data.labels == c].mean() for c in range(n_classes) if c in data.labels]
+    assert means == sorted(means), means
+
+
+def ckplus(root, sequences: dict[str, int]):
+    """`sequences[name]` labelled sequences of 5 frames per CK+ emotion, over 6 subjects, and
+    three bad ones: no Emotion file, an unknown code, a last frame without a face."""
+    classes = [*FER2013_CLASSES, "contempt"]
+    n = 0
+    for name, count in sequences.items():
+        code = CKPLUS_CODES.index(name)
+        for _ in range(count):
+            n += 1
+            subject, sequence = f"S{100 + n % 6:03d}", f"{n:03d}"
+            folder = root / "cohn-kanade-images" / subject / sequence
+            folder.mkdir(parents=True)
+            for frame in range(1, 6):
+                picture = portrait(brightness(name, classes), (490, 640), 4 * frame)
+                if frame == 1:
+                    picture = portrait(brightness("neutral", classes), (490, 640))
+                cv2.imwrite(str(folder / f"{subject}_{sequence}_{frame:08d}.png"), picture)
+            emotion = root / "Emotion" / subject / sequence
+            emotion.mkdir(parents=True)
+            (emotion / f"{subject}_{sequence}_00000005_emotion.txt").write_text(f"   {code:.7e}\n")
+    for sequence, label in (("901", None), ("902", "9.0000000e+00"), ("903", "5.0")):
+        folder = root / "cohn-kanade-images" / "S999" / sequence
+        folder.mkdir(parents=True)
+        for frame in range(1, 6):
+            picture = portrait(1.0, (490, 640))
+            if sequence == "903" and frame == 5:
+                picture = np.full((490, 640), 60, np.uint8)  # the face left the frame
+            cv2.imwrite(str(folder / f"S999_{sequence}_{frame:08d}.png"), picture)
+        if label is not None:
+            (root / "Emotion" / "S999" / sequence).mkdir(parents=True)
+            (root / "Emotion" / "S999" / sequence / "x_emotion.txt").write_text(label)
+    return root
+
+
+def test_ckplus_last_frames_codes_faces_and_subject_folds(tmp_path):
+    sequences = {"angry": 1, "contempt": 1, "disgust": 2, "fear": 1, "happy": 3, "sad": 1,
+                 "surprise": 2}  # fmt: skip
+    root = ckplus(tmp_path / "ck", sequences)
+    data = load_dataset({"kind": "auto", "path": str(root), "size": 48})
+    assert data.dataset == "CK+" and data.class_names[-1] == "contempt"
+    assert data.images.shape[1:] == (48, 48)
+    totals = dict(zip(data.class_names, data.counts().sum(0).tolist()))
+    expected = {name: 3 * sequences.get(name, 0) for name in data.class_names}
+    expected["happy"] += 2  # S999/903: two of its last three frames show a face
+    assert totals == expected
+    assert (data.splits == 2).all()  # no folds: every labelled frame is for eval
+    assert_brightness_follows_labels(data, len(data.class_names))
+    skipped = {k: v["count"] for k, v in data.problems.items()}
+    assert skipped == {
+        "sequences without an Emotion file (left out)": 1,
+        "unknown emotion codes (CK+ uses 0-7)": 1,
+        "images without a face found": 1,
+    }
+    with_neutral = load_dataset({"kind": "ckplus", "path": str(root), "neutral": "first"})
+    assert with_neutral.counts().sum(0)[data.class_names.index("neutral")] == 12
+
+    folded = load_dataset({"kind": "ckplus", "path": str(root), "folds": 3, "fold": 1})
+    subjects = [set(folded.extras["subject"][folded.splits == s].tolist()) for s in range(3)]
+    assert all(subjects) and not (subjects[0] & subjects[2]) and not (subjects[1] & subjects[2])
+    assert not (subjects[0] & subjects[1])
+    with pytest.raises(FerbenchError, match="data.fold must be between 0 and 2"):
+        load_dataset({"kind": "ckplus", "path": str(root), "folds": 3, "fold": 3})
+
+
+def test_jaffe_names_faces_and_bad_files(tmp_path):
+    root = tmp_path / "jaffe"
+    root.mkdir()
+    counts = {"AN": 2, "DI": 1, "FE": 3, "HA": 2, "NE": 1, "SA": 2, "SU": 1}
+    names = {"AN": "angry", "DI": "disgust", "FE": "fear", "HA": "happy", "NE": "neutral",
+             "SA": "sad", "SU": "surprise"}  # fmt: skip
+    n = 0
+    for code, count in counts.items():
+        for i in range(count):
+            n += 1
+            subject = ["KA", "KL", "KM", "KR"][n % 4]
+            picture = portrait(brightness(names[code], FER2013_CLASSES), (256, 256))
+            cv2.imwrite(str(root / f"{subject}.{code}{i + 1}.{n}.tiff"), picture)
+    cv2.imwrite(str(root / "KA.XX1.99.tiff"), portrait(1.0, (256, 256)))  # unknown class
+    (root / "KA.HA9.98.tiff").write_bytes(b"II*\x00 not really a tiff")  # corrupt
+    (root / "README").write_text("The Japanese Female Facial Expression database")
+    data = load_dataset({"kind": "auto", "path": str(root), "size": 48})
+    assert data.dataset == "JAFFE" and data.class_names == FER2013_CLASSES
+    totals = dict(zip(data.class_names, data.counts().sum(0).tolist()))
+    assert totals == {names[code]: count for code, count in counts.items()}
+    assert_brightness_follows_labels(data, 7)
+    skipped = {k: v["count"] for k, v in data.problems.items()}
+    assert skipped == {
+        "unknown class letters (JAFFE: AN DI FE HA NE SA SU)": 1,
+        "files skipped: unreadable or corrupt": 1,
+    }
+    folded = load_dataset({"kind": "jaffe", "path": str(root), "folds": 4, "fold": 0})
+    assert len(set(folded.extras["subject"][folded.splits == 2].tolist())) == 1
+    with pytest.raises(FerbenchError, match="data.folds: .* no subjects"):
+        load_dataset({"kind": "rafdb", "path": str(rafdb(tmp_path / "raf", {"sad": (2, 1)})),
+                      "folds": 2})  # fmt: skip
+
+
+def test_rafdb_original_photos_go_through_the_detector(tmp_path):
+    root = tmp_path / "raf"
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "Image" / "original").mkdir(parents=True)
+    codes = {"surprise": 1, "happy": 4, "neutral": 7}
+    lines = []
+    for n, (name, split) in enumerate([("surprise", "train"), ("happy", "train"),
+                                       ("happy", "test"), ("neutral", "train")]):  # fmt: skip
+        photo = portrait(brightness(name, FER2013_CLASSES), (300, 400), 10 * n)
+        cv2.imwrite(str(root / "Image" / "original" / f"{split}_{n:05d}.jpg"), photo)
+        lines.append(f"{split}_{n:05d}.jpg {codes[name]}")
+    (root / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    data = load_dataset({"kind": "auto", "path": str(root), "size": 48, "val_fraction": 0})
+    assert data.counts().sum(0).tolist() == [0, 0, 0, 2, 0, 1, 1]
+    assert data.counts()[2].sum() == 1
+    assert_brightness_follows_labels(data, 7)

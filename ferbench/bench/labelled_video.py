@@ -23,7 +23,7 @@ import pandas as pd
 
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import crop_faces
+from ferbench.faces.detect import crop_faces
 from ferbench.infer.tracking import iou
 from ferbench.utils.opencv import cv2
 

@@ -15,9 +15,9 @@ import torch
 
 from ferbench.bench.labelled_video import ceiling, read_truth, score_both
 from ferbench.errors import FerbenchError
+from ferbench.faces.defaults import COAST, DETECT_EVERY, FER_MARGIN
+from ferbench.faces.detect import HaarDetector, make_detector
 from ferbench.infer.backend import predictor_for
-from ferbench.infer.defaults import COAST, DETECT_EVERY
-from ferbench.infer.detect import FER_MARGIN, HaarDetector, make_detector
 from ferbench.infer.live import run_live
 from ferbench.infer.predictor import Predictor
 from ferbench.runs import best_run

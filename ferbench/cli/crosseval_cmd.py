@@ -78,7 +78,7 @@ def crosseval(
         raise typer.BadParameter(f"--out {out}: the file name must end in .csv")
     finder = None
     if portraits:
-        from ferbench.infer.images import still_detector
+        from ferbench.faces.detect import still_detector
 
         finder = still_detector(detector)
     names = [m.strip() for m in models.split(",") if m.strip()]

@@ -74,7 +74,7 @@ def evaluate(
         spec = DataSpec()
     finder = None
     if detect:
-        from ferbench.infer.images import still_detector
+        from ferbench.faces.detect import still_detector
 
         finder = still_detector(detector)
     metrics = evaluate_checkpoint(predictor, spec, split, tta=tta, detector=finder)

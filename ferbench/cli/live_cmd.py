@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -19,14 +20,19 @@ from ferbench.cli._common import (
     working,
 )
 from ferbench.errors import FerbenchError
-from ferbench.infer.defaults import COAST, DETECT_EVERY, FER_MARGIN
+from ferbench.faces.defaults import COAST, DETECT_EVERY, FER_MARGIN
 
 
 @friendly_errors
 def live(
     model: ModelOption = None,
     checkpoint: CheckpointOption = None,
-    source: str = typer.Option("0", "--source", help="Camera index (0), video file or stream URL."),
+    source: str = typer.Option(
+        "0",
+        "--source",
+        help="Camera index (0), video file, stream URL, or 'browser': the camera of the "
+        "browser that opens the --serve page (for remote machines, containers, notebooks).",
+    ),
     output: Path = typer.Option(
         None, "--output", "-o", help="Write every annotated frame (.mp4/.avi)."
     ),
@@ -91,7 +97,8 @@ def live(
     serve: int = typer.Option(
         None,
         "--serve",
-        help="Show the stream as a web page on this port (0: any free port) instead of a window.",
+        help="Show the stream as a web page on this port (0: any free port) instead of a window; "
+        "with --source browser, the page that sends the browser's camera (default 8000).",
     ),
     host: str = typer.Option(
         "127.0.0.1", "--host", help="With --serve: the address to bind (0.0.0.0 for the network)."
@@ -99,25 +106,32 @@ def live(
 ) -> None:
     """Detect faces, classify each, draw label, probability and a bar chart; q or Esc quits.
 
-    Three ways to watch: a window (default), a web page (--serve PORT: open the printed URL;
-    Ctrl-C stops), or a file (--no-window --output out.mp4).
+    Four ways to watch: a window (default); a web page (--serve PORT: open the printed URL;
+    Ctrl-C stops); the camera of your browser (--source browser --serve PORT: the page sends
+    its frames, for ferbench on a remote machine: ssh -L PORT:127.0.0.1:PORT HOST, then open
+    http://localhost:PORT/); or a file (--no-window --output out.mp4).
 
     Examples:
       ferbench live                   # camera 0, the shipped vggfer_s.fer2013
       ferbench live --model cnn3
       ferbench live --model cnn3 --serve 8000
+      ferbench live --source browser --serve 8000 --log faces.csv
       ferbench live --model cnn3 --source clip.mp4 --no-window --output out.mp4 --log faces.csv
       ferbench live --source crowd.mp4 --no-window --summary timelines/
     """
+    from ferbench.faces.detect import DETECTORS, make_detector
     from ferbench.infer.backend import predictor_for
-    from ferbench.infer.detect import DETECTORS, make_detector
     from ferbench.infer.live import check_source, run_live
     from ferbench.infer.predictor import resolve_source
 
     # every input is checked before the model loads and the backends are measured
     if detector not in DETECTORS:
         raise FerbenchError(f"unknown detector '{detector}'; use {', '.join(DETECTORS)}")
-    check_source(source)
+    browser = source == "browser"
+    if browser:
+        serve = 8000 if serve is None else serve
+    else:
+        check_source(source)
     if not no_window and serve is None:
         from ferbench.infer.live import check_display
 
@@ -130,37 +144,65 @@ def live(
         f"[bold]{predictor.model_name}[/] from {source_path} "
         f"({len(predictor.class_names)} classes, {predictor.input_size}px); backend {choice}"
     )
+    if summary is not None and log is None:
+        log = Path(summary) / "faces.csv"
+        log.parent.mkdir(parents=True, exist_ok=True)
+    if browser:
+        from ferbench.infer.browser import serve_browser
+
+        stats = serve_browser(
+            predictor,
+            make_detector(detector, detector_model, detect_width=detect_width),
+            host,
+            serve,
+            output=output,
+            log=log,
+            detect_every=detect_every,
+            coast=coast,
+            verify=verify,
+            smooth=smooth,
+            margin=margin,
+            max_frames=max_frames,
+            announce=_announce_browser_page,
+        )
+        console.print("stopped")
+        _print_summary(stats)
+        _print_outputs(output, log, summary)
+        return
     server = None
     if serve is not None:
         from ferbench.infer.serve import FrameServer
 
         server = FrameServer(host, serve, predictor.class_names).start()
         console.print(f"serving the annotated stream on [bold]{server.url}[/] (Ctrl-C stops)")
-    if summary is not None and log is None:
-        log = Path(summary) / "faces.csv"
-        log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        stats = run_live(
-            predictor,
-            source,
-            make_detector(detector, detector_model, detect_width=detect_width),
-            output=output,
-            show=not no_window and server is None,
-            log=log,
-            detect_every=detect_every,
-            smooth=smooth,
-            coast=coast,
-            margin=margin,
-            max_frames=max_frames,
-            server=server,
-            verify=verify,
-            overlap=overlap,
-        )
-        _print_summary(stats)
-        if server is not None and not source.isdigit():
-            console.print(f"the video ended; still serving its last frame on {server.url}")
-            while True:  # a camera ends only with Ctrl-C; a file stays on screen until then
-                time.sleep(0.5)
+        stop_on_sigterm = contextlib.nullcontext()
+        if server is not None:
+            from ferbench.infer.serve import sigterm_as_ctrl_c
+
+            stop_on_sigterm = sigterm_as_ctrl_c()
+        with stop_on_sigterm:
+            stats = run_live(
+                predictor,
+                source,
+                make_detector(detector, detector_model, detect_width=detect_width),
+                output=output,
+                show=not no_window and server is None,
+                log=log,
+                detect_every=detect_every,
+                smooth=smooth,
+                coast=coast,
+                margin=margin,
+                max_frames=max_frames,
+                server=server,
+                verify=verify,
+                overlap=overlap,
+            )
+            _print_summary(stats)
+            if server is not None and not source.isdigit():
+                console.print(f"the video ended; still serving its last frame on {server.url}")
+                while True:  # a camera ends only with Ctrl-C; a file stays on screen until then
+                    time.sleep(0.5)
     except KeyboardInterrupt:
         if server is None:
             raise
@@ -168,6 +210,18 @@ def live(
     finally:
         if server is not None:
             server.close()
+    _print_outputs(output, log, summary)
+
+
+def _announce_browser_page(url: str) -> None:
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    console.print(
+        f"open [bold]{url}[/] in the browser whose camera to use; from another machine: "
+        f"ssh -L {port}:127.0.0.1:{port} HOST, then open http://localhost:{port}/ (Ctrl-C stops)"
+    )
+
+
+def _print_outputs(output, log, summary) -> None:
     if output:
         console.print(f"annotated video: {output}")
     if log:

@@ -21,7 +21,7 @@ from ferbench.cli._common import (
     friendly_errors,
 )
 from ferbench.errors import FerbenchError
-from ferbench.infer.defaults import FER_MARGIN
+from ferbench.faces.defaults import FER_MARGIN
 
 
 @friendly_errors
@@ -51,7 +51,7 @@ def predict(
       ferbench predict group.jpg --model cnn3     # your best finished cnn3 run
       ferbench predict faces/ --checkpoint results/quickstart/cnn3/seed=0/best.pt --no-detect --csv
     """
-    from ferbench.infer.detect import DETECTORS
+    from ferbench.faces.detect import DETECTORS
     from ferbench.infer.images import expand_paths, predict_images
     from ferbench.infer.predictor import Predictor
 

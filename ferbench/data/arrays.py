@@ -22,6 +22,9 @@ class FaceArrays:
     source: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. "val carved from train (10%)"
     problems: dict[str, object] = field(default_factory=dict)  # skipped rows, corrupt files, ...
+    # per-face values beside the label: AffectNet's valence and arousal, CK+'s and JAFFE's
+    # subject (subject-independent folds)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
     _fingerprint: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,7 @@ class FaceArrays:
             self.source,
             list(self.notes),
             dict(self.problems),
+            {name: values[mask] for name, values in self.extras.items()},
         )
 
 
@@ -93,6 +97,8 @@ _PUBLIC_NAMES = (
     ("rafdb", "RAF-DB (basic, aligned)"),
     ("affectnet", "AffectNet (manually annotated)"),
     ("expw", "ExpW"),
+    ("ckplus", "CK+"),
+    ("jaffe", "JAFFE"),
 )
 
 

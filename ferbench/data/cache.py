@@ -79,6 +79,7 @@ def _save(file: Path, data: FaceArrays) -> None:
                 labels=data.labels,
                 splits=data.splits,
                 meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                **{f"extra_{name}": values for name, values in data.extras.items()},
             )
 
 
@@ -93,4 +94,5 @@ def _load(file: Path) -> FaceArrays:
             meta["source"],
             meta["notes"],
             meta["problems"],
+            {k[len("extra_") :]: entry[k] for k in entry.files if k.startswith("extra_")},
         )

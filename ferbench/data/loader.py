@@ -17,7 +17,7 @@ from ferbench.errors import FerbenchError
 ACCEPTED = (
     "a FER2013 CSV (emotion,pixels,Usage; .csv or .csv.gz), FER2013 folders "
     "(train/<class>/, test/<class>/), a labelled face folder (<root>/<class>/*), RAF-DB, "
-    "AffectNet or ExpW as distributed, or kind: synthetic"
+    "AffectNet, ExpW, CK+ or JAFFE as distributed, or kind: synthetic"
 )
 
 
@@ -91,13 +91,8 @@ def _read_raw(spec: DataSpec, base_dir: Path | None) -> FaceArrays:
         return cached([path], {"kind": "fer2013-csv"}, lambda: fer2013.read_csv(path), spec.cache)
     if kind in published.READERS:
         read = published.READERS[kind]
-        options = {"kind": kind, "size": spec.size, "val": spec.val_fraction, "seed": spec.seed}
-        return cached(
-            [path],
-            options,
-            lambda: read(path, spec.size, spec.val_fraction, spec.seed),
-            spec.cache,
-        )
+        options = {"kind": kind, **{k: getattr(spec, k) for k in published.READER_OPTIONS[kind]}}
+        return cached([path], options, lambda: read(path, spec), spec.cache)
     if kind in ("fer2013", "folder"):
         options = {"kind": "folder", "size": spec.size, "val": spec.val_fraction, "seed": spec.seed}
         return cached(
@@ -114,6 +109,8 @@ def load_dataset(spec: DataSpec | dict, base_dir: Path | None = None) -> FaceArr
     if isinstance(spec, dict):
         spec = DataSpec(**spec)
     data = _read_raw(spec, base_dir)
+    if spec.folds:
+        published.assign_folds(data, spec.folds, spec.fold, spec.seed)
     if spec.size and data.size != spec.size and len(data):
         data.images = resize_all(data.images, spec.size)
     data = apply_class_set(data, spec.classes, spec.merge, spec.drop)

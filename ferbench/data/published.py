@@ -5,8 +5,9 @@ map gives a plausible-looking, wrong benchmark):
 
 - **RAF-DB (basic)**: ``EmoLabel/list_patition_label.txt`` (``train_00001.jpg 5``; 1-7 =
   surprise, fear, disgust, happy, sad, angry, neutral), faces in
-  ``Image/aligned/<stem>_aligned.jpg``; the split from the ``train_``/``test_`` prefix,
-  validation carved from train.
+  ``Image/aligned/<stem>_aligned.jpg`` (or, where only ``Image/original/<name>`` is there, found
+  in the photos by the detector); the split from the ``train_``/``test_`` prefix, validation
+  carved from train.
 - **AffectNet** (manually annotated part): ``Manually_Annotated_file_lists/training.csv`` and
   ``validation.csv`` (expression 0-7 = neutral, happy, sad, surprise, fear, disgust, angry,
   contempt; 8-10 = none, uncertain, no face: left out and counted), each face cropped by its
@@ -15,6 +16,16 @@ map gives a plausible-looking, wrong benchmark):
 - **ExpW**: ``label/label.lst`` (``image face_id top left right bottom confidence label``, labels
   0-6 in FER2013's order), several boxed faces per scene under ``image/origin/``; no official
   split, so test and validation are carved as for class folders.
+- **CK+**: ``cohn-kanade-images/S###/###/*.png`` with ``Emotion/S###/###/<frame>_emotion.txt``
+  (one number 0-7 = neutral, anger, contempt, disgust, fear, happy, sadness, surprise) for the
+  last frame of a labelled sequence; its last three frames take the label (``neutral: first``
+  adds each sequence's first frame as neutral); faces found by the detector.
+- **JAFFE**: a flat folder of ``KA.AN1.39.tiff`` names, the class from the two letters after
+  the first dot, the subject from the two before it; faces found by the detector.
+
+CK+ and JAFFE have no official split: without ``folds`` every face is a test face (for
+``eval``); ``folds: 10, fold: k`` makes subject-independent folds (`assign_folds`), so no person
+is in both training and test.  Detection runs once, when the arrays are built and cached.
 
 Bad input loses nothing else: a label line naming a missing image, an unknown code or a
 truncated row is skipped and counted in the arrays' problems.
@@ -23,16 +34,20 @@ truncated row is skipped and counted in the arrays' problems.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 
+from ferbench.config import DataSpec
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.classes import FER2013_CLASSES
 from ferbench.data.fer2013 import SHOW_LINES, carve_validation
 from ferbench.data.folder import carve_test
-from ferbench.data.images import read_gray_batch, read_gray_crops
+from ferbench.data.images import read_gray_batch, read_gray_crops, resize_square, to_gray
 from ferbench.errors import FerbenchError
+from ferbench.faces.defaults import FER_MARGIN
+from ferbench.utils.opencv import cv2
 
 RAFDB_LABELS = "EmoLabel/list_patition_label.txt"  # sic: the file is named so in RAF-DB
 RAFDB_CODES = {1: "surprise", 2: "fear", 3: "disgust", 4: "happy", 5: "sad", 6: "angry",
@@ -41,6 +56,12 @@ AFFECTNET_LISTS = "Manually_Annotated_file_lists"
 AFFECTNET_CODES = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "angry", "contempt"]
 AFFECTNET_CLASSES = [*FER2013_CLASSES, "contempt"]
 EXPW_LABELS = "label/label.lst"
+CKPLUS_IMAGES, CKPLUS_LABELS = "cohn-kanade-images", "Emotion"
+CKPLUS_CODES = ["neutral", "angry", "contempt", "disgust", "fear", "happy", "sad", "surprise"]
+CKPLUS_FRAMES = 3  # the last frames of a labelled sequence that take its label
+JAFFE_NAME = re.compile(r"^([A-Z]{2})\.([A-Z]{2})\d*\.\d+\.tiff?$", re.IGNORECASE)
+JAFFE_CODES = {"AN": "angry", "DI": "disgust", "FE": "fear", "HA": "happy", "NE": "neutral",
+               "SA": "sad", "SU": "surprise"}  # fmt: skip
 DEFAULT_SIZE = 100  # RAF-DB's aligned faces are 100x100; box crops are resized to it too
 
 
@@ -52,6 +73,10 @@ def detect_published(path: Path) -> str | None:
         return "affectnet"
     if (path / EXPW_LABELS).is_file():
         return "expw"
+    if (path / CKPLUS_IMAGES).is_dir() and (path / CKPLUS_LABELS).is_dir():
+        return "ckplus"
+    if path.is_dir() and any(JAFFE_NAME.match(f.name) for f in path.iterdir()):
+        return "jaffe"
     return None
 
 
@@ -93,16 +118,13 @@ def _crops(items: list, size: int, skipped: _Skipped) -> tuple[np.ndarray, np.nd
     return crops, ok
 
 
-def read_rafdb(root: Path, size: int | None, val_fraction: float, seed: int) -> FaceArrays:
+def read_rafdb(root: Path, spec: DataSpec) -> FaceArrays:
     """RAF-DB basic: aligned 100x100 faces, 7 classes, train/test from the file names."""
-    size = size or DEFAULT_SIZE
+    size = spec.size or DEFAULT_SIZE
     skipped, files, labels, splits = _Skipped(), [], [], []
-    aligned = root / "Image" / "aligned"
-    if not aligned.is_dir():
-        raise FerbenchError(
-            f"{root}: RAF-DB's Image/aligned/ is missing (the aligned faces are read; the "
-            "original photos need face detection, not supported yet)"
-        )
+    aligned, original = root / "Image" / "aligned", root / "Image" / "original"
+    if not aligned.is_dir() and not original.is_dir():
+        raise FerbenchError(f"{root}: RAF-DB's Image/aligned/ (or Image/original/) is missing")
     for number, line in enumerate((root / RAFDB_LABELS).read_text().splitlines(), 1):
         parts = line.split()
         if not parts:
@@ -119,16 +141,19 @@ def read_rafdb(root: Path, size: int | None, val_fraction: float, seed: int) -> 
         if split is None:
             skipped.add("names without a train_/test_ prefix", where)
             continue
-        image = aligned / f"{Path(name).stem}_aligned.jpg"
+        image = aligned / f"{Path(name).stem}_aligned.jpg" if aligned.is_dir() else original / name
         if not image.is_file():
             skipped.add("label lines naming a missing image", where)
             continue
         files.append(image)
         labels.append(FER2013_CLASSES.index(RAFDB_CODES[code]))
         splits.append(split)
-    images, ok, corrupt = read_gray_batch(files, size)
-    for path in corrupt:
-        skipped.add("files skipped: unreadable or corrupt", str(path))
+    if aligned.is_dir():
+        images, ok, corrupt = read_gray_batch(files, size)
+        for path in corrupt:
+            skipped.add("files skipped: unreadable or corrupt", str(path))
+    else:  # the original photos: the face found by the detector
+        images, ok = _detected_faces(files, size, skipped)
     data = _finish(
         images,
         np.asarray(labels, np.int64)[ok],
@@ -137,14 +162,14 @@ def read_rafdb(root: Path, size: int | None, val_fraction: float, seed: int) -> 
         f"rafdb {root}",
         skipped,
     )
-    carve_validation(data, val_fraction, seed)
+    carve_validation(data, spec.val_fraction, spec.seed)
     return data
 
 
-def read_affectnet(root: Path, size: int | None, val_fraction: float, seed: int) -> FaceArrays:
+def read_affectnet(root: Path, spec: DataSpec) -> FaceArrays:
     """AffectNet's manually annotated part: faces cropped by their boxes, 8 classes; valence
     and arousal kept per face (``data.extras``)."""
-    size = size or DEFAULT_SIZE
+    size = spec.size or DEFAULT_SIZE
     skipped = _Skipped()
     items, labels, splits, valence, arousal = [], [], [], [], []
     images_root = root / "Manually_Annotated_Images"
@@ -189,7 +214,7 @@ def read_affectnet(root: Path, size: int | None, val_fraction: float, seed: int)
                 valence.append(v)
                 arousal.append(a)
     crops, ok = _crops(items, size, skipped)
-    v, a = np.asarray(valence)[ok], np.asarray(arousal)[ok]
+    v, a = np.asarray(valence, np.float32)[ok], np.asarray(arousal, np.float32)[ok]
     data = _finish(
         crops,
         np.asarray(labels, np.int64)[ok],
@@ -198,17 +223,18 @@ def read_affectnet(root: Path, size: int | None, val_fraction: float, seed: int)
         f"affectnet {root}",
         skipped,
     )
+    data.extras = {"valence": v, "arousal": a}
     data.notes.append(
         f"valence mean {v.mean():+.2f} (sd {v.std():.2f}), arousal mean {a.mean():+.2f} "
         f"(sd {a.std():.2f}) over {len(v):,} faces; validation.csv is the test split"
     )
-    carve_validation(data, val_fraction, seed)
+    carve_validation(data, spec.val_fraction, spec.seed)
     return data
 
 
-def read_expw(root: Path, size: int | None, val_fraction: float, seed: int) -> FaceArrays:
+def read_expw(root: Path, spec: DataSpec) -> FaceArrays:
     """ExpW: every boxed face of every scene, labels in FER2013's order; splits carved."""
-    size = size or DEFAULT_SIZE
+    size = spec.size or DEFAULT_SIZE
     skipped, items, labels = _Skipped(), [], []
     origin = root / "image" / "origin"
     for number, line in enumerate((root / EXPW_LABELS).read_text().splitlines(), 1):
@@ -237,9 +263,144 @@ def read_expw(root: Path, size: int | None, val_fraction: float, seed: int) -> F
     data = _finish(
         crops, labels, np.zeros(len(labels), np.int8), FER2013_CLASSES, f"expw {root}", skipped
     )
-    carve_test(data, 0.1, seed, "ExpW has no official split")
-    carve_validation(data, val_fraction, seed)
+    carve_test(data, 0.1, spec.seed, "ExpW has no official split")
+    carve_validation(data, spec.val_fraction, spec.seed)
     return data
 
 
-READERS = {"rafdb": read_rafdb, "affectnet": read_affectnet, "expw": read_expw}
+def _detected_faces(files: list[Path], size: int, skipped: _Skipped):
+    """The largest face of each photo, found by MTCNN's photo settings and framed like
+    FER2013's crops; photos without a face, or unreadable, are counted.  Returns the faces and
+    which files gave one."""
+    from ferbench.faces.detect import crop_faces, still_detector
+
+    detector, faces, ok = still_detector(), [], np.zeros(len(files), bool)
+    for i, path in enumerate(files):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            skipped.add("files skipped: unreadable or corrupt", str(path))
+            continue
+        boxes = detector(image)
+        if not boxes:
+            skipped.add("images without a face found", str(path))
+            continue
+        largest = max(boxes, key=lambda b: b[2] * b[3])
+        faces.append(resize_square(to_gray(crop_faces(image, [largest], FER_MARGIN)[0]), size))
+        ok[i] = True
+    return np.stack(faces) if faces else np.zeros((0, size, size), np.uint8), ok
+
+
+def _detected_set(files, labels, subjects, classes, source, size, skipped) -> FaceArrays:
+    """Faces of whole photos, every one a test face until `assign_folds` splits them."""
+    faces, ok = _detected_faces(files, size, skipped)
+    labels = np.asarray(labels, np.int64)[ok]
+    data = _finish(faces, labels, np.full(len(labels), 2, np.int8), classes, source, skipped)
+    names = sorted(set(subjects))
+    data.extras = {"subject": np.asarray([names.index(s) for s in subjects], np.int32)[ok]}
+    data.notes.append(
+        f"{len(set(data.extras['subject'].tolist()))} subjects; no official split: every face "
+        "is a test face unless data.folds and data.fold make subject-independent folds"
+    )
+    return data
+
+
+def read_ckplus(root: Path, spec: DataSpec) -> FaceArrays:
+    """CK+: the last three frames of each labelled sequence (and its first as neutral with
+    `neutral: first`), faces found by the detector, 8 classes, subjects kept for folds."""
+    skipped, files, labels, subjects = _Skipped(), [], [], []
+    images_root, labels_root = root / CKPLUS_IMAGES, root / CKPLUS_LABELS
+    for sequence in sorted(p for p in images_root.glob("*/*") if p.is_dir()):
+        frames = sorted(sequence.glob("*.png"))
+        if not frames:
+            continue
+        where = f"{sequence.parent.name}/{sequence.name}"
+        label_files = sorted((labels_root / sequence.parent.name / sequence.name).glob("*.txt"))
+        if not label_files:
+            skipped.add("sequences without an Emotion file (left out)", where)
+            continue
+        try:
+            code = int(float(label_files[-1].read_text().split()[0]))
+        except (IndexError, ValueError):
+            skipped.add("Emotion files without a number", str(label_files[-1]))
+            continue
+        if not 0 <= code < len(CKPLUS_CODES):
+            skipped.add("unknown emotion codes (CK+ uses 0-7)", f"{where}: {code}")
+            continue
+        chosen = [(f, CKPLUS_CODES[code]) for f in frames[-CKPLUS_FRAMES:]]
+        if spec.neutral == "first" and len(frames) > CKPLUS_FRAMES:
+            chosen.append((frames[0], "neutral"))
+        for frame, name in chosen:
+            files.append(frame)
+            labels.append(AFFECTNET_CLASSES.index(name))
+            subjects.append(sequence.parent.name)
+    return _detected_set(
+        files, labels, subjects, AFFECTNET_CLASSES, f"ckplus {root}",
+        spec.size or DEFAULT_SIZE, skipped,
+    )  # fmt: skip
+
+
+def read_jaffe(root: Path, spec: DataSpec) -> FaceArrays:
+    """JAFFE as distributed: ``KA.AN1.39.tiff`` = subject KA, angry; faces found by the
+    detector; 7 classes in FER2013's order, subjects kept for folds."""
+    skipped, files, labels, subjects = _Skipped(), [], [], []
+    for path in sorted(p for p in root.iterdir() if p.is_file()):
+        match = JAFFE_NAME.match(path.name)
+        if match is None:
+            if path.suffix.lower() in (".tif", ".tiff"):
+                skipped.add("names not SUBJECT.CLASS.N.tiff", path.name)
+            continue
+        subject, code = match.group(1).upper(), match.group(2).upper()
+        if code not in JAFFE_CODES:
+            skipped.add("unknown class letters (JAFFE: AN DI FE HA NE SA SU)", path.name)
+            continue
+        files.append(path)
+        labels.append(FER2013_CLASSES.index(JAFFE_CODES[code]))
+        subjects.append(subject)
+    return _detected_set(
+        files, labels, subjects, FER2013_CLASSES, f"jaffe {root}",
+        spec.size or DEFAULT_SIZE, skipped,
+    )  # fmt: skip
+
+
+def assign_folds(data: FaceArrays, folds: int, fold: int, seed: int) -> None:
+    """Subject-independent folds, in place: subjects shuffled (seeded) and dealt round-robin
+    into `folds` groups; fold `fold` is the test split, the next one validation, the rest
+    training, so no person is in two splits."""
+    if "subject" not in data.extras:
+        raise FerbenchError(
+            f"data.folds: {data.dataset} has no subjects to fold by (CK+ and JAFFE have)"
+        )
+    subjects = np.unique(data.extras["subject"])
+    if not 2 <= folds <= len(subjects):
+        raise FerbenchError(
+            f"data.folds must be between 2 and the {len(subjects)} subjects, not {folds}"
+        )
+    if not 0 <= fold < folds:
+        raise FerbenchError(f"data.fold must be between 0 and {folds - 1}, not {fold}")
+    order = np.random.default_rng(seed).permutation(subjects)
+    group = dict(zip(order.tolist(), np.arange(len(order)) % folds))
+    member = np.array([group[s] for s in data.extras["subject"].tolist()])
+    data.splits[:] = 0
+    data.splits[member == (fold + 1) % folds] = 1
+    data.splits[member == fold] = 2
+    data.notes.append(
+        f"subject-independent fold {fold} of {folds} (seed {seed}): "
+        f"{len(np.unique(data.extras['subject'][data.splits == 2]))} test subjects"
+    )
+
+
+READERS = {
+    "rafdb": read_rafdb,
+    "affectnet": read_affectnet,
+    "expw": read_expw,
+    "ckplus": read_ckplus,
+    "jaffe": read_jaffe,
+}
+# the settings each reader's arrays depend on (the cache key); folds are applied afterwards
+READER_OPTIONS = {
+    "rafdb": ("size", "val_fraction", "seed"),
+    "affectnet": ("size", "val_fraction", "seed"),
+    "expw": ("size", "val_fraction", "seed"),
+    "ckplus": ("size", "neutral"),
+    "jaffe": ("size",),
+}

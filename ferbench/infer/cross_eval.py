@@ -19,7 +19,8 @@ from ferbench.data.folder import class_folders, has_split_folders, synonym_note
 from ferbench.data.images import list_images, resize_square, to_gray
 from ferbench.data.leaks import clean_accuracy
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import FER_MARGIN, crop_faces
+from ferbench.faces.defaults import FER_MARGIN
+from ferbench.faces.detect import crop_faces
 from ferbench.infer.predictor import Predictor
 from ferbench.report.metrics import classification_metrics
 from ferbench.utils.opencv import cv2

@@ -8,7 +8,8 @@ import numpy as np
 
 from ferbench.data.images import IMAGE_SUFFIXES
 from ferbench.errors import FerbenchError
-from ferbench.infer.detect import FER_MARGIN, HaarDetector, crop_faces, make_detector
+from ferbench.faces.defaults import FER_MARGIN
+from ferbench.faces.detect import crop_faces, still_detector
 from ferbench.infer.overlay import draw_face
 from ferbench.infer.predictor import Predictor
 from ferbench.utils.opencv import cv2
@@ -24,28 +25,6 @@ def expand_paths(paths: list[Path]) -> list[Path]:
         else:
             raise FerbenchError(f"no such image or folder: {path}")
     return files
-
-
-# MTCNN for photos: the original paper's P-Net / R-Net thresholds and a final O-Net face score
-# of 0.9.  Video keeps its lower ones (0.5 / 0.6 / 0.7), where a blurred, half-turned face
-# scores 0.7-0.9 and the tracker confirms it over frames; a photo has one look, and there the
-# boxes scoring 0.7-0.9 were flags, desk edges and hair.  Clear faces score above 0.98 (the six
-# of multiface.jpg: 0.98-1.0; the astronaut and cameraman portraits: 0.999), textures and
-# non-face scenes at most 0.62 (scikit-image's sample images).
-STILL_THRESHOLDS = (0.6, 0.7)
-STILL_MIN_SCORE = 0.9
-
-
-def still_detector(kind: str = "mtcnn"):
-    """Detectors for photos: more pixels, finer steps and a stricter face score than live mode,
-    as time matters less and no later frame confirms a face."""
-    if kind == "haar":
-        return HaarDetector(scale_factor=1.1, min_neighbors=4, detect_width=1600)
-    if kind == "mtcnn":
-        return make_detector(
-            kind, detect_width=1280, thresholds=STILL_THRESHOLDS, min_score=STILL_MIN_SCORE
-        )
-    return make_detector(kind, detect_width=1280)
 
 
 def predict_images(

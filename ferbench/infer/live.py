@@ -8,16 +8,16 @@ import csv
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ferbench.errors import FerbenchError
+from ferbench.faces.defaults import COAST, DETECT_EVERY, FER_MARGIN
+from ferbench.faces.detect import crop_faces
 from ferbench.infer.ahead import RunAhead
-from ferbench.infer.defaults import COAST, DETECT_EVERY, FER_MARGIN
-from ferbench.infer.detect import crop_faces
 from ferbench.infer.overlay import draw_face, draw_fps
 from ferbench.infer.predictor import Predictor
 from ferbench.infer.tracking import FaceTracker, ProbabilitySmoother
@@ -35,7 +35,6 @@ class LiveStats:
     seconds: float = 0.0
     detect_s: float = 0.0
     classify_s: float = 0.0
-    per_face_ms: list[float] = field(default_factory=list)
     cuts: int = 0  # scene changes seen (each forced a fresh detection)
 
     @property
@@ -101,6 +100,126 @@ def check_display() -> None:
         ) from None
 
 
+class FaceLocator:
+    """The loop's first stage for one stream: the faces of each frame, with stable ids.
+
+    Detects every `detect_every` frames and after a scene cut, carries faces along their
+    motion between detections, and with `verify` (a detector's re-check, MTCNN's O-Net)
+    re-checks those whose carried box is a guess: re-framed where it still holds a face; where
+    one does not, the whole frame is searched again (a face that jumped is found, one that
+    left is dropped).  One per camera, file or browser tab; `ids` shared between locators
+    keeps identities unique across them."""
+
+    def __init__(
+        self,
+        detector,
+        detect_every: int = DETECT_EVERY,
+        coast: int = COAST,
+        verify: bool = True,
+        stats: LiveStats | None = None,
+        ids=None,
+    ):
+        self.detector, self.detect_every = detector, max(detect_every, 1)
+        self.verify = getattr(detector, "verify", None) if verify else None
+        self.tracker = FaceTracker(coast=coast, ids=ids)
+        self.stats = stats if stats is not None else LiveStats()
+        self.index = 0
+        self._previous = None
+
+    def __call__(self, frame: np.ndarray) -> tuple[list[int], list]:
+        tracker, index = self.tracker, self.index
+        # shrink first: the colour conversion then touches 576 pixels, not the whole frame
+        thumb = cv2.cvtColor(cv2.resize(frame, (32, 18)), cv2.COLOR_BGR2GRAY)
+        cut = self._previous is not None and _is_cut(self._previous, thumb)
+        self._previous = thumb
+        if cut:  # a new scene: boxes of the old one must not linger or coast onto it
+            tracker.reset()
+            self.stats.cuts += 1
+        t0 = time.perf_counter()
+        detected = cut or index % self.detect_every == 0
+        if detected:
+            tracker.update(self.detector(frame), index)
+        ids, boxes = tracker.uncertain(index) if self.verify else ([], [])
+        if ids:  # carried boxes that are guesses: still on a face?
+            checked = self.verify(frame, boxes)
+            if None in checked and not detected:  # one lost its face: search the frame again
+                tracker.update(self.detector(frame), index)
+                tracker.forget_unseen([i for i, box in zip(ids, checked) if box is None], index)
+            else:
+                tracker.refresh(ids, checked, index)
+        self.stats.detect_s += time.perf_counter() - t0
+        self.index += 1
+        return _in_frame(*tracker.active(index), frame.shape)
+
+
+class Annotator:
+    """The loop's second stage, shared by every source: classify a frame's faces in one batch,
+    draw them, and hand the frame to the web page, the video file and the face log."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        margin: float = FER_MARGIN,
+        output: Path | None = None,
+        log: Path | None = None,
+        fps: float = 30.0,
+        server=None,
+        stats: LiveStats | None = None,
+    ):
+        self.predictor, self.margin, self.server = predictor, margin, server
+        self.output, self.fps = output, fps
+        self.stats = stats if stats is not None else LiveStats()
+        self._writer = None
+        self._log = open(log, "w", newline="") if log else None
+        self._rows = csv.writer(self._log) if self._log else None
+        if self._rows:
+            names = predictor.class_names
+            self._rows.writerow(
+                ["frame", "time_s", "face", "x", "y", "w", "h", "label", "probability", *names]
+            )
+
+    def __call__(
+        self, frame: np.ndarray, ids: list[int], boxes: list, smoother, time_s: float
+    ) -> list[dict]:
+        """Draws on `frame` in place; returns its faces (id, box, label, probabilities)."""
+        stats, names = self.stats, self.predictor.class_names
+        t0 = time.perf_counter()
+        probs = smoother(ids, self.predictor.predict(crop_faces(frame, boxes, self.margin)))
+        stats.classify_s += time.perf_counter() - t0
+        for box, p in zip(boxes, probs):
+            draw_face(frame, box, p, names)
+        stats.frames += 1
+        stats.faces += len(boxes)
+        stats.frames_with_face += bool(boxes)
+        draw_fps(frame, stats.fps, len(boxes))
+        faces = _faces(ids, boxes, probs, names)
+        if self.server is not None:
+            self.server.publish(frame, faces, stats.fps)
+        if self.output is not None:
+            if self._writer is None:
+                self._writer = _open_writer(self.output, self.fps, frame.shape)
+                self._size = (frame.shape[1], frame.shape[0])
+            if (frame.shape[1], frame.shape[0]) != self._size:  # another tab, another size
+                frame = cv2.resize(frame, self._size)
+            self._writer.write(frame)
+        if self._rows:
+            for face, box, p in zip(faces, boxes, probs):
+                top = int(np.argmax(p))
+                self._rows.writerow(
+                    [stats.frames - 1, f"{time_s:.3f}", face["id"], *box, names[top],
+                     f"{p[top]:.4f}", *[f"{v:.4f}" for v in p]]
+                )  # fmt: skip
+            if boxes:
+                self._log.flush()  # a log being watched (tail -f) shows each face at once
+        return faces
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+        if self._log:
+            self._log.close()
+
+
 def run_live(
     predictor: Predictor,
     source: str,
@@ -119,83 +238,28 @@ def run_live(
 ) -> LiveStats:
     """Run until the source ends, `max_frames`, or q/Esc in the window.  `server` (a
     FrameServer) receives every annotated frame with its faces for the browser view.  With
-    `verify` and a detector that can (MTCNN), a carried face whose box is a guess (missed by
-    the last detection, motion unknown or fast) is re-checked on each frame between
-    detections: re-framed where O-Net still sees a face, and where it does not, the frame is
-    searched again (a face that jumped is found, one that left is dropped).  With `overlap`,
+    `verify`, carried boxes that are guesses are re-checked (see FaceLocator).  With `overlap`,
     frames are read and their faces found on a worker thread, a few frames ahead of the
     classifying and drawing (decoding a 1080p frame then overlaps the classifier)."""
     capture = open_source(source)
     if show:
         check_display()
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
-    writer = None
-    log_handle = open(log, "w", newline="") if log else None
-    log_writer = csv.writer(log_handle) if log_handle else None
-    if log_writer:
-        log_writer.writerow(
-            [
-                "frame",
-                "time_s",
-                "face",
-                "x",
-                "y",
-                "w",
-                "h",
-                "label",
-                "probability",
-                *predictor.class_names,
-            ]
-        )
     stats = LiveStats()
+    locator = FaceLocator(detector, detect_every, coast, verify, stats)
+    annotate = Annotator(predictor, margin, output, log, fps_in, server, stats)
     smoother = ProbabilitySmoother(smooth)
-    located = _locate_faces(
-        capture,
-        detector,
-        FaceTracker(coast=coast),
-        getattr(detector, "verify", None) if verify else None,
-        detect_every,
-        max_frames,
-        stats,
-    )
+    located = _read_and_locate(capture, locator, max_frames)
     if overlap:
         located = RunAhead(located)
     restore_threads = _one_thread_per_op(predictor.model) if overlap else (lambda: None)
     start = time.perf_counter()
     try:
         for frame, ids, boxes in located:
-            t0 = time.perf_counter()
-            probs = predictor.predict(crop_faces(frame, boxes, margin))
-            stats.classify_s += time.perf_counter() - t0
-            probs = smoother(ids, probs)
-            for box, p in zip(boxes, probs):
-                draw_face(frame, box, p, predictor.class_names)
-            stats.frames += 1
-            stats.faces += len(boxes)
-            stats.frames_with_face += bool(boxes)
             stats.seconds = time.perf_counter() - start
-            draw_fps(frame, stats.fps, len(boxes))
-            if server is not None:
-                server.publish(frame, _faces(ids, boxes, probs, predictor.class_names), stats.fps)
-            if output is not None:
-                if writer is None:
-                    writer = _open_writer(output, fps_in, frame.shape)
-                writer.write(frame)
-            if log_writer:
-                now = stats.seconds if source.isdigit() else (stats.frames - 1) / fps_in
-                for face, (box, p) in enumerate(zip(boxes, probs)):
-                    top = int(np.argmax(p))
-                    log_writer.writerow(
-                        [
-                            stats.frames - 1,
-                            f"{now:.3f}",
-                            ids[face],
-                            *box,
-                            predictor.class_names[top],
-                            f"{p[top]:.4f}",
-                            *[f"{v:.4f}" for v in p],
-                        ]
-                    )
+            now = stats.seconds if source.isdigit() else stats.frames / fps_in
+            annotate(frame, ids, boxes, smoother, now)
+            stats.seconds = time.perf_counter() - start
             if show:
                 if stats.frames == 1:  # open at the frame's size (capped), not Qt's default
                     scale = min(1.0, 1280 / frame.shape[1])
@@ -210,48 +274,19 @@ def run_live(
         located.close()  # the worker stops before the capture it reads goes
         restore_threads()
         capture.release()
-        if writer is not None:
-            writer.release()
-        if log_handle:
-            log_handle.close()
+        annotate.close()
         if show:
             cv2.destroyAllWindows()
     return stats
 
 
-def _locate_faces(capture, detector, tracker, verify, detect_every, max_frames, stats):
-    """The loop's first stage: each frame with its faces' ids and boxes.  Detects every
-    `detect_every` frames and after a scene cut, carries faces along their motion between
-    detections, and re-checks with `verify` those whose carried box is a guess: re-framed
-    where it still holds a face; where one does not, the whole frame is searched again."""
-    previous = None
-    index = 0
-    while max_frames is None or index < max_frames:
+def _read_and_locate(capture, locator: FaceLocator, max_frames: int | None):
+    """Each frame of the capture with its faces' ids and boxes."""
+    while max_frames is None or locator.index < max_frames:
         ok, frame = capture.read()
         if not ok:
             return
-        # shrink first: the colour conversion then touches 576 pixels, not the whole frame
-        thumb = cv2.cvtColor(cv2.resize(frame, (32, 18)), cv2.COLOR_BGR2GRAY)
-        cut = previous is not None and _is_cut(previous, thumb)
-        previous = thumb
-        if cut:  # a new scene: boxes of the old one must not linger or coast onto it
-            tracker.reset()
-            stats.cuts += 1
-        t0 = time.perf_counter()
-        detected = cut or index % max(detect_every, 1) == 0
-        if detected:
-            tracker.update(detector(frame), index)
-        ids, boxes = tracker.uncertain(index) if verify else ([], [])
-        if ids:  # carried boxes that are guesses: still on a face?
-            checked = verify(frame, boxes)
-            if None in checked and not detected:  # one lost its face: search the frame again
-                tracker.update(detector(frame), index)
-                tracker.forget_unseen([i for i, box in zip(ids, checked) if box is None], index)
-            else:
-                tracker.refresh(ids, checked, index)
-        stats.detect_s += time.perf_counter() - t0
-        yield (frame, *_in_frame(*tracker.active(index), frame.shape))
-        index += 1
+        yield (frame, *locator(frame))
 
 
 def _one_thread_per_op(model):

@@ -4,15 +4,21 @@ Standard library only (``http.server`` in a thread).  Endpoints:
 - ``/``: a page showing the stream, frames/s and every face's probabilities;
 - ``/stream``: MJPEG (``multipart/x-mixed-replace``), for browsers, VLC or ffplay;
 - ``/frame.jpg``: the latest annotated frame; ``/stats.json``: frames/s and faces.
+With browser sessions (``--source browser``, see infer/browser.py) ``/`` is the camera page
+instead, ``POST /frame?session=ID`` takes a JPEG and answers its faces as JSON, and
+``POST /close?session=ID`` ends a session.
 Binds to 127.0.0.1 unless told otherwise; a JPEG is encoded only when someone asks for a frame.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -50,11 +56,36 @@ stats();
 """
 
 
+class Refused(Exception):
+    """A request answered with a 4xx status and a one-line reason."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(reason)
+        self.status = status
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (`docker stop`, a notebook's stop button) stops a server as Ctrl-C does."""
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class FrameServer:
     """Holds the latest annotated frame and serves it over HTTP."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000, class_names=()):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8000, class_names=(), sessions=None):
+        """`sessions`: a BrowserSessions (infer/browser.py), whose browsers send the frames; its
+        `page` is then the page, and its `frame` and `close` answer POST /frame and /close."""
         self.class_names = list(class_names)
+        self.sessions = sessions
         self._lock = threading.Condition()
         self._frame: np.ndarray | None = None
         self._sequence = 0
@@ -114,18 +145,22 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args) -> None:  # keep the terminal for ferbench's own lines
             pass
 
-        def _send(self, body: bytes, content_type: str) -> None:
-            self.send_response(200)
+        def _send(self, body: bytes, content_type: str, status: int = 200) -> None:
+            self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the page went away before its answer
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             path = self.path.split("?", 1)[0]
             if path == "/":
-                self._send(PAGE.encode(), "text/html; charset=utf-8")
+                page = PAGE if server.sessions is None else server.sessions.page
+                self._send(page.encode(), "text/html; charset=utf-8")
             elif path == "/stats.json":
                 self._send(json.dumps(server.stats()).encode(), "application/json")
             elif path == "/frame.jpg":
@@ -138,6 +173,42 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
                 self._stream()
             else:
                 self.send_error(404)
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            path, _, query = self.path.partition("?")
+            session = parse_qs(query).get("session", [""])[0]
+            if server.sessions is None or path not in ("/frame", "/close"):
+                self.send_error(404)
+                return
+            try:
+                body = self._body()
+                if path == "/close":
+                    server.sessions.close(session)
+                    self._send(b"{}", "application/json")
+                    return
+                if (self.headers.get("Content-Type") or "").split(";")[0].strip() != "image/jpeg":
+                    raise Refused(415, "send the frame as Content-Type: image/jpeg")
+                reply = server.sessions.frame(session, body)
+            except Refused as refused:
+                self._send(f"{refused}\n".encode(), "text/plain; charset=utf-8", refused.status)
+                return
+            self._send(json.dumps(reply).encode(), "application/json")
+
+        def _body(self) -> bytes:
+            """The request body, refused before it is read when missing or too large."""
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self.close_connection = True
+                raise Refused(411, "a Content-Length is required")
+            limit = server.sessions.max_bytes
+            if int(length) > limit:
+                if int(length) <= 8 * limit:  # read and dropped, so the client sees the 413
+                    left = int(length)
+                    while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
+                        left -= len(chunk)
+                self.close_connection = True  # an unread body must not be parsed as a request
+                raise Refused(413, f"frames may be at most {limit >> 20} MB")
+            return self.rfile.read(int(length))
 
         def _stream(self) -> None:
             self.send_response(200)

@@ -8,6 +8,9 @@ Where that carried box is a guess (see `FaceTracker.uncertain`), the live loop h
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import numpy as np
 
 
@@ -43,10 +46,12 @@ class FaceTracker:
 
     RECHECK_MOTION = 0.1  # of the face's side: a box carried further is a guess
 
-    def __init__(self, min_iou: float = 0.3, coast: int = 1):
+    def __init__(self, min_iou: float = 0.3, coast: int = 1, ids: Iterator[int] | None = None):
+        """`ids`: where new identities come from; trackers that share one (the browser's
+        sessions) never give two faces the same id."""
         self.min_iou, self.max_missed = min_iou, coast
         self.tracks: dict[int, dict] = {}
-        self.next_id = 0
+        self._ids = ids if ids is not None else itertools.count()
 
     def update(self, boxes: list, frame: int = 0) -> list[int]:
         """Assign a track id to each box found on `frame` (best pairs first, by overlap or
@@ -75,14 +80,13 @@ class FaceTracker:
             ids[b] = track_id
         for b, box in enumerate(boxes):
             if ids[b] is None:
-                self.tracks[self.next_id] = {
+                ids[b] = next(self._ids)
+                self.tracks[ids[b]] = {
                     "box": box,
                     "frame": frame,
                     "velocity": None,  # unknown until the face is seen again
                     "missed": 0,
                 }
-                ids[b] = self.next_id
-                self.next_id += 1
         for track in free:
             self.tracks[track]["missed"] += 1
             if self.tracks[track]["missed"] > self.max_missed:

@@ -27,6 +27,7 @@ from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
 from ferbench.models.preprocess import Preprocess
 from ferbench.train.distill import distillation_loss
+from ferbench.utils.clock import running_time
 
 
 class TrainingDiverged(FerbenchError):
@@ -290,7 +291,7 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = running_time(), time.process_time()
         augment = dataclasses.asdict(cfg.augment) if cfg.augment.active else None
         flips = (
             self._flip_plan(len(train), epoch) if augment and cfg.augment.alternate_flip else None
@@ -348,7 +349,7 @@ class Trainer:
         return EpochStats(
             mean_loss,
             total_correct.item() / max(seen, 1),
-            time.perf_counter() - start,
+            running_time() - start,
             seen,
             time.process_time() - cpu_start,
         )

@@ -41,6 +41,7 @@ from ferbench.train.engine import (
     seed_everything,
 )
 from ferbench.utils.allocator import keep_freed_memory
+from ferbench.utils.clock import paused_s, running_time
 from ferbench.utils.fileio import write_json, write_text, write_yaml
 from ferbench.utils.provenance import device_info, versions
 
@@ -334,14 +335,15 @@ def fit(
     may continue (its own, and the one its folder's status recorded)."""
     cfg, eval_cfg = trial.train, trial.eval
     seed_everything(cfg.seed, cfg.deterministic)
-    setup_start = time.perf_counter()
+    paused_at_start = paused_s()
+    setup_start = running_time()
     data = trial_data(trial)
     counts = data.counts()
     for split in ("train", "val", "test"):
         if counts[SPLITS.index(split)].sum() == 0:
             raise FerbenchError(f"the {split} split of {data.source} is empty")
     setup = _setup(trial, data, device_name, reporter)
-    setup_seconds = time.perf_counter() - setup_start
+    setup_seconds = running_time() - setup_start
     train, val, test = setup.splits
     trainer, runtime = setup.trainer, setup.runtime
     _write_config(run, trial, data, runtime)
@@ -359,10 +361,10 @@ def fit(
     elapsed = history[-1]["elapsed_s"] if history else 0.0
     for epoch in range(start_epoch, cfg.epochs):
         stats = trainer.train_epoch(train, epoch)
-        eval_start = time.perf_counter()
+        eval_start = running_time()
         result = evaluate(trainer.eval_model, setup.preprocess, val, runtime, eval_cfg.batch_size)
         val_loss, val_acc = result.loss, result.accuracy
-        eval_seconds = time.perf_counter() - eval_start
+        eval_seconds = running_time() - eval_start
         trainer.schedule.end_epoch(val_loss)
         elapsed += stats.seconds + eval_seconds
         row = {
@@ -403,7 +405,9 @@ def fit(
                 f"(no val improvement in {stale} epochs)"
             )
             break
-    return _finish(trial, run, setup, data.class_names, history, best, setup_seconds)
+    return _finish(
+        trial, run, setup, data.class_names, history, best, setup_seconds, paused_at_start
+    )
 
 
 def _resume(
@@ -439,12 +443,13 @@ def _finish(
     history: list[dict],
     best: dict,
     setup_seconds: float = 0.0,
+    paused_at_start: float = 0.0,
 ) -> dict:
     """Test the best checkpoint once; metrics with where the trial's time went (`phase_s`:
     data and model setup, training, validation passes, the test pass, the speed measurement)."""
     from ferbench.report.plots import curves_figure
 
-    test_start = time.perf_counter()
+    test_start = running_time()
     eval_cfg = trial.eval
     model, test = setup.model, setup.splits[2]
     model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
@@ -487,8 +492,8 @@ def _finish(
             "epoch_to_target": int(reached["epoch"].iloc[0]) if len(reached) else None,
         }
     )
-    test_seconds = time.perf_counter() - test_start
-    speed_start = time.perf_counter()
+    test_seconds = running_time() - test_start
+    speed_start = running_time()
     if eval_cfg.speed:
         metrics.update(measure_speed(model, setup.preprocess, setup.runtime))
     phases = {
@@ -496,10 +501,12 @@ def _finish(
         "train": train_seconds,
         "validate": float(frame["eval_s"].sum()),
         "test": test_seconds,
-        "speed": time.perf_counter() - speed_start,
+        "speed": running_time() - speed_start,
     }
     metrics["phase_s"] = {k: round(v, 2) for k, v in phases.items()}
     metrics["trial_s"] = round(sum(phases.values()), 2)
+    # SIGSTOP pauses of this sitting, left out of the phases above (utils/clock.py)
+    metrics["paused_s"] = round(paused_s() - paused_at_start, 1)
     title = f"{trial.experiment}/{trial.name}  test acc {metrics['accuracy']:.3f}"
     write_evaluation(run, metrics, class_names, title)
     curves_figure(frame, run.file("curves.png"), title)
