@@ -198,3 +198,27 @@ def test_preprocess_normalises_each_channel_with_its_own_statistics():
     assert torch.allclose(x[0, :, 0, 0], torch.tensor([0.2, 0.0, -0.05]), atol=1e-6)
     one = Preprocess(8, 1, (0.1,), (0.5,))(grey)
     assert torch.allclose(one[0, 0, 0, 0], torch.tensor(0.2))
+
+
+def test_trial_clock_leaves_out_the_time_the_process_was_stopped():
+    """A training paused with SIGSTOP (for a timing measurement beside it) does not count the
+    pause in its recorded time; the wall clock does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import time\nfrom ferbench.utils.clock import running_time, paused_s\n"
+        "t0, w0 = running_time(), time.perf_counter()\nprint('ready', flush=True)\n"
+        "time.sleep(3)\nprint(running_time() - t0, time.perf_counter() - w0, paused_s())\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(2.5)
+    child.send_signal(signal.SIGCONT)
+    running, wall, paused = map(float, child.communicate(timeout=30)[0].split())
+    assert wall >= 2.9 and 2.0 <= paused <= 2.8
+    assert abs(running - (wall - paused)) < 0.05 and running < 1.2
