@@ -107,6 +107,9 @@ class TrainConfig:
     min_lr: float = 0.0
     plateau_patience: int = 3
     label_smoothing: float = 0.0
+    # votes: cross-entropy against each face's normalised annotator votes (FER+; the FER+
+    # paper's best scheme) instead of its one label; label_smoothing then does not apply
+    targets: Literal["labels", "votes"] = "labels"
     class_weights: Literal["none", "balanced"] = "none"
     grad_clip: float = 0.0
     early_stopping: int = 0

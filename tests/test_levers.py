@@ -142,3 +142,50 @@ def test_bad_distill_settings_name_the_key(tmp_path):
     assert (
         result.exit_code == 1 and "train.distill.alpha: 2.0 is not between 0 and 1" in result.output
     )
+
+
+def test_vote_targets_are_the_label_loss_for_one_hot_votes_and_differ_otherwise():
+    import torch.nn.functional as F
+
+    logits = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3, 7, 5])
+    one_hot = F.one_hot(labels, 8).float()
+    hard = F.cross_entropy(logits, labels)
+    assert torch.allclose(distill.soft_cross_entropy(logits, one_hot), hard)
+    split = 0.7 * one_hot + 0.3 * F.one_hot((labels + 1) % 8, 8).float()  # 7 votes to 3
+    assert not torch.allclose(distill.soft_cross_entropy(logits, split), hard)
+
+
+def test_training_on_fer_plus_votes(tmp_path):
+    """`train.targets: votes` trains on each face's vote distribution (FER+), and says in one
+    line, naming the key, when the data has no votes."""
+    from test_data import write_fer_csv
+
+    csv = write_fer_csv(tmp_path / "fer2013.csv", rows_per_usage=(40, 12, 12), bad_rows=False)
+    rng = np.random.default_rng(0)
+    header = ("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,"
+              "unknown,NF")  # fmt: skip
+    rows = []
+    for i, usage in enumerate(["Training"] * 40 + ["PublicTest"] * 12 + ["PrivateTest"] * 12):
+        votes = rng.multinomial(10, [0.3, 0.3, 0.1, 0.1, 0.1, 0.05, 0.03, 0.02])
+        rows.append(f"{usage},fer{i:07d}.png,{','.join(map(str, votes))},0,0")
+    (tmp_path / "fer2013new.csv").write_text("\n".join([header, *rows]) + "\n")
+    data = {"kind": "ferplus", "path": str(csv), "labels": str(tmp_path / "fer2013new.csv"),
+            "size": 16}  # fmt: skip
+    from ferbench.data import load_dataset
+
+    faces = load_dataset(data)
+    expected = np.array([list(map(int, r.split(",")[2:10])) for r in rows])
+    assert np.array_equal(faces.extras["votes"], expected[: len(faces)])  # every row kept
+    assert np.array_equal(faces.labels, expected.argmax(1)[: len(faces)])
+    spec = yaml.safe_load(experiment(tmp_path, "votes", SMALL, targets="votes").read_text())
+    spec["data"] = data
+    (tmp_path / "votes.yaml").write_text(yaml.safe_dump(spec))
+    result = run(tmp_path / "votes.yaml", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load(next((tmp_path / "r").rglob("config.yaml")).read_text())
+    assert config["train"]["targets"] == "votes"
+
+    no_votes = run(experiment(tmp_path, "synthetic", SMALL, targets="votes"), tmp_path / "r")
+    assert no_votes.exit_code == 1
+    assert "train.targets: votes needs annotator votes" in no_votes.output

@@ -80,4 +80,6 @@ def read_ferplus(csv_path: Path, votes_path: Path, include_contempt: bool = True
         class_names,
         source=f"fer+ majority {votes_path} on {csv_path}",
         problems=problems,
+        # the ten annotators' votes over the kept classes, for train.targets: votes
+        extras={"votes": table[keep][:, : len(class_names)].astype(np.float32)},
     )

@@ -80,7 +80,7 @@ def _read_raw(spec: DataSpec, base_dir: Path | None) -> FaceArrays:
         path = csv or path
     if kind == "ferplus":
         votes = resolve_source(spec.labels or str(path.parent / "fer2013new.csv"), base_dir)
-        options = {"kind": "ferplus", "contempt": spec.contempt}
+        options = {"kind": "ferplus", "contempt": spec.contempt, "version": 2}  # 2: votes kept
         return cached(
             [path, votes],
             options,

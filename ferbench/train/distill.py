@@ -124,13 +124,37 @@ def teacher_probabilities(
     return total
 
 
-def distillation_loss(logits, labels, teacher_probs, cfg: DistillConfig, ce):
-    """(1 − α)·CE(label) + α·T²·KL(teacher ‖ student), both softened by the temperature T
-    (the teacher's probabilities are sharpened or softened as p^(1/T), renormalised)."""
+def distillation_loss(logits, label_loss, teacher_probs, cfg: DistillConfig):
+    """(1 − α)·`label_loss` + α·T²·KL(teacher ‖ student), the student softened by the
+    temperature T and the teacher's probabilities sharpened or softened as p^(1/T),
+    renormalised.  `label_loss` is the cross-entropy against the labels (or the votes)."""
     import torch.nn.functional as F
 
     t = cfg.temperature
     soft = teacher_probs.clamp_min(1e-8).pow(1.0 / t)
     soft = soft / soft.sum(1, keepdim=True)
     kd = F.kl_div(F.log_softmax(logits / t, 1), soft, reduction="batchmean") * t * t
-    return (1 - cfg.alpha) * ce(logits, labels) + cfg.alpha * kd
+    return (1 - cfg.alpha) * label_loss + cfg.alpha * kd
+
+
+def soft_cross_entropy(logits, target_probs, class_weights=None):
+    """Cross-entropy against a distribution per face (FER+'s normalised votes), optionally
+    weighted per class as the one-label loss is."""
+    import torch.nn.functional as F
+
+    log_probs = F.log_softmax(logits, 1)
+    if class_weights is not None:
+        log_probs = log_probs * class_weights
+    return -(target_probs * log_probs).sum(1).mean()
+
+
+def vote_targets(data: FaceArrays) -> np.ndarray:
+    """Each training face's annotator votes, normalised (N_train × classes, float32)."""
+    votes = data.extras.get("votes")
+    if votes is None:
+        raise FerbenchError(
+            f"train.targets: votes needs annotator votes (data.kind: ferplus); "
+            f"{data.dataset} has none"
+        )
+    train = votes[data.splits == 0].astype(np.float32)
+    return train / np.maximum(train.sum(1, keepdims=True), 1e-8)

@@ -26,7 +26,7 @@ from ferbench.device import Runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
 from ferbench.models.preprocess import Preprocess
-from ferbench.train.distill import distillation_loss
+from ferbench.train.distill import distillation_loss, soft_cross_entropy
 from ferbench.utils.clock import running_time
 
 
@@ -220,6 +220,7 @@ class Trainer:
     on_batch: Callable[[int, int, float, float], None] | None = None
     average: WeightAverage | None = None
     teacher_probs: torch.Tensor | None = None  # N_train × classes, in the train split's order
+    vote_targets: torch.Tensor | None = None  # likewise: normalised annotator votes (FER+)
 
     def __post_init__(self) -> None:
         self.optimizer = self.optimizer or build_optimizer(self.model, self.cfg)
@@ -309,11 +310,14 @@ class Trainer:
             y = train.labels[index].to(self.device, non_blocking=True)
             with self.runtime.autocast():
                 logits = self.model(x)
-                if self.teacher_probs is not None:
-                    target = self.teacher_probs[index].to(self.device, non_blocking=True)
-                    loss = distillation_loss(logits.float(), y, target, cfg.distill, self.loss_fn)
+                if self.vote_targets is not None:
+                    votes = self.vote_targets[index].to(self.device, non_blocking=True)
+                    loss = soft_cross_entropy(logits.float(), votes, self.class_weights)
                 else:
                     loss = self.loss_fn(logits.float(), y)
+                if self.teacher_probs is not None:
+                    target = self.teacher_probs[index].to(self.device, non_blocking=True)
+                    loss = distillation_loss(logits.float(), loss, target, cfg.distill)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

@@ -31,7 +31,7 @@ from ferbench.models.preprocess import Preprocess
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir
 from ferbench.train.budget import machine_bound
-from ferbench.train.distill import resolve_teacher, teacher_probabilities
+from ferbench.train.distill import resolve_teacher, teacher_probabilities, vote_targets
 from ferbench.train.engine import (
     SplitTensors,
     Trainer,
@@ -255,6 +255,9 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
                 Path(trial.base_dir),
             )
         ).to(storage)
+    votes = None
+    if cfg.targets == "votes":
+        votes = torch.from_numpy(vote_targets(data)).to(storage)
     trainer = Trainer(
         net,
         preprocess,
@@ -263,6 +266,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         class_weights=weights,
         on_batch=reporter.batch,
         teacher_probs=teacher,
+        vote_targets=votes,
     )
     meta = checkpoint_meta(
         trial.model.name,
