@@ -304,3 +304,19 @@ def test_ensemble_records_its_own_machine_and_code(results, tmp_path):
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["device"]["isa"] == cpu_isa()
     assert config["versions"]["ferbench"] == ferbench.__version__
+
+
+def test_ensemble_of_every_run_with_equal_weights(results, tmp_path):
+    out = tmp_path / "all"
+    result = runner.invoke(
+        app, ["ensemble", str(results / "grid"), "--out", str(out), "--selection", "all"]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    weights = [m["weight"] for m in metrics["members"]]
+    assert len(weights) == metrics["candidates"] and len(set(weights)) == 1
+    assert metrics["selection"].startswith("every candidate")
+    bad = runner.invoke(
+        app, ["ensemble", str(results / "grid"), "-o", str(out), "--selection", "x"]
+    )
+    assert bad.exit_code == 1 and "--selection: 'x' is not one of greedy, all" in bad.output

@@ -18,9 +18,16 @@ def ensemble(
         ..., "--out", "-o", help="Run directory to write, e.g. results/ensembles/fer2013."
     ),
     max_members: int = typer.Option(25, "--max-rounds", help="Selection rounds at most."),
+    selection: str = typer.Option(
+        "greedy",
+        "--selection",
+        help="greedy: members and weights chosen on validation (Caruana et al. 2004); all: "
+        "every run, equal weights.",
+    ),
 ) -> None:
     """Ensemble the finished runs under PATHS: members and weights are chosen by greedy forward
-    selection on the validation split, and the test split is evaluated once, at the end.
+    selection on the validation split (or every run, equal weights, with --selection all), and
+    the test split is evaluated once, at the end.
 
     The result is a run directory (metrics.json with its members, per_class.csv, confusion
     matrix), so `ferbench compare` lists it next to the single models of the same data. Each
@@ -29,11 +36,13 @@ def ensemble(
 
     Example:
       ferbench ensemble results/fast results/records --out results/ensembles/fer2013
+      ferbench ensemble results/members-fer2013 results/speedrun70 --selection all \
+        --out results/ensembles/members
     """
     from ferbench.train.ensemble import build_ensemble
 
     with working("evaluating candidates") as update:
-        metrics = build_ensemble(paths, out, max_members, progress=update)
+        metrics = build_ensemble(paths, out, max_members, progress=update, selection=selection)
     table = Table(title=f"ensemble of {len(metrics['members'])} (of {metrics['candidates']})")
     for column in ("member", "weight", "val acc", "test acc"):
         table.add_column(column, justify="left" if column == "member" else "right")

@@ -106,10 +106,23 @@ def greedy_selection(
     return counts
 
 
+SELECTIONS = {
+    "greedy": "greedy forward selection with replacement on the validation split",
+    "all": "every candidate, equal weights (nothing chosen on any split)",
+}
+
+
 def build_ensemble(
-    roots: list[Path], out: Path, max_members: int = 25, progress=lambda text: None
+    roots: list[Path],
+    out: Path,
+    max_members: int = 25,
+    progress=lambda text: None,
+    selection: str = "greedy",
 ) -> dict:
-    """Choose, evaluate and write the ensemble of the finished runs under `roots`."""
+    """Choose, evaluate and write the ensemble of the finished runs under `roots`:
+    `selection` greedy (weights from validation) or all (every run, equal weights)."""
+    if selection not in SELECTIONS:
+        raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
     from ferbench.train.runner import write_evaluation
 
     runs = candidate_runs(roots)
@@ -123,7 +136,11 @@ def build_ensemble(
         )
     members = [member_probabilities(r, progress) for r in runs]
     labels = members[0].labels
-    counts = greedy_selection([m.val for m in members], labels["val"], max_members)
+    counts = (
+        greedy_selection([m.val for m in members], labels["val"], max_members)
+        if selection == "greedy"
+        else [1] * len(members)
+    )
     chosen = [(m, c) for m, c in zip(members, counts) if c]
     weight_sum = sum(c for _, c in chosen)
     val = sum(m.val * c for m, c in chosen) / weight_sum
@@ -149,7 +166,7 @@ def build_ensemble(
                 for m, c in chosen
             ],
             "candidates": len(members),
-            "selection": "greedy forward selection with replacement on the validation split",
+            "selection": SELECTIONS[selection],
         }
     )
     run = RunDir(out)
