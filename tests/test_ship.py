@@ -82,3 +82,33 @@ def test_failing_ship_leaves_the_shipped_files_byte_identical(small_run, tmp_pat
     with pytest.raises(FerbenchError, match="evaluation failed"):
         ship_module.ship(small_run, "demo", weights_dir=out)
     assert digests(out) == before
+
+
+def test_a_distilled_models_card_names_its_teacher_and_members_without_machine_paths():
+    from ferbench.report.model_card import _teacher_lines
+
+    config = {
+        "train": {
+            "distill": {"teacher": "results/ensembles/members", "alpha": 0.7, "temperature": 3.0}
+        },  # fmt: skip
+        "teacher": {
+            "teacher": "/home/me/results/ensembles/members",
+            "members": [
+                {
+                    "checkpoint": "/home/me/results/speedrun70/vggfer_s/size=48/seed=0/best.pt",
+                    "weight": 0.5,
+                },  # fmt: skip
+                {
+                    "checkpoint": "/home/me/results/members-fer2013/vggfer_s/size=44/seed=1/"
+                    "best.pt",
+                    "weight": 0.5,
+                },  # fmt: skip
+            ],
+        },
+    }
+    (line,) = _teacher_lines(config)
+    assert "`members`" in line and "/home/me" not in line
+    assert "`speedrun70/vggfer_s/size=48/seed=0` (0.50)" in line
+    assert "`members-fer2013/vggfer_s/size=44/seed=1` (0.50)" in line
+    assert "0.7 T^2 KL" in line and "T = 3.0" in line
+    assert _teacher_lines({"train": {}}) == []

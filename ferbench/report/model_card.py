@@ -7,6 +7,7 @@ Rendered from the run directory and from measurements of the shipped file itself
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 from ferbench.models.checkpoint import describe_views
 from ferbench.runs import RunDir
@@ -80,6 +81,12 @@ def render_card(
             if config.get("model", {}).get("pretrained")
             else []
         ),
+        *_teacher_lines(config),
+        *(
+            ["- Targets: each face's normalised annotator votes (`train.targets: votes`)."]
+            if config.get("train", {}).get("targets") == "votes"
+            else []
+        ),
         f"- Trained on the training split for {metrics.get('epochs_run')} epochs; the checkpoint "
         f"of epoch {metrics.get('best_epoch')} has the best validation accuracy and is the one "
         "shipped. The test split was evaluated once, after training.",
@@ -143,6 +150,29 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _teacher_lines(config: dict) -> list[str]:
+    """A distilled model's teacher and its members (file names only: no machine paths)."""
+    teacher, distill = config.get("teacher") or {}, config.get("train", {}).get("distill") or {}
+    if not teacher:
+        return []
+    members = ", ".join(
+        f"`{_run_name(m['checkpoint'])}` ({m['weight']:.2f})" for m in teacher.get("members", [])
+    )
+    return [
+        f"- Distilled from `{Path(str(teacher.get('teacher'))).name}`: {members}; loss "
+        f"(1 - {distill.get('alpha')}) CE(label) + {distill.get('alpha')} T^2 KL(teacher || "
+        f"student), T = {distill.get('temperature')}, on the teacher's probabilities of the "
+        "training faces."
+    ]
+
+
+def _run_name(checkpoint: str) -> str:
+    """`experiment/model/axes` of a checkpoint under a results folder (else its last folders)."""
+    parts = Path(checkpoint).parent.parts
+    start = len(parts) - 1 - parts[::-1].index("results") if "results" in parts else -4
+    return "/".join(parts[start + 1 :] if "results" in parts else parts[start:])
 
 
 def mean_std(values: list[float]) -> str:
