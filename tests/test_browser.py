@@ -265,8 +265,8 @@ def test_browser_camera_end_to_end_in_headless_chromium(
     assert "stopped" in output and "face log:" in output
     sent = int(output.split(" frames in ")[0].split()[-1])
     assert sent >= 20 and _frames_with_faces(log) <= sent
-    print(f"{clip}: the browser sent {sent} frames, faces on {_frames_with_faces(log)}; "
-          f"stopped {stopped_in:.1f} s after Ctrl-C")  # fmt: skip
+    print(f"{clip}: the browser sent {sent} frames, faces on {_frames_with_faces(log)} "
+          f"(page: {fps}); stopped {stopped_in:.1f} s after Ctrl-C")  # fmt: skip
     from ferbench.utils.opencv import cv2
 
     video = cv2.VideoCapture(str(tmp_path / "browser.mp4"))

@@ -13,34 +13,40 @@ import threading
 import time
 
 TICK_S = 0.25
-SLACK_S = 0.75  # a GIL-bound or loaded thread is late by milliseconds, a stopped one by seconds
+# A thread waiting for the GIL or a busy core is late by milliseconds; a stopped process by as
+# long as it was stopped.  Only lateness beyond SLACK_S counts, so a pause under 2 s is not
+# left out, and a thread starved for a while never makes a trial look faster than it ran.
+SLACK_S = 2.0
 
 _paused = 0.0
+_last_tick = 0.0
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
 def _watch() -> None:
-    global _paused
-    last = time.perf_counter()
+    global _paused, _last_tick
     while True:
         time.sleep(TICK_S)
         now = time.perf_counter()
-        late = now - last - TICK_S
-        if late > SLACK_S:
-            with _lock:
+        with _lock:
+            late = now - _last_tick - TICK_S
+            if late > SLACK_S:
                 _paused += late
-        last = now
+            _last_tick = now
 
 
 def paused_s() -> float:
-    """Seconds this process has spent stopped since the clock was first read."""
-    global _thread
-    if _thread is None:
-        _thread = threading.Thread(target=_watch, name="ferbench-pause-clock", daemon=True)
-        _thread.start()
+    """Seconds this process has spent stopped since the clock was first read (a pause that
+    just ended counts at once, before the watching thread has woken)."""
+    global _thread, _last_tick
     with _lock:
-        return _paused
+        if _thread is None:
+            _last_tick = time.perf_counter()
+            _thread = threading.Thread(target=_watch, name="ferbench-pause-clock", daemon=True)
+            _thread.start()
+        pending = time.perf_counter() - _last_tick - TICK_S
+        return _paused + (pending if pending > SLACK_S else 0.0)
 
 
 def running_time() -> float:
