@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from ferbench.cli import app
 from ferbench.runs import RunDir
 from ferbench.train import experiment
-from ferbench.train import runner as runner_module
-from ferbench.train.runner import Reporter, execute_trial
+from ferbench.train import fit as fit_module
+from ferbench.train.fit import Reporter
+from ferbench.train.runner import execute_trial
 
 cli = CliRunner()
 TIMING = ["train_s", "eval_s", "elapsed_s", "train_images_per_s", "train_cpu_s"]
@@ -90,7 +91,7 @@ def test_changed_data_runs_beside_the_finished_result(tmp_path):
     (home,) = {p.parent for p in results.rglob("best.pt")}
     kept = sha256(home / "best.pt")
     noise_faces(faces, ("happy", "sad"), 12, side=16, seed=1)  # same files, other faces
-    runner_module._DATA_MEMO.clear()  # a new process would load the faces anew
+    fit_module._DATA_MEMO.clear()  # a new process would load the faces anew
     plan = run(file, results, "--dry-run")
     assert "the data changed" in plan.output
     run(file, results)
@@ -193,7 +194,7 @@ def test_kill_between_the_checkpoint_and_the_history_resumes_exactly(
     and leaves no epoch out."""
     history, metrics, _ = straight
     trial = early_stopping_trial(tmp_path)
-    write_text = runner_module.write_text
+    write_text = fit_module.write_text
     target = len(history) - 1
 
     def dies_writing_that_history(path, text):
@@ -201,10 +202,10 @@ def test_kill_between_the_checkpoint_and_the_history_resumes_exactly(
             raise KeyboardInterrupt
         write_text(path, text)
 
-    monkeypatch.setattr(runner_module, "write_text", dies_writing_that_history)
+    monkeypatch.setattr(fit_module, "write_text", dies_writing_that_history)
     with pytest.raises(KeyboardInterrupt):
         execute_trial(trial, tmp_path / "r")
-    monkeypatch.setattr(runner_module, "write_text", write_text)
+    monkeypatch.setattr(fit_module, "write_text", write_text)
     assert execute_trial(trial, tmp_path / "r").status == "done"
     got_history, got_metrics, _ = outcome(tmp_path / "r", trial)
     pd.testing.assert_frame_equal(got_history, history)

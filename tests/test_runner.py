@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from ferbench.cli import app
 from ferbench.runs import OUTPUT_FILES, RunDir
 from ferbench.train import experiment
-from ferbench.train.runner import Reporter, execute_trial
+from ferbench.train.fit import Reporter
+from ferbench.train.runner import execute_trial
 
 runner = CliRunner()
 

@@ -123,7 +123,7 @@ def build_ensemble(
     `selection` greedy (weights from validation) or all (every run, equal weights)."""
     if selection not in SELECTIONS:
         raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
-    from ferbench.train.runner import write_evaluation
+    from ferbench.train.fit import write_evaluation
 
     runs = candidate_runs(roots)
     if len(runs) < 2:

@@ -14,7 +14,7 @@ from rich.progress import (
 )
 
 from ferbench.config import Trial
-from ferbench.train.runner import Reporter
+from ferbench.train.fit import Reporter
 
 
 class RichReporter(Reporter):
