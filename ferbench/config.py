@@ -269,6 +269,18 @@ def _without_defaults(given: dict, defaults: dict) -> dict:
     return out
 
 
+def default_settings() -> dict:
+    """Every setting's default, flattened (``data.fold`` → 0); settings added later have their
+    default in configs written before they existed."""
+    return _flatten(_section_defaults())
+
+
+def is_default(key: str, value: Any, defaults: dict) -> bool:
+    """Whether a flattened setting holds its default (None where an older config lacks it)."""
+    default = defaults.get(key, _MISSING)
+    return _same(value, default) or (value is None and default is not _MISSING)
+
+
 def _same(value: Any, default: Any) -> bool:
     if default is _MISSING:
         return False

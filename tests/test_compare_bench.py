@@ -320,3 +320,19 @@ def test_ensemble_of_every_run_with_equal_weights(results, tmp_path):
         app, ["ensemble", str(results / "grid"), "-o", str(out), "--selection", "x"]
     )
     assert bad.exit_code == 1 and "--selection: 'x' is not one of greedy, all" in bad.output
+
+
+def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default():
+    """Seeds of one recipe stay one row when a later version writes a new option (at its
+    default) into config.yaml and an earlier one did not; a real difference still splits."""
+    from ferbench.report.leaderboard import Run, differing_settings, runs_frame
+
+    def run(seed: int, data: dict, lr: float = 0.1) -> Run:
+        config = {"model": {"name": "cnn5", "input_size": 32}, "data": data,
+                  "train": {"seed": seed, "lr": lr}, "eval": {}}  # fmt: skip
+        return Run(Path(f"r{seed}"), "done", config, {"accuracy": 0.5})
+
+    old = {"kind": "fer2013", "path": "a.csv"}
+    new = {**old, "folds": None, "fold": 0, "neutral": "none"}
+    assert differing_settings(runs_frame([run(0, old), run(1, new)])) == []
+    assert differing_settings(runs_frame([run(0, old), run(1, new, lr=0.2)])) == ["train.lr"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferbench.config import RUNTIME_KEYS
+from ferbench.config import RUNTIME_KEYS, default_settings, is_default
 from ferbench.errors import FerbenchError
 from ferbench.runs import RunDir, iter_runs
 
@@ -106,15 +106,17 @@ def _data_label(config: dict) -> str:
 
 
 def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
-    rows = []
+    rows, defaults = [], default_settings()
     for run in runs:
         if run.status != "done":
             continue
         settings: dict = {}
         for section in ("model", "data", "train", "eval"):
             _flatten(section, run.config.get(section, {}), settings)
-        settings = {
-            k: v for k, v in settings.items() if k not in RUNTIME_KEYS and k != "train.seed"
+        settings = {  # a default, written or not (older configs lack newer options), is left out
+            k: v
+            for k, v in settings.items()
+            if k not in RUNTIME_KEYS and k != "train.seed" and not is_default(k, v, defaults)
         }
         row = {
             "run": str(run.path),
@@ -178,7 +180,8 @@ def differing_settings(frame: pd.DataFrame) -> list[str]:
 
 def settings_label(settings: dict, keys: list[str]) -> str:
     """`key=value` for the given keys, section prefixes dropped (``train.lr`` → ``lr=0.1``)."""
-    return " ".join(f"{k.split('.', 1)[-1]}={settings.get(k)}" for k in keys)
+    defaults = default_settings()
+    return " ".join(f"{k.split('.', 1)[-1]}={settings.get(k, defaults.get(k))}" for k in keys)
 
 
 def _apply_filters(frame: pd.DataFrame, filters: list[str]) -> pd.DataFrame:
