@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
 import types
 import typing
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from ferbench.errors import FerbenchError
@@ -269,10 +271,11 @@ def _without_defaults(given: dict, defaults: dict) -> dict:
     return out
 
 
-def default_settings() -> dict:
-    """Every setting's default, flattened (``data.fold`` → 0); settings added later have their
-    default in configs written before they existed."""
-    return _flatten(_section_defaults())
+@functools.cache
+def default_settings() -> MappingProxyType:
+    """Every setting's default, flattened (``data.fold`` → 0), built once and read-only; settings
+    added later have their default in configs written before they existed."""
+    return MappingProxyType(_flatten(_section_defaults()))
 
 
 def is_default(key: str, value: Any, defaults: dict) -> bool:

@@ -295,8 +295,8 @@ def _detected_set(files, labels, subjects, classes, source, size, skipped) -> Fa
     faces, ok = _detected_faces(files, size, skipped)
     labels = np.asarray(labels, np.int64)[ok]
     data = _finish(faces, labels, np.full(len(labels), 2, np.int8), classes, source, skipped)
-    names = sorted(set(subjects))
-    data.extras = {"subject": np.asarray([names.index(s) for s in subjects], np.int32)[ok]}
+    subject = np.unique(np.asarray(subjects), return_inverse=True)[1].astype(np.int32)
+    data.extras = {"subject": subject[ok]}
     data.notes.append(
         f"{len(set(data.extras['subject'].tolist()))} subjects; no official split: every face "
         "is a test face unless data.folds and data.fold make subject-independent folds"
