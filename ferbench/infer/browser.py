@@ -65,7 +65,7 @@ class BrowserSessions:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.annotate, self.make_locator, self.smooth = annotate, make_locator, smooth
-        self.stats, self.clock = annotate.stats, clock
+        self.clock = clock
         self._ids = itertools.count()
         self.sessions: dict[str, Session] = {}
         self._sessions_lock = threading.Lock()
@@ -136,7 +136,7 @@ class BrowserSessions:
                 self._first = now
             ids, boxes = session.locator(frame)
             faces = self.annotate(frame, ids, boxes, session.smoother, now - session.started)
-            self.stats.seconds = now - self._first
+            self.annotate.stats.seconds = now - self._first
             session.frames += 1
             return {
                 "frame": session.frames - 1,

@@ -200,15 +200,14 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
             if length is None or not length.isdigit():
                 self.close_connection = True
                 raise Refused(411, "a Content-Length is required")
-            limit = server.sessions.max_bytes
-            if int(length) > limit:
-                if int(length) <= 8 * limit:  # read and dropped, so the client sees the 413
-                    left = int(length)
-                    while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
-                        left -= len(chunk)
+            size, limit = int(length), server.sessions.max_bytes
+            if size > limit:
+                left = size if size <= 8 * limit else 0  # drained, so the client sees the 413
+                while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
+                    left -= len(chunk)
                 self.close_connection = True  # an unread body must not be parsed as a request
                 raise Refused(413, f"frames may be at most {limit >> 20} MB")
-            return self.rfile.read(int(length))
+            return self.rfile.read(size)
 
         def _stream(self) -> None:
             self.send_response(200)
