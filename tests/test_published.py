@@ -268,6 +268,12 @@ def test_jaffe_names_faces_and_bad_files(tmp_path):
             subject = ["KA", "KL", "KM", "KR"][n % 4]
             picture = portrait(brightness(names[code], FER2013_CLASSES), (256, 256))
             cv2.imwrite(str(root / f"{subject}.{code}{i + 1}.{n}.tiff"), picture)
+    # Too blurred, then too flat, for the photo thresholds: the second look keeps them.
+    happy = portrait(brightness("happy", FER2013_CLASSES), (256, 256)).astype(np.float32)
+    cv2.imwrite(str(root / "KA.HA3.97.tiff"), cv2.GaussianBlur(happy, (0, 0), 6).astype(np.uint8))
+    flat = happy.mean() + (happy - happy.mean()) / 6
+    cv2.imwrite(str(root / "KL.HA4.96.tiff"), flat.astype(np.uint8))
+    counts["HA"] += 2
     cv2.imwrite(str(root / "KA.XX1.99.tiff"), portrait(1.0, (256, 256)))  # unknown class
     (root / "KA.HA9.98.tiff").write_bytes(b"II*\x00 not really a tiff")  # corrupt
     (root / "README").write_text("The Japanese Female Facial Expression database")
@@ -281,6 +287,7 @@ def test_jaffe_names_faces_and_bad_files(tmp_path):
         "unknown class letters (JAFFE: AN DI FE HA NE SA SU)": 1,
         "files skipped: unreadable or corrupt": 1,
     }
+    assert any(note.startswith("2 faces found on a second look") for note in data.notes)
     folded = load_dataset({"kind": "jaffe", "path": str(root), "folds": 4, "fold": 0})
     assert len(set(folded.extras["subject"][folded.splits == 2].tolist())) == 1
     with pytest.raises(FerbenchError, match="data.folds: .* no subjects"):
