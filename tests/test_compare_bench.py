@@ -186,6 +186,9 @@ def test_bench_precision_is_chosen_and_checked(tmp_path):
     bad = runner.invoke(app, [*args, "--amp", "fp16", "--out", str(tmp_path / "c.csv")])
     assert bad.exit_code == 1 and "fp16 needs a CUDA GPU" in bad.output
     assert not (tmp_path / "c.csv").exists()
+    typo = runner.invoke(app, [*args, "--backends", "--checkpoint", str(tmp_path / "nope.pt")])
+    assert typo.exit_code == 1 and "is not a checkpoint file" in typo.output
+    assert "train img/s" not in typo.output  # refused before any timing
 
 
 def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path):

@@ -59,6 +59,10 @@ def test_ship_writes_file_card_and_index(small_run, tmp_path):
     card = (out / "vggfer_s.demo.md").read_text()
     assert f"{row['metrics']['test_acc']:.2%}" in card and row["sha256"] in card
     assert str(small_run.parents[3]) not in card  # no path of the training machine
+    latency = row["metrics"]["latency_ms"]  # the deployment path's figures, in card and index
+    assert set(latency) == {"torch_fp32", "onnx_fp32", "onnx_int8"}
+    assert all(0 < ms < 1000 for ms in latency.values())
+    assert f"ONNX Runtime {latency['onnx_fp32']:.2f} ms (fp32)" in card
 
 
 def test_failing_ship_leaves_the_shipped_files_byte_identical(small_run, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from ferbench.cli._common import (
     friendly_errors,
     working,
 )
+from ferbench.errors import FerbenchError
 
 
 @friendly_errors
@@ -58,8 +59,8 @@ def bench(
     checkpoint: str = typer.Option(
         None,
         "--checkpoint",
-        help="Checkpoint (.pt or .onnx) for --video and --backends (with --truth: default the "
-        "shipped model).",
+        help="Checkpoint for --video and --backends: a .pt or .onnx file, a run folder or a "
+        "shipped tag such as vggfer_s.fer2013 (with --truth: default the shipped model).",
     ),
     backends: bool = typer.Option(
         False,
@@ -90,6 +91,7 @@ def bench(
     from ferbench.utils.fileio import write_text
 
     names = [m.strip() for m in models.split(",") if m.strip()]
+    checkpoint = _checkpoint_or_tag(checkpoint)
     if truth is not None:
         if video is None:
             raise typer.BadParameter("--truth scores a --video; give both")
@@ -211,6 +213,25 @@ def _live_accuracy(video: Path, truth: Path, checkpoint: str | None, model: str,
     console.print(table)
     write_text(out, pd.DataFrame(rows).to_csv(index=False))
     console.print(f"[green]wrote[/] {out}")
+
+
+def _checkpoint_or_tag(checkpoint: str | None) -> str | None:
+    """--checkpoint checked before any timing, so a typo costs no minutes: a file, a run folder
+    (its best.pt) or a shipped tag."""
+    if checkpoint is None:
+        return None
+    from ferbench.models.pretrained import read_index
+    from ferbench.runs import checkpoint_path
+
+    if checkpoint in read_index():
+        return str(read_index()[checkpoint].verified_path())
+    path = checkpoint_path(checkpoint)
+    if not path.is_file():
+        raise FerbenchError(
+            f"--checkpoint: {checkpoint} is not a checkpoint file, a run folder with best.pt or "
+            f"a shipped tag ({', '.join(read_index())})"
+        )
+    return str(path)
 
 
 def _bench_backends(names: list[str], checkpoint: str | None, dataset) -> list[dict]:

@@ -86,7 +86,7 @@ def _stage(
     shipped = Predictor(path, amp="checkpoint")  # loads it: a file that fails here never ships
     evals = {s: evaluate_checkpoint(shipped, data, s) for s in ("val", "test")}
     progress("measuring int8 (ONNX Runtime) and batch-1 latency")
-    extra = {"int8": _int8_accuracy(path, data), "latency": _latency(shipped)}
+    extra = {**_onnx_figures(path, data), "latency": _latency(shipped)}
     if sha256_file(path) != sha:
         raise FerbenchError(f"{name}: the staged file changed while it was measured; not shipped")
     siblings = _seed_runs(run)
@@ -110,6 +110,10 @@ def _stage(
             "ece": test["ece"],
             "test_acc_seeds": [s["test_acc"] for s in siblings],
             "tta": shipped.tta,
+            "latency_ms": {
+                "torch_fp32": extra["latency"]["latency_batch1_ms"],
+                **{f"onnx_{k}": v for k, v in extra.get("onnx_latency_ms", {}).items()},
+            },
         },
         "recipe": run.config().get("experiment", ""),
         "card": f"{name}.md",
@@ -151,16 +155,25 @@ def _seed_runs(run: RunDir) -> list[dict]:
     return rows
 
 
-def _int8_accuracy(path: Path, data: DataSpec) -> dict:
-    """Single-view test accuracy of the fp16 file in PyTorch and as ONNX Runtime int8."""
+def _onnx_figures(path: Path, data: DataSpec) -> dict:
+    """Single-view test accuracy of the fp16 file in PyTorch and as ONNX Runtime int8, and the
+    batch-1 latency of ONNX Runtime fp32 and int8 (the deployment path: `ferbench export`)."""
     try:
+        from ferbench.infer.batched import measure_speed
         from ferbench.infer.export import export_checkpoint
+        from ferbench.infer.predictor import Predictor
 
         with tempfile.TemporaryDirectory(prefix="ferbench-ship-") as tmp:
-            report = export_checkpoint(path, Path(tmp) / "int8.onnx", int8=True, data=data)
-        return report.accuracy.get("test", {})
+            fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            report = export_checkpoint(path, int8, int8=True, data=data, fp32_out=fp32)
+            latency = {}
+            for kind, onnx in (("fp32", fp32), ("int8", int8)):
+                model = Predictor(onnx)
+                speed = measure_speed(model.model, model.preprocess, model.runtime)
+                latency[kind] = speed["latency_batch1_ms"]
+        return {"int8": report.accuracy.get("test", {}), "onnx_latency_ms": latency}
     except FerbenchError as exc:  # onnx extra not installed: the card says so
-        return {"error": str(exc)}
+        return {"int8": {"error": str(exc)}}
 
 
 def _latency(predictor) -> dict:

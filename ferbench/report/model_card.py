@@ -124,8 +124,9 @@ def render_card(
         "## Deployment",
         "",
         _int8_line(int8, name),
-        f"- Batch-1 latency {latency.get('latency_batch1_ms', float('nan')):.2f} ms, "
-        f"{latency.get('inference_images_per_s', 0):,.0f} images/s at batch 256 "
+        f"- Batch-1 latency {latency.get('latency_batch1_ms', float('nan')):.2f} ms in PyTorch"
+        f"{_onnx_latency(extra.get('onnx_latency_ms', {}))}; "
+        f"{latency.get('inference_images_per_s', 0):,.0f} images/s at batch 256 in PyTorch "
         f"({latency.get('cpu', '?')}, {latency.get('threads', '?')} threads, fp32).",
         "",
         "## Training",
@@ -199,6 +200,12 @@ def _chosen_seed(seeds: list[dict]) -> str:
         "the best validation accuracy of them" if best is chosen else "not the best on validation"
     )
     return f"Shipped: seed {chosen['seed']} ({verdict})."
+
+
+def _onnx_latency(ms: dict) -> str:
+    if not ms:
+        return ""
+    return f", ONNX Runtime {ms['fp32']:.2f} ms (fp32) and {ms['int8']:.2f} ms (int8)"
 
 
 def _int8_line(int8: dict, name: str) -> str:
