@@ -228,6 +228,15 @@ def test_greedy_selection_uses_validation_only():
     half = np.eye(2)[[0, 1, 1, 0]] * 0.6 + 0.2
     wrong = np.eye(2)[1 - labels] * 0.6 + 0.2
     assert greedy_selection([half, good, wrong], labels) == [0, 1, 0]
+    # A sure member, badly wrong on one face, and a hesitant one, less wrong there: the
+    # average is still wrong on that face, so accuracy (3 of 4 either way) would keep the first
+    # alone; the log-loss of the average is lower than either's, so both are kept.
+    def member(p_true: list[float]) -> np.ndarray:
+        right = np.array(p_true)
+        return np.where(np.eye(2)[labels] == 1, right[:, None], 1 - right[:, None])
+
+    sure, hesitant = member([0.99, 0.99, 0.99, 0.05]), member([0.65, 0.65, 0.65, 0.4])
+    assert greedy_selection([sure, hesitant], labels) == [1, 2]
 
 
 def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):

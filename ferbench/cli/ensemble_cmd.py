@@ -21,8 +21,8 @@ def ensemble(
     selection: str = typer.Option(
         "greedy",
         "--selection",
-        help="greedy: members and weights chosen on validation (Caruana et al. 2004); all: "
-        "every run, equal weights.",
+        help="greedy: members and weights chosen on the validation log-loss (Caruana et al. "
+        "2004); all: every run, equal weights.",
     ),
 ) -> None:
     """Ensemble the finished runs under PATHS: members and weights are chosen by greedy forward
