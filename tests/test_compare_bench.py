@@ -228,6 +228,7 @@ def test_greedy_selection_uses_validation_only():
     half = np.eye(2)[[0, 1, 1, 0]] * 0.6 + 0.2
     wrong = np.eye(2)[1 - labels] * 0.6 + 0.2
     assert greedy_selection([half, good, wrong], labels) == [0, 1, 0]
+
     # A sure member, badly wrong on one face, and a hesitant one, less wrong there: the
     # average is still wrong on that face, so accuracy (3 of 4 either way) would keep the first
     # alone; the log-loss of the average is lower than either's, so both are kept.
