@@ -191,6 +191,17 @@ def test_bench_precision_is_chosen_and_checked(tmp_path):
     assert "train img/s" not in typo.output  # refused before any timing
 
 
+def test_bench_backends_of_a_shipped_model_time_that_model_only(tmp_path):
+    out = tmp_path / "b.csv"
+    args = ["bench", "--backends", "--checkpoint", "vggfer_s.fer2013", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "train img/s" not in result.output  # no training table for cnn5, cnn3, resnet18
+    rows = pd.read_csv(out)
+    assert set(rows["model"]) == {"vggfer_s"} and len(rows) == 4
+    assert (rows["latency_batch1_ms"] > 0).all()
+
+
 def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(
