@@ -171,7 +171,7 @@ def test_live_auto_backend_is_measured_once_and_cached(
     def measured_again(*args, **kwargs):
         raise AssertionError("the backends were measured again")
 
-    monkeypatch.setattr("ferbench.infer.backend.measure_speed", measured_again)
+    monkeypatch.setattr("ferbench.infer.predictor.measure_speed", measured_again)
     again = runner.invoke(app, args)  # auto again: the choice comes from measured.json
     assert again.exit_code == 0, again.output
     assert first.output.split("backend ")[1].split(":")[0] in again.output

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ferbench.infer.batched import measure_speed
 from ferbench.infer.predictor import Predictor
 
 
@@ -41,7 +40,7 @@ def bench_backends(checkpoint: Path, faces: np.ndarray | None = None, progress=N
         }
         for name, predictor in predictors.items():
             step(f"{payload['model']}: {name}")
-            speed = measure_speed(predictor.model, predictor.preprocess, predictor.runtime)
+            speed = predictor.measure_speed()
             rows.append(
                 {
                     "model": payload["model"],

@@ -112,7 +112,7 @@ def bench(
     )
     rows = []
     if checkpoint is None or not (backends or video):  # a checkpoint names what is timed
-        rows = _bench_training(names, dataset, config, device, batch_size, amp, channels_last)
+        rows = _bench_training(names, dataset, config, device)
     frame = pd.DataFrame(rows)
     if video is not None:
         from ferbench.bench.live_speed import bench_live
@@ -186,7 +186,7 @@ def _live_accuracy(video: Path, truth: Path, checkpoint: str | None, model: str,
     console.print(f"[green]wrote[/] {out}")
 
 
-def _bench_training(names, dataset, config, device, batch_size, amp, channels_last) -> list:
+def _bench_training(names, dataset, config, device) -> list:
     """Training speed of each model against the compute bound (and the reference pipeline),
     printed as a table with this machine's speedrun budget."""
     from ferbench.bench.train_speed import bench_models
@@ -195,7 +195,7 @@ def _bench_training(names, dataset, config, device, batch_size, amp, channels_la
         rows = bench_models(names, dataset, config, device, progress=update)
     table = Table(
         title=f"ferbench bench ({rows[0]['device'] if rows else device}, "
-        f"{rows[0]['precision'] if rows else amp}, batch {batch_size})",
+        f"{rows[0]['precision'] if rows else config.amp}, batch {config.batch_size})",
         header_style="bold",
     )
     columns = [
@@ -224,7 +224,7 @@ def _bench_training(names, dataset, config, device, batch_size, amp, channels_la
             *[fmt.format(row[key]) if row[key] is not None else "-" for _, key, fmt in columns]
         )
     console.print(table)
-    _print_budget(rows, device, amp, batch_size, channels_last)
+    _print_budget(rows, device, config.amp, config.batch_size, config.channels_last)
     return rows
 
 

@@ -153,7 +153,9 @@ def read_rafdb(root: Path, spec: DataSpec) -> FaceArrays:
         for path in corrupt:
             skipped.add("files skipped: unreadable or corrupt", str(path))
     else:  # the original photos: the face found by the detector
-        images, ok, _ = _detected_faces(files, size, skipped)
+        from ferbench.faces.detect import still_detector
+
+        images, ok = _detected_faces(files, size, skipped, still_detector())
     data = _finish(
         images,
         np.asarray(labels, np.int64)[ok],
@@ -268,14 +270,11 @@ def read_expw(root: Path, spec: DataSpec) -> FaceArrays:
     return data
 
 
-def _detected_faces(files: list[Path], size: int, skipped: _Skipped, portraits: bool = False):
-    """The face of each photo, framed like FER2013's crops: the largest one MTCNN's photo
-    settings find or, for `portraits` (one face per photo), `PortraitDetector`'s; photos without
-    a face, or unreadable, are counted.  Returns the faces, which files gave one, and how many
-    needed the portrait detector's second look."""
-    from ferbench.faces.detect import PortraitDetector, crop_faces, still_detector
+def _detected_faces(files: list[Path], size: int, skipped: _Skipped, detector):
+    """The largest face `detector` finds in each photo, framed like FER2013's crops; photos
+    without a face, or unreadable, are counted.  Returns the faces and which files gave one."""
+    from ferbench.faces.detect import crop_faces
 
-    detector = PortraitDetector() if portraits else still_detector()
     faces, ok = [], np.zeros(len(files), bool)
     for i, path in enumerate(files):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -289,13 +288,16 @@ def _detected_faces(files: list[Path], size: int, skipped: _Skipped, portraits: 
         largest = max(boxes, key=lambda b: b[2] * b[3])
         faces.append(resize_square(to_gray(crop_faces(image, [largest], FER_MARGIN)[0]), size))
         ok[i] = True
-    faces = np.stack(faces) if faces else np.zeros((0, size, size), np.uint8)
-    return faces, ok, getattr(detector, "second_looks", 0)
+    return np.stack(faces) if faces else np.zeros((0, size, size), np.uint8), ok
 
 
 def _detected_set(files, labels, subjects, classes, source, size, skipped) -> FaceArrays:
-    """Faces of whole photos, every one a test face until `assign_folds` splits them."""
-    faces, ok, second_looks = _detected_faces(files, size, skipped, portraits=True)
+    """Faces of whole photos (one each: `PortraitDetector`), every one a test face until
+    `assign_folds` splits them."""
+    from ferbench.faces.detect import PortraitDetector
+
+    detector = PortraitDetector()
+    faces, ok = _detected_faces(files, size, skipped, detector)
     labels = np.asarray(labels, np.int64)[ok]
     data = _finish(faces, labels, np.full(len(labels), 2, np.int8), classes, source, skipped)
     subject = np.unique(np.asarray(subjects), return_inverse=True)[1].astype(np.int32)
@@ -304,9 +306,9 @@ def _detected_set(files, labels, subjects, classes, source, size, skipped) -> Fa
         f"{len(set(data.extras['subject'].tolist()))} subjects; no official split: every face "
         "is a test face unless data.folds and data.fold make subject-independent folds"
     )
-    if second_looks:
+    if detector.second_looks:
         data.notes.append(
-            f"{second_looks} faces found on a second look (blurred or dim photos: lower "
+            f"{detector.second_looks} faces found on a second look (blurred or dim photos: lower "
             "detector thresholds, then an equalised histogram)"
         )
     return data

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ferbench.errors import FerbenchError
-from ferbench.infer.batched import measure_speed
 from ferbench.infer.predictor import Predictor
 from ferbench.runs import checkpoint_path
 from ferbench.utils.fileio import cache_dir, write_json
@@ -139,7 +138,7 @@ def measure_backends(checkpoint: Path, folder: Path, progress=None) -> list[Meas
     for backend in ("torch", "torch-int8", "onnx", "onnx-int8"):
         step(f"timing {backend}")
         predictor = _build(checkpoint, backend, folder)
-        speed = measure_speed(predictor.model, predictor.preprocess, predictor.runtime, 8, 2, 50)
+        speed = predictor.measure_speed(8, 2, 50)
         measured.append(Measured(backend, speed["latency_batch1_ms"], scores[backend]))
     write_json(record, [asdict(m) for m in measured])
     return measured

@@ -11,7 +11,7 @@ import torch.nn as nn
 from ferbench.data.images import resize_square, to_gray
 from ferbench.device import resolve_runtime
 from ferbench.errors import FerbenchError
-from ferbench.infer.batched import predict_logits
+from ferbench.infer.batched import measure_speed, predict_logits
 from ferbench.models.checkpoint import load_checkpoint, test_views
 from ferbench.models.factory import model_from_checkpoint
 from ferbench.models.preprocess import Preprocess
@@ -148,6 +148,11 @@ class Predictor:
             tta and self.tta == "flip",
         )
         return torch.softmax(logits, dim=1).numpy()
+
+    def measure_speed(self, *timing) -> dict:
+        """`batched.measure_speed` of this model as it predicts (`timing`: batch size, repeats,
+        latency runs)."""
+        return measure_speed(self.model, self.preprocess, self.runtime, *timing)
 
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:

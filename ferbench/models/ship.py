@@ -159,7 +159,6 @@ def _onnx_figures(path: Path, data: DataSpec) -> dict:
     """Single-view test accuracy of the fp16 file in PyTorch and as ONNX Runtime int8, and the
     batch-1 latency of ONNX Runtime fp32 and int8 (the deployment path: `ferbench export`)."""
     try:
-        from ferbench.infer.batched import measure_speed
         from ferbench.infer.export import export_checkpoint
         from ferbench.infer.predictor import Predictor
 
@@ -168,9 +167,7 @@ def _onnx_figures(path: Path, data: DataSpec) -> dict:
             report = export_checkpoint(path, int8, int8=True, data=data, fp32_out=fp32)
             latency = {}
             for kind, onnx in (("fp32", fp32), ("int8", int8)):
-                model = Predictor(onnx)
-                speed = measure_speed(model.model, model.preprocess, model.runtime)
-                latency[kind] = speed["latency_batch1_ms"]
+                latency[kind] = Predictor(onnx).measure_speed()["latency_batch1_ms"]
         return {"int8": report.accuracy.get("test", {}), "onnx_latency_ms": latency}
     except FerbenchError as exc:  # onnx extra not installed: the card says so
         return {"int8": {"error": str(exc)}}
@@ -178,7 +175,6 @@ def _onnx_figures(path: Path, data: DataSpec) -> dict:
 
 def _latency(predictor) -> dict:
     from ferbench.device import cpu_name
-    from ferbench.infer.batched import measure_speed
 
-    speed = measure_speed(predictor.model, predictor.preprocess, predictor.runtime)
+    speed = predictor.measure_speed()
     return {**speed, "cpu": cpu_name(), "threads": torch.get_num_threads()}

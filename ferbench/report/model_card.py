@@ -172,8 +172,9 @@ def _teacher_lines(config: dict) -> list[str]:
 def _run_name(checkpoint: str) -> str:
     """`experiment/model/axes` of a checkpoint under a results folder (else its last folders)."""
     parts = Path(checkpoint).parent.parts
-    start = len(parts) - 1 - parts[::-1].index("results") if "results" in parts else -4
-    return "/".join(parts[start + 1 :] if "results" in parts else parts[start:])
+    if "results" not in parts:
+        return "/".join(parts[-4:])
+    return "/".join(parts[len(parts) - parts[::-1].index("results") :])
 
 
 def mean_std(values: list[float]) -> str:

@@ -309,15 +309,15 @@ class Trainer:
             )
             y = train.labels[index].to(self.device, non_blocking=True)
             with self.runtime.autocast():
-                logits = self.model(x)
+                logits = self.model(x).float()
                 if self.vote_targets is not None:
                     votes = self.vote_targets[index].to(self.device, non_blocking=True)
-                    loss = soft_cross_entropy(logits.float(), votes, self.class_weights)
+                    loss = soft_cross_entropy(logits, votes, self.class_weights)
                 else:
-                    loss = self.loss_fn(logits.float(), y)
+                    loss = self.loss_fn(logits, y)
                 if self.teacher_probs is not None:
                     target = self.teacher_probs[index].to(self.device, non_blocking=True)
-                    loss = distillation_loss(logits.float(), loss, target, cfg.distill)
+                    loss = distillation_loss(logits, loss, target, cfg.distill)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

@@ -24,7 +24,12 @@ from ferbench.models.preprocess import Preprocess
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir
 from ferbench.train.budget import machine_bound
-from ferbench.train.distill import resolve_teacher, teacher_probabilities, vote_targets
+from ferbench.train.distill import (
+    Teacher,
+    resolve_teacher,
+    teacher_probabilities,
+    vote_targets,
+)
 from ferbench.train.engine import (
     SplitTensors,
     Trainer,
@@ -73,6 +78,7 @@ class _Setup:
     meta: dict
     parameters: int
     flops: int
+    teacher: Teacher | None  # train.distill's teacher, resolved once
 
 
 def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter) -> _Setup:
@@ -107,16 +113,12 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
     if cfg.dirac_init and not trial.model.pretrained:
         dirac_init(model)
     net = torch.compile(model) if cfg.compile else model
-    teacher = None
+    teacher, teacher_probs = None, None
     if cfg.distill:
         reporter.note(f"{trial.name}: the teacher's probabilities on the training faces")
-        teacher = torch.from_numpy(
-            teacher_probabilities(
-                resolve_teacher(cfg.distill.teacher, Path(trial.base_dir)),
-                data,
-                trial.data,
-                Path(trial.base_dir),
-            )
+        teacher = resolve_teacher(cfg.distill.teacher, Path(trial.base_dir))
+        teacher_probs = torch.from_numpy(
+            teacher_probabilities(teacher, data, trial.data, Path(trial.base_dir))
         ).to(storage)
     votes = None
     if cfg.targets == "votes":
@@ -128,7 +130,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         runtime,
         class_weights=weights,
         on_batch=reporter.batch,
-        teacher_probs=teacher,
+        teacher_probs=teacher_probs,
         vote_targets=votes,
     )
     meta = checkpoint_meta(
@@ -143,7 +145,9 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         trial=trial.name,
         data_fingerprint=data.fingerprint(),
     )
-    return _Setup(model, net, preprocess, runtime, trainer, splits, meta, parameters, flops)
+    return _Setup(
+        model, net, preprocess, runtime, trainer, splits, meta, parameters, flops, teacher
+    )
 
 
 def _pretrained_args(pretrained: str | None) -> dict:
@@ -154,7 +158,9 @@ def _pretrained_args(pretrained: str | None) -> dict:
     return dict(read_index()[pretrained].model_args) if pretrained else {}
 
 
-def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime) -> None:
+def _write_config(
+    run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime, teacher: Teacher | None
+) -> None:
     counts = data.counts()
     write_yaml(
         run.file("config.yaml"),
@@ -172,15 +178,7 @@ def _write_config(run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime)
             "device": device_info(runtime.device),
             "bound_img_s": round(machine_bound(runtime.device), 1),
             **runtime.describe(),
-            **(
-                {
-                    "teacher": resolve_teacher(
-                        trial.train.distill.teacher, Path(trial.base_dir)
-                    ).describe()
-                }
-                if trial.train.distill
-                else {}
-            ),
+            **({"teacher": teacher.describe()} if teacher else {}),
         },
     )
 
@@ -213,7 +211,7 @@ def fit(
     setup_seconds = running_time() - setup_start
     train, val, test = setup.splits
     trainer, runtime = setup.trainer, setup.runtime
-    _write_config(run, trial, data, runtime)
+    _write_config(run, trial, data, runtime, setup.teacher)
     run.write_status(
         "running", trial.name, trial.config_hash(), data_fingerprint=data.fingerprint()
     )
