@@ -360,3 +360,14 @@ def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default()
     new = {**old, "folds": None, "fold": 0, "neutral": "none"}
     assert differing_settings(runs_frame([run(0, old), run(1, new)])) == []
     assert differing_settings(runs_frame([run(0, old), run(1, new, lr=0.2)])) == ["train.lr"]
+
+
+def test_merged_rows_replace_in_place_and_append_new_keys(tmp_path):
+    """A re-evaluated model keeps its row's place in a committed table; a new one is appended."""
+    from ferbench.report.benchmarks import merged
+
+    path = tmp_path / "matrix.csv"
+    pd.DataFrame({"model": ["a", "b", "c"], "acc": ["1", "2", "3"]}).to_csv(path, index=False)
+    rows = merged(pd.DataFrame({"model": ["d", "b"], "acc": ["4", "9"]}), path, ["model"])
+    assert list(rows["model"]) == ["a", "b", "c", "d"]
+    assert list(rows["acc"]) == ["1", "9", "3", "4"]

@@ -118,13 +118,20 @@ def _round_max(values, digits: int):
 
 
 def merged(rows: pd.DataFrame, path: Path, key: list[str]) -> pd.DataFrame:
-    """`rows` over the CSV at `path` (as text): its rows with the same key are replaced, the
-    others kept, so each command updates its own rows of a committed file."""
+    """`rows` over the CSV at `path` (as text): its rows with the same key are replaced in
+    place, the others kept, new keys appended, so each command updates its own rows of a
+    committed file without reordering the table."""
+    rows = rows.fillna("").astype(str)
     if path.is_file():
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
-        keys = set(map(tuple, rows[key].astype(str).values))
-        old = old[[tuple(r) not in keys for r in old[key].values]]
-        rows = pd.concat([old, rows.astype(str)], ignore_index=True)
+        old_keys = [tuple(r) for r in old[key].values]
+        new_keys = [tuple(r) for r in rows[key].values]
+        place = {k: i for i, k in reversed(list(enumerate(old_keys)))}
+        kept = [k not in set(new_keys) for k in old_keys]
+        rank = [i for i, keep in enumerate(kept) if keep]
+        rank += [place.get(k, len(old_keys) + j) for j, k in enumerate(new_keys)]
+        rows = pd.concat([old[kept], rows], ignore_index=True)
+        rows = rows.iloc[sorted(range(len(rows)), key=rank.__getitem__)].reset_index(drop=True)
     return rows.fillna("").astype(str)
 
 
