@@ -74,6 +74,11 @@ class AugmentConfig:
     # mirror each face in every other epoch (a random half in the first), instead of a fresh
     # coin each time: every face is seen both ways within any two epochs (airbench)
     alternate_flip: bool = False
+    # mix each batch with a shuffled copy of itself, targets by the same share (mixup: Zhang et
+    # al. 2018, the whole image; cutmix: Yun et al. 2019, a box); the value is alpha of the
+    # Beta(alpha, alpha) share, 0 off; with both on, each batch takes one of them at random
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -82,6 +87,14 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         return any(dataclasses.astuple(self))
+
+    @property
+    def mixing(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def per_image(self) -> dict:
+        """The settings `augment_batch` applies to each face (the batch mixing is separate)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mixup", "cutmix")}
 
 
 @dataclass(frozen=True)
@@ -437,6 +450,9 @@ def parse_augment(file: str, key: str, value: Any) -> AugmentConfig:
             "expected none, default or a mapping of " + ", ".join(field_types(AugmentConfig)),
         )
     checked = parse_section(AugmentConfig, file, f"{key}.", value)
+    for name in ("mixup", "cutmix"):
+        if checked.get(name, 0) < 0:
+            raise error(file, f"{key}.{name}", f"{checked[name]} is below 0 (0 is off)")
     return dataclasses.replace(AugmentConfig.none(), **checked)
 
 

@@ -189,3 +189,48 @@ def test_training_on_fer_plus_votes(tmp_path):
     no_votes = run(experiment(tmp_path, "synthetic", SMALL, targets="votes"), tmp_path / "r")
     assert no_votes.exit_code == 1
     assert "train.targets: votes needs annotator votes" in no_votes.output
+
+
+def test_mixup_and_cutmix_mix_faces_and_say_by_how_much():
+    from ferbench.data.augment import mix_batch
+
+    x = torch.rand(16, 1, 12, 12)
+    blended, mix = mix_batch(x, mixup=0.4, cutmix=0.0, rng=np.random.default_rng(0))
+    assert sorted(mix.partner.tolist()) == list(range(16)) and 0 < mix.share < 1
+    assert torch.allclose(blended, mix.share * x + (1 - mix.share) * x[mix.partner])
+    boxed, mix = mix_batch(x, mixup=0.0, cutmix=1.0, rng=np.random.default_rng(1))
+    moved = mix.partner != torch.arange(16)  # a face paired with itself stays as it was
+    pasted = (boxed != x)[moved].float().mean().item()  # the partner's pixels
+    assert pasted > 0 and 1 - mix.share == pytest.approx(pasted, abs=0.01)
+    votes = torch.softmax(torch.randn(16, 7), 1)
+    assert torch.allclose(mix.targets(votes).sum(1), torch.ones(16))
+    both = {mix_batch(x, 0.4, 1.0, np.random.default_rng(s))[1].share for s in range(20)}
+    assert len(both) > 10  # a share per batch, drawn anew (cutmix's in whole pixels)
+
+
+def test_training_with_mixup_and_cutmix_resumes_exactly(tmp_path):
+    """Mixing is seeded per epoch like the rest of the augmentation, so a trial stopped after
+    an epoch ends with the same weights as one that ran straight; a negative alpha is a
+    one-line error naming the key."""
+    from ferbench.train import experiment as experiments
+    from ferbench.train.fit import Reporter
+    from ferbench.train.runner import execute_trial
+
+    class StopAfterFirstEpoch(Reporter):
+        def epoch_done(self, epoch, epochs, row):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    augment = {"mixup": 0.4, "cutmix": 1.0, "flip": True, "crop_padding": 2}
+    trial = experiments.load(experiment(tmp_path, "mix", SMALL, epochs=3, augment=augment))[0]
+    with pytest.raises(KeyboardInterrupt):
+        execute_trial(trial, tmp_path / "a", reporter=StopAfterFirstEpoch())
+    assert execute_trial(trial, tmp_path / "a").status == "done"
+    assert execute_trial(trial, tmp_path / "b").status == "done"
+    a, b = (torch.load(tmp_path / r / "mix" / trial.name / "last.pt", weights_only=True)
+            for r in "ab")  # fmt: skip
+    assert all(torch.allclose(a["state_dict"][k], b["state_dict"][k], atol=1e-6)
+               for k in a["state_dict"])  # fmt: skip
+    bad = experiment(tmp_path, "bad", SMALL, augment={"mixup": -1})
+    result = run(bad, tmp_path / "r")
+    assert result.exit_code == 1 and "bad.yaml: train.augment.mixup: -1" in result.output

@@ -55,7 +55,8 @@ def run(
 
     Beyond the usual settings, train: takes the efficiency levers ema: 0.98 (the averaged
     weights are validated, saved and shipped), norm_bias_lr, dirac_init and
-    augment: {alternate_flip: true}, and distillation from a run, an ensemble, a checkpoint
+    augment: {alternate_flip: true}, batch mixing with augment: {mixup: 0.4, cutmix: 1.0}
+    (targets mixed by the same share), and distillation from a run, an ensemble, a checkpoint
     or a shipped tag with distill: {teacher: PATH_OR_TAG, alpha: 0.5, temperature: 1} (loss
     (1-alpha) CE + alpha T^2 KL(teacher || student); the teacher's probabilities on the
     training faces are computed once and cached).  targets: votes trains on each face's

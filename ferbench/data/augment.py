@@ -2,13 +2,16 @@
 
 Random crop with padding, flip, rotation and scale are folded into one affine transform per image
 and applied to the whole batch with a single ``grid_sample``; random erasing is a broadcast mask.
-No per-image Python, no PIL.
+No per-image Python, no PIL.  Mixup and cutmix mix a batch with a shuffled copy of itself and
+say how, so that the trainer mixes the targets by the same share.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -58,6 +61,41 @@ def augment_batch(
     if erase > 0:
         x = random_erase(x, erase, rand)
     return x
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How a batch was mixed: face i became `share` of itself and 1 - `share` of face
+    `partner[i]`."""
+
+    partner: torch.Tensor
+    share: float
+
+    def targets(self, target: torch.Tensor) -> torch.Tensor:
+        """Per-face target distributions (votes, a teacher's probabilities) mixed likewise."""
+        return target * self.share + target[self.partner] * (1 - self.share)
+
+
+def mix_batch(
+    x: torch.Tensor, mixup: float, cutmix: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, Mix]:
+    """Mixup (a blend of the two faces) or cutmix (a box of the partner pasted in), one share
+    from Beta(alpha, alpha) per batch as timm does; with both on, a coin picks.  The cutmix
+    share is the area actually kept once the box is clipped to the image."""
+    n, _, h, w = x.shape
+    partner = torch.from_numpy(rng.permutation(n)).to(x.device)
+    use_cutmix = cutmix > 0 and (mixup <= 0 or rng.random() < 0.5)
+    share = float(rng.beta(cutmix, cutmix) if use_cutmix else rng.beta(mixup, mixup))
+    other = x[partner]
+    if not use_cutmix:
+        return x * share + other * (1 - share), Mix(partner, share)
+    side = math.sqrt(1 - share)
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    top, bottom = max(cy - int(h * side) // 2, 0), min(cy + int(h * side) // 2, h)
+    left, right = max(cx - int(w * side) // 2, 0), min(cx + int(w * side) // 2, w)
+    x = x.clone()
+    x[:, :, top:bottom, left:right] = other[:, :, top:bottom, left:right]
+    return x, Mix(partner, 1 - (bottom - top) * (right - left) / (h * w))
 
 
 def random_erase(x: torch.Tensor, probability: float, rand) -> torch.Tensor:

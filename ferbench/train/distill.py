@@ -124,15 +124,18 @@ def teacher_probabilities(
     return total
 
 
-def distillation_loss(logits, label_loss, teacher_probs, cfg: DistillConfig):
+def distillation_loss(logits, label_loss, teacher_probs, cfg: DistillConfig, mix=None):
     """(1 − α)·`label_loss` + α·T²·KL(teacher ‖ student), the student softened by the
     temperature T and the teacher's probabilities sharpened or softened as p^(1/T),
-    renormalised.  `label_loss` is the cross-entropy against the labels (or the votes)."""
+    renormalised.  `label_loss` is the cross-entropy against the labels (or the votes).  For
+    a mixed batch (`mix`), the two faces' softened targets are mixed by its share."""
     import torch.nn.functional as F
 
     t = cfg.temperature
     soft = teacher_probs.clamp_min(1e-8).pow(1.0 / t)
     soft = soft / soft.sum(1, keepdim=True)
+    if mix is not None:
+        soft = mix.targets(soft)
     kd = F.kl_div(F.log_softmax(logits / t, 1), soft, reduction="batchmean") * t * t
     return (1 - cfg.alpha) * label_loss + cfg.alpha * kd
 

@@ -8,7 +8,6 @@ epoch, so a run resumed from ``last.pt`` continues exactly as if it had never st
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import random
 import time
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from ferbench.config import TrainConfig
 from ferbench.data.arrays import FaceArrays
+from ferbench.data.augment import mix_batch
 from ferbench.device import Runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
@@ -293,7 +293,8 @@ class Trainer:
         total_correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         start, cpu_start = running_time(), time.process_time()
-        augment = dataclasses.asdict(cfg.augment) if cfg.augment.active else None
+        augment = cfg.augment.per_image() if cfg.augment.active else None
+        mix_rng = np.random.default_rng([seed, epoch, 3]) if cfg.augment.mixing else None
         flips = (
             self._flip_plan(len(train), epoch) if augment and cfg.augment.alternate_flip else None
         )
@@ -308,16 +309,24 @@ class Trainer:
                 train.images[index].to(self.device, non_blocking=True), augment, aug_gen
             )
             y = train.labels[index].to(self.device, non_blocking=True)
+            mix = None
+            if mix_rng is not None:
+                x, mix = mix_batch(x, cfg.augment.mixup, cfg.augment.cutmix, mix_rng)
             with self.runtime.autocast():
                 logits = self.model(x).float()
                 if self.vote_targets is not None:
                     votes = self.vote_targets[index].to(self.device, non_blocking=True)
+                    votes = mix.targets(votes) if mix is not None else votes
                     loss = soft_cross_entropy(logits, votes, self.class_weights)
+                elif mix is not None:
+                    loss = mix.share * self.loss_fn(logits, y) + (1 - mix.share) * self.loss_fn(
+                        logits, y[mix.partner]
+                    )
                 else:
                     loss = self.loss_fn(logits, y)
                 if self.teacher_probs is not None:
                     target = self.teacher_probs[index].to(self.device, non_blocking=True)
-                    loss = distillation_loss(logits, loss, target, cfg.distill)
+                    loss = distillation_loss(logits, loss, target, cfg.distill, mix)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

@@ -1,8 +1,8 @@
 """Ensembles of finished runs, chosen on the validation split only, written as a run directory.
 
 Members and weights come from greedy forward selection with replacement (Caruana et al. 2004):
-start from the best single run on validation, then repeatedly add the run (possibly again)
-whose averaged probabilities raise validation accuracy most, until nothing helps.  The test
+start from the run with the lowest validation log-loss, then repeatedly add the run (possibly
+again) whose averaged probabilities lower it most, until nothing helps.  The test
 split is evaluated once, with the final weights.  Each member is evaluated as its run was (its
 input size, preprocessing and ten-crop shift), so members of different sizes combine.  A member's
 probabilities are kept in its run directory (``predictions.npz``, keyed by the checkpoint's
