@@ -297,3 +297,19 @@ def assert_eval_reproduces(run_dir: Path, data: Path, tta: str, shown: str) -> N
     assert evaluated.exit_code == 0, evaluated.output
     assert shown in " ".join(evaluated.output.split())
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-3)
+
+
+def test_only_runs_the_named_trials(tmp_path):
+    """--only picks trials by glob or leading folders; a pattern matching none is one line
+    that lists the trial names."""
+    file = tiny_experiment(tmp_path, epochs=1)
+    results = tmp_path / "results"
+    ran = runner.invoke(app, ["run", str(file), "--results", str(results), "--only", "*seed=1"])
+    assert ran.exit_code == 0, ran.output
+    assert [p.name for p in (results / "tiny" / "cnn5" / "size=16").iterdir()] == ["seed=1"]
+    plan = runner.invoke(app, ["run", str(file), "--only", "cnn5/size=16", "--dry-run"])
+    assert "2 trials" in plan.output
+    wrong = runner.invoke(app, ["run", str(file), "--only", "resnet18"])
+    assert wrong.exit_code == 1
+    assert "--only resnet18: none of the 2 trials" in wrong.output
+    assert "cnn5/size=16/seed=0" in wrong.output

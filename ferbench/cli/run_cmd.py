@@ -24,6 +24,12 @@ def run(
     overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override a setting: --set train.epochs=1 (repeatable)."
     ),
+    only: list[str] = typer.Option(
+        [],
+        "--only",
+        help="Run only the trials whose name matches (a glob, or the name's leading folders: "
+        "--only vggfer_s/size=56); repeatable.  The others are left as they are.",
+    ),
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
@@ -68,13 +74,14 @@ def run(
       ferbench run experiments/baseline.yaml --set train.epochs=1 --device cuda
       ferbench run experiments/speedrun.yaml --set data.path=fer2013.csv.gz --set train.ema=0
       ferbench run student.yaml --set train.distill.teacher=results/ensembles/members
+      ferbench run experiments/members-fer2013-sizes.yaml --only vggfer_s/size=56 --dry-run
     """
     from ferbench.train import experiment
     from ferbench.train.executors import run_grid
 
     if deterministic:
         overrides = [*overrides, "train.deterministic=true"]
-    trials = experiment.load(file, overrides)
+    trials = experiment.select_trials(experiment.load(file, overrides), only, file)
     experiment.check_data_paths(trials)  # a wrong FER2013 path fails now, not in every trial
     experiment.check_teachers(trials)
     if executor == "local":

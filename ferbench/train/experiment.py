@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +282,25 @@ def _unique(trials: list[Trial]) -> list[Trial]:
         seen[trial.name] = trial
         out.append(trial)
     return out
+
+
+def select_trials(trials: list[Trial], patterns: list[str], file: str | Path) -> list[Trial]:
+    """The trials named by `patterns` (`--only`: a shell glob on the trial name, or its leading
+    folders: `vggfer_s/size=56` is `vggfer_s/size=56/*`), in grid order; all without patterns."""
+    if not patterns:
+        return trials
+    chosen = [
+        t for t in trials
+        if any(fnmatch.fnmatchcase(t.name, p) or t.name.startswith(p.rstrip("/") + "/")
+               for p in patterns)
+    ]  # fmt: skip
+    if not chosen:
+        names = ", ".join(t.name for t in trials)
+        raise FerbenchError(
+            f"--only {' '.join(patterns)}: none of the {len(trials)} trials of {file} matches "
+            f"({names})"
+        )
+    return chosen
 
 
 def check_data_paths(trials: list[Trial]) -> None:
