@@ -72,13 +72,16 @@ def test_labelled_video_scores_every_loop_against_the_ceiling(tmp_path):
     assert (
         set(truth.columns) >= {"frame", "x", "y", "w", "h", "label"} and truth["frame"].max() == 35
     )
-    out = tmp_path / "live.csv"
-    result = runner.invoke(
-        app,
-        ["bench", "--video", str(clip), "--truth", str(tmp_path / "bench.csv"), "--out", str(out)],
-    )
+    truth_text = (tmp_path / "bench.csv").read_text()
+    scored = ["bench", "--video", str(clip), "--truth", str(tmp_path / "bench.csv")]
+    result = runner.invoke(app, scored)
     assert result.exit_code == 0, result.output
-    rows = pd.read_csv(out)
+    assert (tmp_path / "bench.csv").read_text() == truth_text  # the figures go beside it
+    rows = pd.read_csv(tmp_path / "bench-live.csv")
+    refused = runner.invoke(app, [*scored, "--out", str(tmp_path / "bench.csv")])
+    assert (
+        refused.exit_code == 1 and "is an input of this benchmark; name another" in refused.output
+    )
     assert rows["loop"].iloc[0].startswith("reference") and rows["loop"].iloc[-1].startswith(
         "ceiling"
     )

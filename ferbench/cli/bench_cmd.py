@@ -69,7 +69,12 @@ def bench(
         help="Inference backends side by side: PyTorch fp32 / dynamic int8, ONNX Runtime fp32 / "
         "int8 (needs ferbench[onnx]); batch-1 latency, batch-256 throughput, ratios.",
     ),
-    out: Path = typer.Option(Path("bench.csv"), "--out", help="CSV with every figure."),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        help="CSV with every figure (default bench.csv; with --truth, <video>-live.csv beside "
+        "the video, so that the truth CSV is never written over).",
+    ),
 ) -> None:
     """Measure training and inference speed against the compute bound and a reference pipeline.
 
@@ -83,6 +88,7 @@ def bench(
       ferbench bench --models cnn3,vggfer_s --amp off --no-reference   # fp32 vs the bound only
       ferbench data video bench.mp4 --data fer2013.csv   # a labelled video of test faces
       ferbench bench --video bench.mp4 --truth bench.csv # recall, precision, labels right
+                                                         # (figures in bench-live.csv)
       ferbench bench --models cnn3,vggfer_s --backends --data fer2013.csv  # ONNX vs PyTorch
       ferbench bench --backends --checkpoint vggfer_s.fer2013   # a shipped model's backends
     """
@@ -97,8 +103,12 @@ def bench(
     if truth is not None:
         if video is None:
             raise typer.BadParameter("--truth scores a --video; give both")
+        out = out or video.with_name(f"{video.stem}-live.csv")
+        if out.resolve() in (truth.resolve(), video.resolve()):
+            raise FerbenchError(f"--out {out} is an input of this benchmark; name another")
         _live_accuracy(video, truth, checkpoint, names[0], out)
         return
+    out = out or Path("bench.csv")
     dataset = load_dataset(
         {"kind": "auto", "path": data} if data else {"kind": "synthetic", "n_per_class": 200}
     )
