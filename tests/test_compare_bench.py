@@ -261,6 +261,7 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     assert metrics["members"] and abs(sum(m["weight"] for m in metrics["members"]) - 1) < 1e-9
     best_single = max(m["val_acc"] for m in metrics["members"])
     assert metrics["best_val_acc"] >= best_single  # chosen on validation, never worse there
+    assert metrics["leaked"] == 0 and metrics["accuracy_clean"] == metrics["accuracy"]
     for name in ("per_class.csv", "confusion.csv", "config.yaml", "status.json"):
         assert (out / name).is_file()
     listed = runner.invoke(
@@ -344,6 +345,13 @@ def test_ensemble_of_every_run_with_equal_weights(results, tmp_path):
         app, ["ensemble", str(results / "grid"), "-o", str(out), "--selection", "x"]
     )
     assert bad.exit_code == 1 and "--selection: 'x' is not one of greedy, all" in bad.output
+    again = ["ensemble", str(results / "grid"), "-o", str(out), "--selection", "all"]
+    assert runner.invoke(app, again).exit_code == 0  # the same ensemble, written again
+    trained = next((results / "grid").rglob("metrics.json")).parent
+    before = (trained / "metrics.json").read_text()
+    over = runner.invoke(app, ["ensemble", str(results / "grid"), "-o", str(trained)])
+    assert over.exit_code == 1 and "holds another result; write to another folder" in over.output
+    assert (trained / "metrics.json").read_text() == before  # a training run is never replaced
 
 
 def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default():

@@ -18,6 +18,12 @@ def ensemble(
         ..., "--out", "-o", help="Run directory to write, e.g. results/ensembles/fer2013."
     ),
     max_members: int = typer.Option(25, "--max-rounds", help="Selection rounds at most."),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="Write over --out when it holds another result (other members or weights); "
+        "without it, that is refused.",
+    ),
     selection: str = typer.Option(
         "greedy",
         "--selection",
@@ -42,7 +48,9 @@ def ensemble(
     from ferbench.train.ensemble import build_ensemble
 
     with working("evaluating candidates") as update:
-        metrics = build_ensemble(paths, out, max_members, progress=update, selection=selection)
+        metrics = build_ensemble(
+            paths, out, max_members, progress=update, selection=selection, replace=replace
+        )
     table = Table(title=f"ensemble of {len(metrics['members'])} (of {metrics['candidates']})")
     for column in ("member", "weight", "val acc", "test acc"):
         table.add_column(column, justify="left" if column == "member" else "right")

@@ -11,6 +11,7 @@ sha256 and the faces' fingerprint), so adding one candidate to a grid re-evaluat
 
 from __future__ import annotations
 
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir, iter_runs
@@ -32,6 +34,7 @@ class Member:
     val: np.ndarray  # probabilities, validation split
     test: np.ndarray
     labels: dict[str, np.ndarray]  # the splits' true labels (the same for every member)
+    faces: DataSpec  # the faces it saw, at its input size
 
     @property
     def name(self) -> str:
@@ -57,7 +60,8 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     if spec is None:
         raise FerbenchError(f"{run.path}: its data {run.config()['data'].get('path')} is not here")
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
-    faces = load_dataset(spec.replace(size=predictor.input_size))
+    spec = spec.replace(size=predictor.input_size)
+    faces = load_dataset(spec)
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
@@ -72,7 +76,7 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
                 np.savez(f, key=key, **probs)
         except OSError:  # a read-only results folder: the ensemble still works, uncached
             pass
-    return Member(run, probs["val"], probs["test"], labels)
+    return Member(run, probs["val"], probs["test"], labels, spec)
 
 
 def _read_predictions(path: Path, key: str) -> dict[str, np.ndarray] | None:
@@ -126,11 +130,15 @@ def build_ensemble(
     max_members: int = 25,
     progress=lambda text: None,
     selection: str = "greedy",
+    replace: bool = False,
 ) -> dict:
     """Choose, evaluate and write the ensemble of the finished runs under `roots`:
-    `selection` greedy (weights from validation) or all (every run, equal weights)."""
+    `selection` greedy (weights from validation) or all (every run, equal weights).  A folder
+    holding another result is written over only with `replace`."""
     if selection not in SELECTIONS:
         raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
+    from ferbench.data import load_dataset
+    from ferbench.data.leaks import clean_accuracy
     from ferbench.train.fit import write_evaluation
 
     runs = candidate_runs(roots)
@@ -155,6 +163,9 @@ def build_ensemble(
     test = sum(m.test * c for m, c in chosen) / weight_sum  # evaluated once, here
     class_names = list(runs[0].config()["class_names"])
     metrics = classification_metrics(labels["test"], test.argmax(1), class_names, test)
+    heaviest = max(chosen, key=lambda mc: mc[1])[0]  # its input size finds the leaked faces
+    correct = test.argmax(1) == labels["test"]
+    metrics.update(clean_accuracy(load_dataset(heaviest.faces), "test", correct))
     singles = [m.run.metrics() for m, _ in chosen]
     metrics.update(
         {
@@ -177,6 +188,8 @@ def build_ensemble(
             "selection": SELECTIONS[selection],
         }
     )
+    if not replace:
+        _check_not_another_result(Path(out), metrics["members"])
     run = RunDir(out)
     run.path.mkdir(parents=True, exist_ok=True)
     base = runs[0].config()
@@ -206,3 +219,20 @@ def build_ensemble(
     write_text(run.file("history.csv"), history.to_csv(index=False))
     run.write_status("done", run.path.name, "", test_acc=metrics["accuracy"])
     return metrics
+
+
+def _check_not_another_result(out: Path, members: list[dict]) -> None:
+    """Refuse to write over a result that is not this ensemble again (the same members and
+    weights): a distillation teacher, a card or a benchmark row may name the folder."""
+    try:
+        before = json.loads((out / "metrics.json").read_text()).get("members") or []
+    except (OSError, ValueError):
+        return  # nothing finished there
+    same = [(m["run"], round(m["weight"], 6)) for m in before] == [
+        (m["run"], round(m["weight"], 6)) for m in members
+    ]
+    if not same:
+        held = f"an ensemble of {len(before)} other members" if before else "another result"
+        raise FerbenchError(
+            f"--out {out} holds {held}; write to another folder, or pass --replace to write over it"
+        )
