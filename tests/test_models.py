@@ -63,3 +63,17 @@ def test_duplicate_registration_is_an_error():
         @register_model
         def cnn3(num_classes=7, in_chans=1, **kwargs):  # noqa: F811
             return torch.nn.Linear(1, num_classes)
+
+
+def test_resnet_stem_stride_quarters_the_flops():
+    """`stem_stride: 2` starts the small-stem ResNet's first stage at half the face's size;
+    timm's `channels` set the width; a stride without the small stem is refused."""
+    from ferbench.models.profile import count_flops
+
+    half = {"num_classes": 7, "channels": (32, 64, 128, 256)}
+    strided = create_model("resnet18", stem_stride=2, **half)
+    assert strided(torch.zeros(2, 1, 48, 48)).shape == (2, 7)
+    ratio = count_flops(create_model("resnet18", **half), 1, 48) / count_flops(strided, 1, 48)
+    assert 3.5 < ratio < 4.1
+    with pytest.raises(FerbenchError, match="stem_stride applies to the small stem"):
+        create_model("resnet18", small_stem=False, stem_stride=2)
