@@ -79,6 +79,7 @@ class AugmentConfig:
     # Beta(alpha, alpha) share, 0 off; with both on, each batch takes one of them at random
     mixup: float = 0.0
     cutmix: float = 0.0
+    BATCH_MIXING = ("mixup", "cutmix")  # not fields: the settings applied to a batch as a whole
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -94,7 +95,8 @@ class AugmentConfig:
 
     def per_image(self) -> dict:
         """The settings `augment_batch` applies to each face (the batch mixing is separate)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("mixup", "cutmix")}
+        mixing = self.BATCH_MIXING
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in mixing}
 
 
 @dataclass(frozen=True)
@@ -450,7 +452,7 @@ def parse_augment(file: str, key: str, value: Any) -> AugmentConfig:
             "expected none, default or a mapping of " + ", ".join(field_types(AugmentConfig)),
         )
     checked = parse_section(AugmentConfig, file, f"{key}.", value)
-    for name in ("mixup", "cutmix"):
+    for name in AugmentConfig.BATCH_MIXING:
         if checked.get(name, 0) < 0:
             raise error(file, f"{key}.{name}", f"{checked[name]} is below 0 (0 is off)")
     return dataclasses.replace(AugmentConfig.none(), **checked)

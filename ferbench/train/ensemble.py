@@ -159,6 +159,8 @@ def build_ensemble(
     )
     chosen = [(m, c) for m, c in zip(members, counts) if c]
     weight_sum = sum(c for _, c in chosen)
+    if not replace:  # before the test split is evaluated
+        _check_not_another_result(Path(out), [(m.name, c / weight_sum) for m, c in chosen])
     val = sum(m.val * c for m, c in chosen) / weight_sum
     test = sum(m.test * c for m, c in chosen) / weight_sum  # evaluated once, here
     class_names = list(runs[0].config()["class_names"])
@@ -188,8 +190,6 @@ def build_ensemble(
             "selection": SELECTIONS[selection],
         }
     )
-    if not replace:
-        _check_not_another_result(Path(out), metrics["members"])
     run = RunDir(out)
     run.path.mkdir(parents=True, exist_ok=True)
     base = runs[0].config()
@@ -221,7 +221,7 @@ def build_ensemble(
     return metrics
 
 
-def _check_not_another_result(out: Path, members: list[dict]) -> None:
+def _check_not_another_result(out: Path, members: list[tuple[str, float]]) -> None:
     """Refuse to write over a result that is not this ensemble again (the same members and
     weights): a distillation teacher, a card or a benchmark row may name the folder."""
     try:
@@ -229,7 +229,7 @@ def _check_not_another_result(out: Path, members: list[dict]) -> None:
     except (OSError, ValueError):
         return  # nothing finished there
     same = [(m["run"], round(m["weight"], 6)) for m in before] == [
-        (m["run"], round(m["weight"], 6)) for m in members
+        (run, round(weight, 6)) for run, weight in members
     ]
     if not same:
         held = f"an ensemble of {len(before)} other members" if before else "another result"
