@@ -95,6 +95,7 @@ def test_distillation_caches_the_teacher_and_checks_it(tmp_path, monkeypatch):
     )
     first = run(student, results)
     assert first.exit_code == 0, first.output
+    assert "teacher member 1/1" in first.output  # the minutes-long pass says how far it got
     config = yaml.safe_load(next((results / "student").rglob("config.yaml")).read_text())
     assert config["teacher"]["members"][0]["checkpoint"].endswith("best.pt")
     cached = list(Path(distill.cache_dir()).glob("teacher-*.npy"))
@@ -109,6 +110,7 @@ def test_distillation_caches_the_teacher_and_checks_it(tmp_path, monkeypatch):
     monkeypatch.setattr("ferbench.infer.predictor.Predictor.predict_arrays", no_teacher_evaluation)
     second = run(student, results, "--set", "train.seed=1")  # another student, same teacher
     assert second.exit_code == 0, second.output
+    assert "the teacher's probabilities from the cache" in second.output
 
     missing = run(student, results, "--set", "train.distill.teacher=no/such/run")
     assert missing.exit_code == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,21 +87,30 @@ def _ensemble_members(path: Path) -> tuple[tuple[Path, float], ...]:
 
 
 def teacher_probabilities(
-    teacher: Teacher, data: FaceArrays, spec: DataSpec, base_dir: Path = Path(".")
+    teacher: Teacher,
+    data: FaceArrays,
+    spec: DataSpec,
+    base_dir: Path = Path("."),
+    progress=lambda text: None,
 ) -> np.ndarray:
     """The teacher's probabilities (N_train × classes, float32) for the training faces of
-    `data`, in their order; from the cache when this teacher has seen these faces."""
+    `data`, in their order; from the cache when this teacher has seen these faces.  Computing
+    them costs each member one pass over the training faces with its test views (minutes for a
+    ten-crop ensemble on a CPU), so `progress` hears of each member as it finishes."""
     from ferbench.infer.predictor import Predictor
 
     key = hashlib.sha256(f"{teacher.identity}:{data.fingerprint()}".encode()).hexdigest()[:24]
     file = cache_dir() / f"teacher-{key}.npy"
     try:
-        return np.load(file)
+        probs = np.load(file)
+        progress(f"the teacher's probabilities from the cache ({file.name})")
+        return probs
     except (OSError, ValueError):
         pass
+    started = time.perf_counter()
     train_labels = data.split("train")[1]
     total = None
-    for checkpoint, weight in teacher.members:
+    for index, (checkpoint, weight) in enumerate(teacher.members, 1):
         predictor = Predictor(checkpoint, amp="checkpoint")
         if predictor.class_names != list(data.class_names):
             raise FerbenchError(
@@ -115,6 +125,11 @@ def teacher_probabilities(
             raise FerbenchError(f"{KEY}: the faces at {predictor.input_size} px do not line up")
         probs = predictor.predict_arrays(images).astype(np.float32) * weight
         total = probs if total is None else total + probs
+        progress(
+            f"teacher member {index}/{len(teacher.members)} ({checkpoint.parent}, "
+            f"{predictor.input_size} px, {predictor.tta} views) done at "
+            f"{time.perf_counter() - started:.0f} s"
+        )
     total = total / sum(w for _, w in teacher.members)
     try:
         with atomic_path(file) as tmp, open(tmp, "wb") as handle:

@@ -118,7 +118,13 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         reporter.note(f"{trial.name}: the teacher's probabilities on the training faces")
         teacher = resolve_teacher(cfg.distill.teacher, Path(trial.base_dir))
         teacher_probs = torch.from_numpy(
-            teacher_probabilities(teacher, data, trial.data, Path(trial.base_dir))
+            teacher_probabilities(
+                teacher,
+                data,
+                trial.data,
+                Path(trial.base_dir),
+                lambda text: reporter.note(f"{trial.name}: {text}"),
+            )
         ).to(storage)
     votes = None
     if cfg.targets == "votes":
