@@ -95,8 +95,7 @@ class AugmentConfig:
 
     def per_image(self) -> dict:
         """The settings `augment_batch` applies to each face (the batch mixing is separate)."""
-        mixing = self.BATCH_MIXING
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in mixing}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.BATCH_MIXING}
 
 
 @dataclass(frozen=True)

@@ -159,10 +159,11 @@ def build_ensemble(
     )
     chosen = [(m, c) for m, c in zip(members, counts) if c]
     weight_sum = sum(c for _, c in chosen)
+    weighted = [(m, c / weight_sum) for m, c in chosen]
     if not replace:  # before the test split is evaluated
-        _check_not_another_result(Path(out), [(m.name, c / weight_sum) for m, c in chosen])
-    val = sum(m.val * c for m, c in chosen) / weight_sum
-    test = sum(m.test * c for m, c in chosen) / weight_sum  # evaluated once, here
+        _check_not_another_result(Path(out), [(m.name, w) for m, w in weighted])
+    val = sum(m.val * w for m, w in weighted)
+    test = sum(m.test * w for m, w in weighted)  # evaluated once, here
     class_names = list(runs[0].config()["class_names"])
     metrics = classification_metrics(labels["test"], test.argmax(1), class_names, test)
     heaviest = max(chosen, key=lambda mc: mc[1])[0]  # its input size finds the leaked faces
@@ -180,11 +181,11 @@ def build_ensemble(
             "members": [
                 {
                     "run": m.name,
-                    "weight": c / weight_sum,
+                    "weight": w,
                     "val_acc": float((m.val.argmax(1) == labels["val"]).mean()),
                     "test_acc": float((m.test.argmax(1) == labels["test"]).mean()),
                 }
-                for m, c in chosen
+                for m, w in weighted
             ],
             "candidates": len(members),
             "selection": SELECTIONS[selection],
