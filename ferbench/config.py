@@ -105,6 +105,10 @@ class DistillConfig:
     teacher: str = ""  # a run folder, an ensemble folder, a .pt file or a shipped tag
     alpha: float = 0.5  # weight of the teacher's term; 1 - alpha stays on the labels
     temperature: float = 1.0
+    # test: the teacher's own test-time views of each clean training face, computed once and
+    # cached; student: the teacher sees each augmented (and mixed) batch the student trains on,
+    # one forward pass per member a step ("consistent teaching"; slower, no cache)
+    views: Literal["test", "student"] = "test"
 
 
 @dataclass(frozen=True)

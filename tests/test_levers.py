@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ferbench.cli import app
 from ferbench.config import TrainConfig
 from ferbench.device import resolve_runtime
+from ferbench.infer.predictor import Predictor
 from ferbench.models import create_model
 from ferbench.models.preprocess import Preprocess
 from ferbench.train import distill
@@ -236,3 +237,50 @@ def test_training_with_mixup_and_cutmix_resumes_exactly(tmp_path):
     bad = experiment(tmp_path, "bad", SMALL, augment={"mixup": -1})
     result = run(bad, tmp_path / "r")
     assert result.exit_code == 1 and "bad.yaml: train.augment.mixup: -1" in result.output
+
+
+def test_an_online_teacher_sees_the_students_batch_as_its_own_input(tmp_path):
+    results = tmp_path / "r"
+    assert run(experiment(tmp_path, "teacher", SMALL, amp="off"), results).exit_code == 0
+    (checkpoint,) = results.rglob("best.pt")
+    faces = torch.randint(0, 256, (5, 16, 16), dtype=torch.uint8)
+    runtime = resolve_runtime("cpu", "off", "on")
+    student = Preprocess(16, 3, (0.4, 0.5, 0.6), (0.2, 0.3, 0.4), channels_last=True)
+    x = student(faces)
+    assert torch.allclose(student.unnormalize(x), faces.unsqueeze(1) / 255.0, atol=1e-6)
+    # one checkpoint listed twice (greedy ensembles repeat members) runs once, weights summed
+    teacher = distill.Teacher("t", ((checkpoint, 0.25), (checkpoint, 0.5)))
+    alone = Predictor(checkpoint, amp="off")
+    online = distill.OnlineTeacher(teacher, alone.class_names, runtime, student)
+    assert len(online.members) == 1 and online.members[0][2] == pytest.approx(1.0)
+    expected = alone.predict_arrays(faces.numpy(), tta=False)
+    probs = online(x)
+    assert not probs.is_inference() and probs.dtype == torch.float32
+    assert np.allclose(probs.numpy(), expected, atol=1e-5)
+
+
+def test_a_student_can_train_on_what_the_teacher_says_of_each_augmented_batch(tmp_path):
+    results = tmp_path / "r"
+    assert run(experiment(tmp_path, "teacher", SMALL), results).exit_code == 0
+    (teacher_dir,) = {p.parent for p in results.rglob("best.pt")}
+    before = set(Path(distill.cache_dir()).glob("teacher-*.npy"))
+    student = experiment(
+        tmp_path,
+        "student",
+        {"name": "cnn5", "input_size": 20},  # another size: the teacher's view is resized
+        epochs=1,
+        augment={"crop_padding": 2, "flip": True, "mixup": 0.2},
+        distill={"teacher": str(teacher_dir), "views": "student"},
+    )
+    spec = yaml.safe_load(student.read_text())
+    spec["data"]["size"] = 20
+    student.write_text(yaml.safe_dump(spec))
+    result = run(student, results)
+    assert result.exit_code == 0, result.output
+    assert "the teacher (1 models) sees every training batch" in result.output
+    assert set(Path(distill.cache_dir()).glob("teacher-*.npy")) == before  # nothing cached
+    config = yaml.safe_load(next((results / "student").rglob("config.yaml")).read_text())
+    assert config["train"]["distill"]["views"] == "student"
+    assert config["teacher"]["members"][0]["checkpoint"].endswith("best.pt")
+    bad = run(student, results, "--set", "train.distill.views=clean")
+    assert bad.exit_code == 1 and "train.distill.views" in bad.output

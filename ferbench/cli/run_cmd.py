@@ -65,7 +65,8 @@ def run(
     (targets mixed by the same share), and distillation from a run, an ensemble, a checkpoint
     or a shipped tag with distill: {teacher: PATH_OR_TAG, alpha: 0.5, temperature: 1} (loss
     (1-alpha) CE + alpha T^2 KL(teacher || student); the teacher's probabilities on the
-    training faces are computed once and cached).  targets: votes trains on each face's
+    training faces are computed once and cached, or with views: student the teacher sees each
+    augmented batch as the student does).  targets: votes trains on each face's
     normalised annotator votes (FER+) instead of its label.  README: "ferbench run".
 
     Examples:

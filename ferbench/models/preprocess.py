@@ -64,9 +64,20 @@ class Preprocess:
         x = x.float().div_(255.0)
         if augment:
             x = augment_batch(x, generator=generator, **augment)
+        return self.normalize(x)
+
+    def normalize(self, gray: torch.Tensor) -> torch.Tensor:
+        """N×1×H×W grey faces in [0, 1] → the model's input (channels, statistics, layout)."""
+        x = gray
         if self.in_chans > 1:  # the grey face on every channel, each with its own statistics
             x = x.expand(-1, self.in_chans, -1, -1)
         x = (x - self._stat(self.mean, x)) / self._stat(self.std, x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's input → N×1×H×W grey faces in [0, 1] (the inverse of `normalize`, so a
+        second model can see exactly the batch this one trained on)."""
+        gray = x[:, :1].float()
+        return gray * self._stat(self.std[:1], gray) + self._stat(self.mean[:1], gray)

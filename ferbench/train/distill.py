@@ -10,6 +10,7 @@ second student, seed or setting reuses them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from ferbench.config import DataSpec, DistillConfig
 from ferbench.data import FaceArrays, load_dataset
 from ferbench.errors import FerbenchError
+from ferbench.models.preprocess import Preprocess
 from ferbench.utils.fileio import atomic_path, cache_dir, sha256_file
 
 KEY = "train.distill.teacher"
@@ -112,11 +114,7 @@ def teacher_probabilities(
     total = None
     for index, (checkpoint, weight) in enumerate(teacher.members, 1):
         predictor = Predictor(checkpoint, amp="checkpoint")
-        if predictor.class_names != list(data.class_names):
-            raise FerbenchError(
-                f"{KEY}: {teacher.spec} predicts {', '.join(predictor.class_names)}; the data "
-                f"has {', '.join(data.class_names)}"
-            )
+        _check_classes(teacher, predictor.class_names, data.class_names)
         faces = data
         if predictor.input_size != data.size:
             faces = load_dataset(spec.replace(size=predictor.input_size), base_dir=base_dir)
@@ -137,6 +135,57 @@ def teacher_probabilities(
     except OSError:  # a read-only cache folder: distil anyway
         pass
     return total
+
+
+class OnlineTeacher:
+    """The teacher's members in memory, shown each batch exactly as the student sees it
+    (`views: student`): the same crop, flip, erasing and mixup, so the teacher's target always
+    describes the image the student is asked about ("consistent teaching", Beyer et al., 2022).
+    Costs each member one forward pass a step; a member listed twice runs once."""
+
+    def __init__(self, teacher: Teacher, class_names, runtime, student: Preprocess):
+        from ferbench.infer.predictor import Predictor
+
+        weights: dict[Path, float] = {}
+        for checkpoint, weight in teacher.members:
+            weights[checkpoint] = weights.get(checkpoint, 0.0) + weight
+        total = sum(weights.values())
+        self.student, self.runtime = student, runtime
+        self.members = []
+        for checkpoint, weight in weights.items():
+            predictor = Predictor(checkpoint, device=str(runtime.device), amp=runtime.amp)
+            _check_classes(teacher, predictor.class_names, class_names)
+            model = predictor.model.to(memory_format=runtime.memory_format)
+            preprocess = dataclasses.replace(
+                predictor.preprocess, channels_last=runtime.channels_last
+            )
+            self.members.append((model, preprocess, weight / total))
+
+    def __call__(self, x):
+        """The teacher's probabilities (float32, N × classes) for the student's input batch."""
+        import torch
+        import torch.nn.functional as F
+
+        with torch.inference_mode():
+            gray = self.student.unnormalize(x)
+            total = 0.0
+            for model, preprocess, weight in self.members:
+                size = preprocess.input_size
+                view = gray
+                if gray.shape[-1] != size:
+                    view = F.interpolate(gray, size=(size, size), mode="bilinear", antialias=True)
+                with self.runtime.autocast():
+                    logits = model(preprocess.normalize(view))
+                total = total + weight * torch.softmax(logits.float(), 1)
+        return total.clone()  # an ordinary tensor: inference tensors cannot enter autograd
+
+
+def _check_classes(teacher: Teacher, teacher_classes, data_classes) -> None:
+    if list(teacher_classes) != list(data_classes):
+        raise FerbenchError(
+            f"{KEY}: {teacher.spec} predicts {', '.join(teacher_classes)}; the data "
+            f"has {', '.join(data_classes)}"
+        )
 
 
 def distillation_loss(logits, label_loss, teacher_probs, cfg: DistillConfig, mix=None):

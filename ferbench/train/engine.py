@@ -220,6 +220,7 @@ class Trainer:
     on_batch: Callable[[int, int, float, float], None] | None = None
     average: WeightAverage | None = None
     teacher_probs: torch.Tensor | None = None  # N_train × classes, in the train split's order
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None  # or probabilities per batch
     vote_targets: torch.Tensor | None = None  # likewise: normalised annotator votes (FER+)
 
     def __post_init__(self) -> None:
@@ -327,6 +328,8 @@ class Trainer:
                 if self.teacher_probs is not None:
                     target = self.teacher_probs[index].to(self.device, non_blocking=True)
                     loss = distillation_loss(logits, loss, target, cfg.distill, mix)
+                elif self.teacher is not None:  # it saw the mixed batch: no mixing of targets
+                    loss = distillation_loss(logits, loss, self.teacher(x), cfg.distill)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

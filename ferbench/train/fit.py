@@ -25,6 +25,7 @@ from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir
 from ferbench.train.budget import machine_bound
 from ferbench.train.distill import (
+    OnlineTeacher,
     Teacher,
     resolve_teacher,
     teacher_probabilities,
@@ -113,10 +114,17 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
     if cfg.dirac_init and not trial.model.pretrained:
         dirac_init(model)
     net = torch.compile(model) if cfg.compile else model
-    teacher, teacher_probs = None, None
+    teacher, teacher_probs, online_teacher = None, None, None
     if cfg.distill:
-        reporter.note(f"{trial.name}: the teacher's probabilities on the training faces")
         teacher = resolve_teacher(cfg.distill.teacher, Path(trial.base_dir))
+    if cfg.distill and cfg.distill.views == "student":
+        online_teacher = OnlineTeacher(teacher, data.class_names, runtime, preprocess)
+        reporter.note(
+            f"{trial.name}: the teacher ({len(online_teacher.members)} models) sees every "
+            "training batch"
+        )
+    elif cfg.distill:
+        reporter.note(f"{trial.name}: the teacher's probabilities on the training faces")
         teacher_probs = torch.from_numpy(
             teacher_probabilities(
                 teacher,
@@ -137,6 +145,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         class_weights=weights,
         on_batch=reporter.batch,
         teacher_probs=teacher_probs,
+        teacher=online_teacher,
         vote_targets=votes,
     )
     meta = checkpoint_meta(
