@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from ferbench.cli import app
 from ferbench.errors import FerbenchError
+from ferbench.infer.predictor import Predictor
 from ferbench.models import ship as ship_module
 from ferbench.models.checkpoint import load_checkpoint
 
@@ -116,3 +118,26 @@ def test_a_distilled_models_card_names_its_teacher_and_members_without_machine_p
     assert "`members-fer2013/vggfer_s/size=44/seed=1` (0.50)" in line
     assert "0.7 T^2 KL" in line and "T = 3.0" in line
     assert _teacher_lines({"train": {}}) == []
+
+
+def test_ship_calibrate_keeps_predictions_and_records_the_fit(small_run, tmp_path):
+    plain, calibrated = tmp_path / "plain", tmp_path / "calibrated"
+    args = ["ship", str(small_run), "--tag", "demo", "--out"]
+    assert cli.invoke(app, [*args, str(plain)]).exit_code == 0
+    result = cli.invoke(app, [*args, str(calibrated), "--calibrate"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((calibrated / "index.json").read_text())["vggfer_s.demo"]
+    plain_row = json.loads((plain / "index.json").read_text())["vggfer_s.demo"]
+    assert row["metrics"]["test_acc"] == plain_row["metrics"]["test_acc"]
+    assert row["metrics"]["temperature"] != 1.0 and plain_row["metrics"]["temperature"] == 1.0
+    a, b = Predictor(plain / "vggfer_s.demo.pt"), Predictor(calibrated / "vggfer_s.demo.pt")
+    faces = torch.randint(0, 256, (32, 16, 16), dtype=torch.uint8).numpy()
+    pa, pb = a.predict_arrays(faces), b.predict_arrays(faces)
+    assert (pa.argmax(1) == pb.argmax(1)).all() and not torch.allclose(
+        torch.from_numpy(pa), torch.from_numpy(pb)
+    )
+    calibration = b.payload["calibration"]
+    (loss_before, loss_after) = calibration["val_log_loss"]
+    assert loss_after <= loss_before
+    card = (calibrated / "vggfer_s.demo.md").read_text()
+    assert f"T = {calibration['temperature']:.3f}" in card and "predictions are unchanged" in card

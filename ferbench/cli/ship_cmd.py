@@ -24,6 +24,12 @@ def ship(
     out: Path = typer.Option(
         None, "--out", help="Weights folder (default: the package's ferbench/models/weights)."
     ),
+    calibrate: bool = typer.Option(
+        False,
+        "--calibrate",
+        help="Divide the output layer by the temperature that minimises the validation "
+        "log-loss: same predictions, probabilities that mean what they say (lower ECE).",
+    ),
 ) -> None:
     """Write a run's best checkpoint into the package as fp16 weights with a measured card.
 
@@ -34,7 +40,7 @@ def ship(
 
     Example:
       ferbench ship results/weights-fer2013/vggfer_s/size=40/seed=0 --tag fer2013 \\
-        --license ferbench/models/weights/LICENSE-fer2013.md
+        --license ferbench/models/weights/LICENSE-fer2013.md --calibrate
     """
     from ferbench.config import parse_data
     from ferbench.models.pretrained import WEIGHTS_DIR
@@ -52,6 +58,7 @@ def ship(
         text,
         out or WEIGHTS_DIR,
         progress=lambda step: console.print(f"[dim]{escape(step)}[/]"),
+        calibrate=calibrate,
     )
     m = weights.metrics
     console.print(

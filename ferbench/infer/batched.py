@@ -32,19 +32,33 @@ def predict_logits(
     """Logits (float32, CPU) for uint8 images, batched; with test views (`tta_shift`: ten-crop,
     `tta_flip`: the face and its mirror) the mean of their softmax probabilities is returned as
     log-probabilities."""
+    logits = view_logits(model, preprocess, images, runtime, batch_size, tta_shift, tta_flip)
+    if logits.shape[1] == 1:
+        return logits[:, 0]
+    return F.softmax(logits, 2).mean(1).clamp_min(1e-12).log()
+
+
+@torch.no_grad()
+def view_logits(
+    model: nn.Module,
+    preprocess: Preprocess,
+    images: torch.Tensor,
+    runtime: Runtime,
+    batch_size: int = 512,
+    tta_shift: int = 0,
+    tta_flip: bool = False,
+) -> torch.Tensor:
+    """The logits of every test view (float32, CPU, N × views × classes; one view without
+    TTA): what `predict_logits` averages, and what a calibration is fitted on."""
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         x = preprocess(images[start : start + batch_size].to(runtime.device, non_blocking=True))
+        views = shifted_views(x, tta_shift) if tta_shift or tta_flip else [x]
         with runtime.autocast():
-            if tta_shift or tta_flip:
-                views = shifted_views(x, tta_shift)  # shift 0: the face and its mirror
-                probs = torch.stack([F.softmax(model(v).float(), 1) for v in views]).mean(0)
-                outputs.append(probs.clamp_min(1e-12).log().cpu())
-            else:
-                outputs.append(model(x).float().cpu())
+            outputs.append(torch.stack([model(v).float().cpu() for v in views], 1))
     if not outputs:
-        return torch.zeros(0, 0)
+        return torch.zeros(0, 1, 0)
     return torch.cat(outputs)
 
 

@@ -33,8 +33,11 @@ def ship(
     license_text: str = "",
     weights_dir: Path = WEIGHTS_DIR,
     progress: Callable[[str], None] = lambda text: None,
+    calibrate: bool = False,
 ) -> PretrainedWeights:
     """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`.
+    With `calibrate`, the output layer is first divided by the temperature that minimises the
+    validation log-loss (models/calibration.py): same predictions, honest probabilities.
 
     Everything is made and checked in a staging folder first (size, loading, evaluation, the
     sha256 of the bytes that will be installed); only then are the files renamed into place, so
@@ -45,6 +48,9 @@ def ship(
     payload = load_checkpoint(run.best_checkpoint)
     name = f"{payload['model']}.{tag}"
     data = data or _run_data(run)
+    if calibrate:
+        progress("fitting a temperature on the validation split")
+        payload = _calibrated(run.best_checkpoint, payload, data)
     weights_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=weights_dir))
     try:
@@ -87,6 +93,8 @@ def _stage(
     evals = {s: evaluate_checkpoint(shipped, data, s) for s in ("val", "test")}
     progress("measuring int8 (ONNX Runtime) and batch-1 latency")
     extra = {**_onnx_figures(path, data), "latency": _latency(shipped)}
+    if payload.get("calibration"):
+        extra["calibration"] = payload["calibration"]
     if sha256_file(path) != sha:
         raise FerbenchError(f"{name}: the staged file changed while it was measured; not shipped")
     siblings = _seed_runs(run)
@@ -108,6 +116,7 @@ def _stage(
             "macro_f1": test["macro_f1"],
             "balanced_accuracy": test["balanced_accuracy"],
             "ece": test["ece"],
+            "temperature": (payload.get("calibration") or {}).get("temperature", 1.0),
             "test_acc_seeds": [s["test_acc"] for s in siblings],
             "tta": shipped.tta,
             "latency_ms": {
@@ -127,6 +136,52 @@ def _stage(
     rows[name] = row
     write_json(staging / INDEX.name, dict(sorted(rows.items())))
     return PretrainedWeights(name=name, **{**row, "class_names": tuple(row["class_names"])})
+
+
+def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
+    """`payload` with its output layer divided by the temperature fitted on the validation
+    split's test views, and a `calibration` record of the fit (log-loss and ECE before, after)."""
+    import numpy as np
+
+    from ferbench.data import load_dataset
+    from ferbench.infer.batched import view_logits
+    from ferbench.infer.cross_eval import matched_split
+    from ferbench.infer.predictor import Predictor
+    from ferbench.models.calibration import fit_temperature, fold_temperature, view_log_loss
+    from ferbench.report.metrics import expected_calibration_error
+
+    predictor = Predictor(checkpoint, amp="checkpoint")
+    faces = load_dataset(data.replace(size=predictor.input_size), base_dir=Path("."))
+    val = matched_split(faces, "val", predictor.class_names)
+    images = torch.from_numpy(np.ascontiguousarray(val.images))
+    labels = torch.from_numpy(val.labels).long()
+    logits = view_logits(
+        predictor.model,
+        predictor.preprocess,
+        images,
+        predictor.runtime,
+        tta_shift=predictor.tta_shift,
+        tta_flip=predictor.tta == "flip",
+    )
+    temperature = fit_temperature(logits, labels)
+    fold_temperature(predictor.model, temperature, predictor.preprocess(images[:64]))
+    state = predictor.model.state_dict()
+    if set(state) != set(payload["state_dict"]):
+        raise FerbenchError(f"{checkpoint}: its weights did not load back as saved; not shipped")
+
+    def figures(t: float) -> tuple[float, float]:
+        probs = torch.softmax(logits / t, 2).mean(1)
+        ece = expected_calibration_error(probs.numpy(), val.labels)
+        return round(float(view_log_loss(logits, labels, t)), 4), round(ece, 4)
+
+    (loss_before, ece_before), (loss_after, ece_after) = figures(1.0), figures(temperature)
+    calibration = {
+        "temperature": round(temperature, 4),
+        "fitted_on": f"validation ({len(labels)} faces, {predictor.tta} views)",
+        "val_log_loss": [loss_before, loss_after],
+        "val_ece": [ece_before, ece_after],
+    }
+    return {**payload, "state_dict": state, "calibration": calibration}
 
 
 def _run_data(run: RunDir) -> DataSpec:

@@ -90,6 +90,7 @@ def render_card(
         f"- Trained on the training split for {metrics.get('epochs_run')} epochs; the checkpoint "
         f"of epoch {metrics.get('best_epoch')} has the best validation accuracy and is the one "
         "shipped. The test split was evaluated once, after training.",
+        *_calibration_lines(extra.get("calibration")),
         f"- Test-time augmentation: {tta}. Shipped as fp16 ({size_bytes / 1e6:.2f} MB, sha256 "
         f"`{sha256}`), evaluated as shipped.",
         f"- Seeds: {', '.join(str(s['seed']) for s in seeds)}; test accuracy {spread}. "
@@ -218,3 +219,18 @@ def _int8_line(int8: dict, name: str) -> str:
         f"accuracy {onnx:.4f} against {torch_acc:.4f} in PyTorch ({(onnx - torch_acc) * 100:+.2f} "
         "points)."
     )
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    if not calibration:
+        return []
+    (loss_before, loss_after), (ece_before, ece_after) = (
+        calibration["val_log_loss"],
+        calibration["val_ece"],
+    )
+    return [
+        f"- Calibrated: the output layer divided by the temperature T = "
+        f"{calibration['temperature']:.3f} that minimises the log-loss on the "
+        f"{calibration['fitted_on']} (log-loss {loss_before:.4f} → {loss_after:.4f}, ECE "
+        f"{ece_before:.4f} → {ece_after:.4f}); predictions are unchanged."
+    ]

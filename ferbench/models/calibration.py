@@ -1,0 +1,61 @@
+"""Temperature scaling (Guo et al., 2017): the probabilities a model prints, made honest.
+
+One scalar T is fitted on the validation split's logits (every test view, averaged as the model
+is evaluated) to minimise the log-loss, then folded into the classifier (its weights and bias
+divided by T).  Predictions do not change; every path that loads the weights (torch, ONNX, live)
+then reports calibrated probabilities without knowing a temperature exists.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ferbench.errors import FerbenchError
+
+
+def view_log_loss(view_logits: torch.Tensor, labels: torch.Tensor, temperature) -> torch.Tensor:
+    """Log-loss of the views' mean softmax at `temperature` (N × views × classes logits)."""
+    probs = F.softmax(view_logits / temperature, 2).mean(1)
+    return F.nll_loss(probs.clamp_min(1e-12).log(), labels)
+
+
+def fit_temperature(view_logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The T that minimises the validation log-loss (searched as log T, so T stays positive)."""
+    log_t = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+    view_logits, labels = view_logits.float(), labels.long()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = view_log_loss(view_logits, labels, log_t.exp())
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
+
+
+def fold_temperature(model: nn.Module, temperature: float, sample: torch.Tensor) -> None:
+    """Divide the output layer (the last nn.Linear) by `temperature`, in place, and check on
+    `sample` (a preprocessed batch) that the logits were divided exactly so; a model whose
+    last Linear layer is not its output is left as it was and refused."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise FerbenchError("calibration: the model has no Linear output layer to scale")
+    layer = linears[-1]
+    model.eval()
+    with torch.no_grad():
+        before = model(sample).float()
+        original = [p.detach().clone() for p in layer.parameters()]
+        for param in layer.parameters():
+            param.div_(temperature)
+        after = model(sample).float()
+        if not torch.allclose(after, before / temperature, rtol=1e-3, atol=1e-4):
+            for param, value in zip(layer.parameters(), original):
+                param.copy_(value)
+            raise FerbenchError(
+                "calibration: the model's last Linear layer is not its output (scaling it did "
+                "not scale the logits); ship it without --calibrate"
+            )
