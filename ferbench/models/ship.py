@@ -177,7 +177,7 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
     (loss_before, ece_before), (loss_after, ece_after) = figures(1.0), figures(temperature)
     calibration = {
         "temperature": round(temperature, 4),
-        "fitted_on": f"validation ({len(labels)} faces, {predictor.tta} views)",
+        "fitted_on": f"validation split ({len(labels):,} faces, {predictor.tta} views)",
         "val_log_loss": [loss_before, loss_after],
         "val_ece": [ece_before, ece_after],
     }
