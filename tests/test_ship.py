@@ -117,6 +117,9 @@ def test_a_distilled_models_card_names_its_teacher_and_members_without_machine_p
     assert "`speedrun70/vggfer_s/size=48/seed=0` (0.50)" in line
     assert "`members-fer2013/vggfer_s/size=44/seed=1` (0.50)" in line
     assert "0.7 T^2 KL" in line and "T = 3.0" in line
+    assert "test views, computed once" in line
+    config["train"]["distill"]["views"] = "student"
+    assert "each augmented training batch" in _teacher_lines(config)[0]
     assert _teacher_lines({"train": {}}) == []
 
 

@@ -165,8 +165,12 @@ def _teacher_lines(config: dict) -> list[str]:
     return [
         f"- Distilled from `{Path(str(teacher.get('teacher'))).name}`: {members}; loss "
         f"(1 - {distill.get('alpha')}) CE(label) + {distill.get('alpha')} T^2 KL(teacher || "
-        f"student), T = {distill.get('temperature')}, on the teacher's probabilities of the "
-        "training faces."
+        f"student), T = {distill.get('temperature')}, on the teacher's probabilities of "
+        + (
+            "each augmented training batch, as the student saw it."
+            if distill.get("views") == "student"
+            else "the training faces (its test views, computed once)."
+        )
     ]
 
 
