@@ -133,6 +133,7 @@ def test_ship_calibrate_keeps_predictions_and_records_the_fit(small_run, tmp_pat
     plain_row = json.loads((plain / "index.json").read_text())["vggfer_s.demo"]
     assert row["metrics"]["test_acc"] == plain_row["metrics"]["test_acc"]
     assert row["metrics"]["temperature"] != 1.0 and plain_row["metrics"]["temperature"] == 1.0
+    assert f"temperature {row['metrics']['temperature']:.3f}" in " ".join(result.output.split())
     a, b = Predictor(plain / "vggfer_s.demo.pt"), Predictor(calibrated / "vggfer_s.demo.pt")
     faces = torch.randint(0, 256, (32, 16, 16), dtype=torch.uint8).numpy()
     pa, pb = a.predict_arrays(faces), b.predict_arrays(faces)

@@ -61,7 +61,10 @@ def ship(
         calibrate=calibrate,
     )
     m = weights.metrics
+    temperature = f", temperature {m['temperature']:.3f}" if calibrate else ""
     console.print(
         f"[green]shipped[/] {weights.name}: {escape(str(weights.path if not out else out))} "
-        f"test {m['test_acc']:.4f}, validation {m['val_acc']:.4f}, sha256 {weights.sha256[:12]}…"
+        f"test {m['test_acc']:.4f}, validation {m['val_acc']:.4f}, ECE {m['ece']:.4f}"
+        f"{temperature}, "
+        f"sha256 {weights.sha256[:12]}…"
     )
