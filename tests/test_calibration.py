@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 
 from ferbench.errors import FerbenchError
+from ferbench.infer.calibration import fit_temperature, fold_temperature, view_log_loss
 from ferbench.models import create_model
-from ferbench.models.calibration import fit_temperature, fold_temperature, view_log_loss
 
 
 def test_the_fitted_temperature_undoes_overconfidence():

@@ -65,6 +65,5 @@ def ship(
     console.print(
         f"[green]shipped[/] {weights.name}: {escape(str(weights.path if not out else out))} "
         f"test {m['test_acc']:.4f}, validation {m['val_acc']:.4f}, ECE {m['ece']:.4f}"
-        f"{temperature}, "
-        f"sha256 {weights.sha256[:12]}…"
+        f"{temperature}, sha256 {weights.sha256[:12]}…"
     )

@@ -35,7 +35,13 @@ def predict_logits(
     logits = view_logits(model, preprocess, images, runtime, batch_size, tta_shift, tta_flip)
     if logits.shape[1] == 1:
         return logits[:, 0]
-    return F.softmax(logits, 2).mean(1).clamp_min(1e-12).log()
+    return mean_view_probs(logits).clamp_min(1e-12).log()
+
+
+def mean_view_probs(view_logits: torch.Tensor, temperature=1.0) -> torch.Tensor:
+    """N × views × classes logits → N × classes: the mean of the views' softmax at
+    `temperature` (how a model with test views is evaluated, and calibrated)."""
+    return F.softmax(view_logits / temperature, 2).mean(1)
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ def ship(
 ) -> PretrainedWeights:
     """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`.
     With `calibrate`, the output layer is first divided by the temperature that minimises the
-    validation log-loss (models/calibration.py): same predictions, honest probabilities.
+    validation log-loss (infer/calibration.py): same predictions, honest probabilities.
 
     Everything is made and checked in a staging folder first (size, loading, evaluation, the
     sha256 of the bytes that will be installed); only then are the files renamed into place, so
@@ -144,10 +144,10 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
     import numpy as np
 
     from ferbench.data import load_dataset
-    from ferbench.infer.batched import view_logits
+    from ferbench.infer.batched import mean_view_probs, view_logits
+    from ferbench.infer.calibration import fit_temperature, fold_temperature, view_log_loss
     from ferbench.infer.cross_eval import matched_split
     from ferbench.infer.predictor import Predictor
-    from ferbench.models.calibration import fit_temperature, fold_temperature, view_log_loss
     from ferbench.report.metrics import expected_calibration_error
 
     predictor = Predictor(checkpoint, amp="checkpoint")
@@ -170,8 +170,7 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
         raise FerbenchError(f"{checkpoint}: its weights did not load back as saved; not shipped")
 
     def figures(t: float) -> tuple[float, float]:
-        probs = torch.softmax(logits / t, 2).mean(1)
-        ece = expected_calibration_error(probs.numpy(), val.labels)
+        ece = expected_calibration_error(mean_view_probs(logits, t).numpy(), val.labels)
         return round(float(view_log_loss(logits, labels, t)), 4), round(ece, 4)
 
     (loss_before, ece_before), (loss_after, ece_after) = figures(1.0), figures(temperature)

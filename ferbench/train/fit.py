@@ -117,13 +117,13 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
     teacher, teacher_probs, online_teacher = None, None, None
     if cfg.distill:
         teacher = resolve_teacher(cfg.distill.teacher, Path(trial.base_dir))
-    if cfg.distill and cfg.distill.views == "student":
+    if teacher and cfg.distill.views == "student":
         online_teacher = OnlineTeacher(teacher, data.class_names, runtime, preprocess)
         reporter.note(
             f"{trial.name}: the teacher ({len(online_teacher.members)} models) sees every "
             "training batch"
         )
-    elif cfg.distill:
+    elif teacher:
         reporter.note(f"{trial.name}: the teacher's probabilities on the training faces")
         teacher_probs = torch.from_numpy(
             teacher_probabilities(

@@ -13,11 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ferbench.errors import FerbenchError
+from ferbench.infer.batched import mean_view_probs
 
 
 def view_log_loss(view_logits: torch.Tensor, labels: torch.Tensor, temperature) -> torch.Tensor:
     """Log-loss of the views' mean softmax at `temperature` (N × views × classes logits)."""
-    probs = F.softmax(view_logits / temperature, 2).mean(1)
+    probs = mean_view_probs(view_logits, temperature)
     return F.nll_loss(probs.clamp_min(1e-12).log(), labels)
 
 
