@@ -124,6 +124,7 @@ def test_time_to_target_says_how_many_runs_got_there():
     assert time_to_target_cell(854.0, 0.0, 2, 2) == "854"
     assert time_to_target_cell(854.0, 0.0, 1, 2) == "854 (1/2 runs)"
     assert time_to_target_cell(float("nan"), float("nan"), 0, 3) == "not reached"
+    assert time_to_target_cell(float("nan"), float("nan"), 0, 0) == "-"  # an ensemble: no curve
 
 
 def test_same_faces_share_a_leaderboard_whether_the_kind_was_named_or_detected():
@@ -278,10 +279,12 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     )
     assert listed.exit_code == 0 and "ensemble" in listed.output
     exported = runner.invoke(
-        app, ["compare", str(out.parent), "--format", "csv", "--out", str(tmp_path),
+        app, ["compare", str(out.parent), "--format", "csv,md", "--out", str(tmp_path),
               "--export", str(tmp_path / "results-test.csv")],
     )  # fmt: skip
     assert exported.exit_code == 0, exported.output
+    ensemble_line = (tmp_path / "comparison.md").read_text().splitlines()[-1]
+    assert ensemble_line.startswith("| ensemble") and "not reached" not in ensemble_line  # no curve
     row = pd.read_csv(tmp_path / "results-test.csv").iloc[0]
     assert row["recipe"] == "ferbench ensemble"
     assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them

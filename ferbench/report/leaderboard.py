@@ -145,6 +145,8 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
+        # an ensemble trains nothing: it has no curve to reach a target on
+        row["target_tracked"] = run.config.get("kind") != "ensemble"
         if target is not None and run.history is not None:
             reached = run.history[run.history["val_acc"] >= target]
             row["time_to_target_s"] = float(reached["elapsed_s"].iloc[0]) if len(reached) else None
@@ -237,6 +239,7 @@ def leaderboards(
                 row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else 0.0
             # the mean time-to-target covers only the runs that got there; say how many did
             row["target_reached"] = int(pd.to_numeric(group["time_to_target_s"]).notna().sum())
+            row["target_tracked"] = int(group["target_tracked"].sum())
             recall = pd.DataFrame(list(group["recall"])).mean()  # per class, over seeds
             row["worst_class"] = recall.idxmin() if len(recall) else ""
             row["worst_class_recall_mean"] = recall.min() if len(recall) else float("nan")
@@ -269,7 +272,10 @@ def fmt_pm(mean, std, scale=1.0, digits=1) -> str:
 
 
 def time_to_target_cell(mean, std, reached: int, n: int) -> str:
-    """Seconds to the target over the runs that reached it, with the count when some did not."""
+    """Seconds to the target over the runs that reached it, with the count when some did not
+    (n: the runs that train, so have a curve; "-" when none does, as for an ensemble)."""
+    if n == 0:
+        return "-"
     if reached == 0:
         return "not reached"
     cell = fmt_pm(mean, std, 1, 0)
@@ -314,7 +320,7 @@ def display_table(board: pd.DataFrame) -> pd.DataFrame:
                     board["time_to_target_s_mean"],
                     board["time_to_target_s_std"],
                     board["target_reached"],
-                    board["n"],
+                    board["target_tracked"],
                 )
             ],
             "infer img/s": [
