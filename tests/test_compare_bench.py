@@ -265,6 +265,14 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     assert metrics["leaked"] == 0 and metrics["accuracy_clean"] == metrics["accuracy"]
     for name in ("per_class.csv", "confusion.csv", "config.yaml", "status.json"):
         assert (out / name).is_file()
+    pairs = pd.read_csv(out / "disagreement.csv", index_col=0)
+    assert list(pairs.index) == [m["run"] for m in metrics["members"]] == list(pairs.columns)
+    assert (pairs.values.diagonal() == 0).all() and (pairs.values == pairs.values.T).all()
+    for i, member in enumerate(metrics["members"]):
+        others = [pairs.values[i, j] for j in range(len(pairs)) if j != i]
+        expected = sum(others) / len(others) if others else None
+        assert member["val_disagreement"] == pytest.approx(expected, abs=1e-4)
+    assert "disagrees (val)" in result.output
     listed = runner.invoke(
         app,
         [
@@ -290,6 +298,17 @@ def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):
     assert all(m["run"] in row["settings"] for m in metrics["members"])  # the row names them
     table = (tmp_path / "results-test.md").read_text()
     assert "| ECE |" in table and f"| {row['ece_mean']:.3f} |" in table  # calibration shown
+
+
+def test_disagreement_counts_the_faces_two_members_label_differently():
+    from ferbench.train.ensemble import disagreement_matrix
+
+    eye = np.eye(3)
+    a = eye[[0, 1, 2, 0]]  # one-hot "probabilities" for four faces
+    b = eye[[0, 1, 1, 1]]  # differs from a on the last two faces
+    c = eye[[0, 1, 2, 0]]  # agrees with a everywhere
+    matrix = disagreement_matrix([a, b, c])
+    assert matrix.tolist() == [[0.0, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.0]]
 
 
 def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(results, tmp_path):

@@ -36,9 +36,11 @@ def ensemble(
     the test split is evaluated once, at the end.
 
     The result is a run directory (metrics.json with its members, per_class.csv, confusion
-    matrix), so `ferbench compare` lists it next to the single models of the same data. Each
-    candidate's probabilities are kept in its run directory (predictions.npz), so running it
-    again with one more candidate evaluates only the new one.
+    matrix, disagreement.csv: how often each pair of members predicts differently on the
+    validation faces, since diverse members are what an ensemble gains from), so `ferbench
+    compare` lists it next to the single models of the same data. Each candidate's
+    probabilities are kept in its run directory (predictions.npz), so running it again with one
+    more candidate evaluates only the new one.
 
     Example:
       ferbench ensemble results/fast results/records --out results/ensembles/fer2013
@@ -52,11 +54,16 @@ def ensemble(
             paths, out, max_members, progress=update, selection=selection, replace=replace
         )
     table = Table(title=f"ensemble of {len(metrics['members'])} (of {metrics['candidates']})")
-    for column in ("member", "weight", "val acc", "test acc"):
+    for column in ("member", "weight", "val acc", "test acc", "disagrees (val)"):
         table.add_column(column, justify="left" if column == "member" else "right")
     for m in metrics["members"]:
+        disagrees = m.get("val_disagreement")
         table.add_row(
-            escape(m["run"]), f"{m['weight']:.2f}", f"{m['val_acc']:.4f}", f"{m['test_acc']:.4f}"
+            escape(m["run"]),
+            f"{m['weight']:.2f}",
+            f"{m['val_acc']:.4f}",
+            f"{m['test_acc']:.4f}",
+            "-" if disagrees is None else f"{disagrees:.1%}",
         )
     console.print(table)
     console.print(

@@ -170,6 +170,7 @@ def build_ensemble(
     correct = test.argmax(1) == labels["test"]
     metrics.update(clean_accuracy(load_dataset(heaviest.faces), "test", correct))
     singles = [m.run.metrics() for m, _ in chosen]
+    disagreement = disagreement_matrix([m.val for m, _ in chosen])
     metrics.update(
         {
             "best_val_acc": float((val.argmax(1) == labels["val"]).mean()),
@@ -184,8 +185,10 @@ def build_ensemble(
                     "weight": w,
                     "val_acc": float((m.val.argmax(1) == labels["val"]).mean()),
                     "test_acc": float((m.test.argmax(1) == labels["test"]).mean()),
+                    # how often it disagrees with the other members (validation): what it adds
+                    "val_disagreement": _mean_off_diagonal(disagreement, i),
                 }
-                for m, w in weighted
+                for i, (m, w) in enumerate(weighted)
             ],
             "candidates": len(members),
             "selection": SELECTIONS[selection],
@@ -212,6 +215,11 @@ def build_ensemble(
             "versions": versions(),
         },
     )
+    names = [m.name for m, _ in chosen]
+    write_text(
+        run.file("disagreement.csv"),
+        pd.DataFrame(disagreement, index=names, columns=names).to_csv(float_format="%.4f"),
+    )
     title = f"ensemble of {len(chosen)}  test acc {metrics['accuracy']:.3f}"
     write_evaluation(run, metrics, class_names, title)
     history = pd.DataFrame(
@@ -220,6 +228,19 @@ def build_ensemble(
     write_text(run.file("history.csv"), history.to_csv(index=False))
     run.write_status("done", run.path.name, "", test_acc=metrics["accuracy"])
     return metrics
+
+
+def disagreement_matrix(probabilities: list[np.ndarray]) -> np.ndarray:
+    """Share of faces on which each pair of members predicts a different class (validation
+    split only, like every choice the ensemble makes): diverse members are what ensembling
+    gains from; two seeds of one recipe disagree less than two architectures."""
+    predicted = np.stack([p.argmax(1) for p in probabilities])
+    return (predicted[:, None, :] != predicted[None, :, :]).mean(axis=2)
+
+
+def _mean_off_diagonal(matrix: np.ndarray, i: int) -> float | None:
+    others = np.delete(matrix[i], i)
+    return float(others.mean()) if len(others) else None
 
 
 def _check_not_another_result(out: Path, members: list[tuple[str, float]]) -> None:
