@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import socket
+import statistics
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,9 +150,8 @@ class RunDir:
             f"epoch {done} of {planned or '?'}, best val acc "
             f"{float(history['val_acc'][best]):.3f} (epoch {int(history['epoch'][best])})"
         )
-        pace = history.filter(["train_s", "eval_s"]).tail(3).sum(axis=1).median()
-        if isinstance(planned, int) and planned > done and pace > 0:
-            text += f", ~{_duration((planned - done) * pace)} left at {_duration(pace)} an epoch"
+        if isinstance(planned, int) and planned > done:
+            text += time_left(history.filter(["train_s", "eval_s"]).sum(axis=1), planned - done)
         return text
 
     def write_status(self, state: str, trial: str, config_hash: str, **extra) -> None:
@@ -258,6 +258,17 @@ def best_run(model_name: str, results: Path | str) -> RunDir:
             "or pass --checkpoint PATH"
         )
     return RunDir(Path(max(candidates)[1]))
+
+
+def time_left(epoch_seconds, epochs_left: int) -> str:
+    """The ", ~6.0 h left at 7.7 min an epoch" of a progress line: the pace is the median of
+    the last three epochs (training and evaluation), so one slow first epoch or a pause does not
+    set it; "" when nothing is left or no epoch was timed."""
+    recent = [float(s) for s in list(epoch_seconds)[-3:]]
+    pace = statistics.median(recent) if recent else 0.0
+    if epochs_left <= 0 or not pace > 0:
+        return ""
+    return f", ~{_duration(epochs_left * pace)} left at {_duration(pace)} an epoch"
 
 
 def _duration(seconds: float) -> str:

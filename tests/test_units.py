@@ -157,6 +157,28 @@ def test_a_run_whose_process_died_is_stopped_and_says_how_far_it_got(tmp_path):
     )
 
 
+def test_log_lines_say_how_long_the_trial_has_left():
+    """Under nohup each epoch is one line; it ends with the time left at the recent pace."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from ferbench.train.progress import RichReporter
+
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=False, width=200), total_trials=1)
+    reporter.trial_started(SimpleNamespace(name="cnn3/seed=0"), start_epoch=4, epochs=10)
+    row = {"train_acc": 0.5, "val_acc": 0.4, "val_loss": 1.2, "eval_s": 10.0}
+    for epoch, train_s in ((5, 500.0), (6, 110.0), (7, 110.0)):  # the first one slow
+        reporter.epoch_done(epoch, 10, {**row, "train_s": train_s})
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("500.0s, ~42.5 min left at 8.5 min an epoch")
+    assert lines[-1].endswith("110.0s, ~6.0 min left at 2.0 min an epoch")  # median of three
+    reporter.epoch_done(10, 10, {**row, "train_s": 110.0})
+    assert out.getvalue().splitlines()[-1].endswith("110.0s")  # nothing left to say
+
+
 def test_expected_calibration_error():
     from ferbench.report.metrics import classification_metrics, expected_calibration_error
 

@@ -14,6 +14,7 @@ from rich.progress import (
 )
 
 from ferbench.config import Trial
+from ferbench.runs import time_left
 from ferbench.train.fit import Reporter
 
 
@@ -36,6 +37,7 @@ class RichReporter(Reporter):
         self.batches = None
         self._epoch = 0
         self._trial = ""
+        self._paces: list[float] = []  # seconds of each epoch this process ran, for the eta
 
     def __enter__(self) -> "RichReporter":
         self.progress.__enter__()
@@ -59,6 +61,7 @@ class RichReporter(Reporter):
         )
         self.batches = self.progress.add_task("  batches", total=1, info="")
         self._epoch = start_epoch
+        self._paces = []
 
     def batch(self, step: int, steps: int, loss: float, acc: float) -> None:
         if self.batches is not None:
@@ -71,11 +74,12 @@ class RichReporter(Reporter):
 
     def epoch_done(self, epoch: int, epochs: int, row: dict) -> None:
         self._epoch = epoch
+        self._paces.append(row["train_s"] + row.get("eval_s", 0.0))
         if not self.console.is_terminal:  # logs and CI: one line per epoch instead of live bars
             self.console.print(
                 f"{self._trial}: epoch {epoch}/{epochs}  train acc {row['train_acc']:.3f}"
                 f"  val acc {row['val_acc']:.3f}  val loss {row['val_loss']:.3f}"
-                f"  {row['train_s']:.1f}s"
+                f"  {row['train_s']:.1f}s{time_left(self._paces, epochs - epoch)}"
             )
         if self.epochs is not None:
             self.progress.update(
