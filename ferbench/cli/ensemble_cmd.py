@@ -57,7 +57,7 @@ def ensemble(
     for column in ("member", "weight", "val acc", "test acc", "disagrees (val)"):
         table.add_column(column, justify="left" if column == "member" else "right")
     for m in metrics["members"]:
-        disagrees = m.get("val_disagreement")
+        disagrees = m["val_disagreement"]  # None for a lone member
         table.add_row(
             escape(m["run"]),
             f"{m['weight']:.2f}",

@@ -145,11 +145,13 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
-        # an ensemble trains nothing: it has no curve to reach a target on
-        row["target_tracked"] = run.config.get("kind") != "ensemble"
+        # a trained run records its time to eval.target_acc (None: not reached); a run that
+        # trained nothing (an ensemble) records none, and has no time to reach it in
+        row["target_tracked"] = "time_to_target_s" in run.metrics
         if target is not None and run.history is not None:
             reached = run.history[run.history["val_acc"] >= target]
             row["time_to_target_s"] = float(reached["elapsed_s"].iloc[0]) if len(reached) else None
+            row["target_tracked"] = True
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -273,7 +275,7 @@ def fmt_pm(mean, std, scale=1.0, digits=1) -> str:
 
 def time_to_target_cell(mean, std, reached: int, n: int) -> str:
     """Seconds to the target over the runs that reached it, with the count when some did not
-    (n: the runs that train, so have a curve; "-" when none does, as for an ensemble)."""
+    (n: the runs that track a target; "-" when none does, as an ensemble does not)."""
     if n == 0:
         return "-"
     if reached == 0:

@@ -197,13 +197,14 @@ def build_ensemble(
     run = RunDir(out)
     run.path.mkdir(parents=True, exist_ok=True)
     base = runs[0].config()
+    names = [m.name for m, _ in chosen]
     write_yaml(
         run.file("config.yaml"),
         {
             "kind": "ensemble",
             "experiment": "ensemble",
             "trial": run.path.name,
-            "model": {"name": "ensemble", "members": [m.name for m, _ in chosen]},
+            "model": {"name": "ensemble", "members": names},
             "data": base.get("data"),
             "eval": {"tta": "members"},
             **{
@@ -215,7 +216,6 @@ def build_ensemble(
             "versions": versions(),
         },
     )
-    names = [m.name for m, _ in chosen]
     write_text(
         run.file("disagreement.csv"),
         pd.DataFrame(disagreement, index=names, columns=names).to_csv(float_format="%.4f"),

@@ -74,7 +74,7 @@ class RichReporter(Reporter):
 
     def epoch_done(self, epoch: int, epochs: int, row: dict) -> None:
         self._epoch = epoch
-        self._paces.append(row["train_s"] + row.get("eval_s", 0.0))
+        self._paces.append(row["train_s"] + row["eval_s"])
         if not self.console.is_terminal:  # logs and CI: one line per epoch instead of live bars
             self.console.print(
                 f"{self._trial}: epoch {epoch}/{epochs}  train acc {row['train_acc']:.3f}"
