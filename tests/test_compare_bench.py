@@ -401,3 +401,42 @@ def test_merged_rows_replace_in_place_and_append_new_keys(tmp_path):
     rows = merged(pd.DataFrame({"model": ["d", "b"], "acc": ["4", "9"]}), path, ["model"])
     assert list(rows["model"]) == ["a", "b", "c", "d"]
     assert list(rows["acc"]) == ["1", "9", "3", "4"]
+
+
+def test_ensemble_with_multi_scale_views_is_its_own_result(results, tmp_path):
+    grid = tmp_path / "grid"
+    shutil.copytree(results / "grid", grid)
+    plain_out, zoom_out = tmp_path / "plain", tmp_path / "zooms"
+    assert runner.invoke(app, ["ensemble", str(grid), "-o", str(plain_out)]).exit_code == 0
+    kept = {p: p.read_bytes() for p in grid.rglob("predictions.npz")}
+    zooms = ["ensemble", str(grid), "-o", str(zoom_out), "--scales", "0.9,1,1.1"]
+    result = runner.invoke(app, zooms)
+    assert result.exit_code == 0, result.output
+    assert "test views: members at zooms 0.9/1/1.1" in result.output
+    metrics = json.loads((zoom_out / "metrics.json").read_text())
+    assert metrics["tta"] == "members at zooms 0.9/1/1.1"
+    assert len(list(grid.rglob("predictions-zoom0.9+1+1.1.npz"))) == len(kept)
+    assert {p: p.read_bytes() for p in grid.rglob("predictions.npz")} == kept  # both cached
+    plain = json.loads((plain_out / "metrics.json").read_text())
+    one_run = next(iter(kept)).parent
+    with (
+        np.load(one_run / "predictions.npz") as a,
+        np.load(one_run / "predictions-zoom0.9+1+1.1.npz") as b,
+    ):
+        assert not np.allclose(a["val"], b["val"])  # other views, other probabilities
+    over = runner.invoke(app, [*zooms[:3], str(plain_out), *zooms[4:]])
+    if [m["run"] for m in metrics["members"]] == [m["run"] for m in plain["members"]]:
+        assert "other test views (members)" in over.output
+    assert over.exit_code == 1 and "--replace" in over.output  # the plain one is kept
+    bad = runner.invoke(app, [*zooms[:5], "1,zoom"])
+    assert bad.exit_code == 1
+    assert "--scales: '1,zoom' is not a comma-separated list of distinct zooms" in bad.output
+    for name, out in (("plain", plain_out), ("zooms", zoom_out)):
+        exported = runner.invoke(
+            app, ["compare", str(out), "--format", "csv", "--out", str(tmp_path / name),
+                  "--export", str(tmp_path / "results-test.csv")],
+        )  # fmt: skip
+        assert exported.exit_code == 0, exported.output
+    rows = pd.read_csv(tmp_path / "results-test.csv")
+    assert len(rows) == 2  # side by side, not one over the other
+    assert rows["settings"].str.endswith("(members at zooms 0.9/1/1.1)").sum() == 1

@@ -244,3 +244,34 @@ def test_trial_clock_leaves_out_the_time_the_process_was_stopped():
     running, wall, paused = map(float, child.communicate(timeout=30)[0].split())
     assert wall >= 4.9 and 3.5 <= paused <= 4.3
     assert abs(running - (wall - paused)) < 0.05 and running < 1.5
+
+
+def test_zoomed_views_keep_the_centre_and_the_size():
+    import torch
+
+    from ferbench.data.augment import zoomed
+    from ferbench.device import resolve_runtime
+    from ferbench.infer.batched import view_logits
+    from ferbench.models.preprocess import Preprocess
+
+    face = torch.zeros(1, 1, 16, 16)
+    face[..., 6:10, 6:10] = 1.0  # a bright square at the centre
+    assert zoomed(face, 1.0) is face
+    closer, farther = zoomed(face, 2.0), zoomed(face, 0.5)
+    assert closer.shape == farther.shape == face.shape
+    assert closer[..., 8, 8] == 1 and closer.sum() > 2 * face.sum()  # the square grows
+    assert farther[..., 8, 8] > 0 and farther.sum() < face.sum() / 2  # and shrinks
+    assert farther[..., 0, :].abs().sum() == 0  # the border a smaller face leaves is blank
+
+    class Brightness(torch.nn.Module):  # "logits" that say how bright each view is
+        def forward(self, x):
+            return x.mean((1, 2, 3))[:, None].repeat(1, 2)
+
+    images = torch.full((3, 16, 16), 200, dtype=torch.uint8)
+    runtime = resolve_runtime("cpu", "off", channels_last="off", data_on_device="on")
+    plain = Preprocess(16, 1, (0.0,), (1.0,))
+    ten = view_logits(Brightness(), plain, images, runtime, tta_shift=2)
+    zooms = view_logits(Brightness(), plain, images, runtime, tta_shift=2, scales=(0.8, 1, 1.2))
+    assert ten.shape == (3, 10, 2) and zooms.shape == (3, 30, 2)
+    assert torch.equal(zooms[:, 10:20], ten)  # zoom 1 is the ten-crop as it was
+    assert (zooms[:, :10, 0] < ten[:, :, 0]).all()  # zoomed out: a blank border darkens it

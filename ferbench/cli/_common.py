@@ -70,6 +70,28 @@ MarginOption = Annotated[
     ),
 ]
 
+ScalesOption = Annotated[
+    str,
+    typer.Option(
+        "--scales",
+        help="Multi-scale test views: the model's own views at each of these zooms (comma "
+        "separated, 1 = the face as given), their probabilities averaged; e.g. 0.9,1,1.1.",
+    ),
+]
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """--scales "0.9,1,1.1" -> (0.9, 1.0, 1.1): each a zoom between 0.5 and 2, none twice."""
+    try:
+        scales = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        scales = ()
+    if not scales or len(set(scales)) < len(scales) or not all(0.5 <= s <= 2 for s in scales):
+        raise FerbenchError(
+            f"--scales: '{text}' is not a comma-separated list of distinct zooms from 0.5 to 2"
+        )
+    return scales
+
 
 @contextlib.contextmanager
 def working(message: str) -> Iterator[Callable[[str], None]]:

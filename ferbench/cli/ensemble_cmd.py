@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ferbench.cli._common import console, friendly_errors, working
+from ferbench.cli._common import ScalesOption, console, friendly_errors, parse_scales, working
 
 
 @friendly_errors
@@ -30,6 +30,7 @@ def ensemble(
         help="greedy: members and weights chosen on the validation log-loss (Caruana et al. "
         "2004); all: every run, equal weights.",
     ),
+    scales: ScalesOption = "1",
 ) -> None:
     """Ensemble the finished runs under PATHS: members and weights are chosen by greedy forward
     selection on the validation split (or every run, equal weights, with --selection all), and
@@ -42,16 +43,22 @@ def ensemble(
     probabilities are kept in its run directory (predictions.npz), so running it again with one
     more candidate evaluates only the new one.
 
+    With --scales each member's own test views are taken again at each zoom (multi-scale test
+    views: a face framed a little tighter or looser than the training crops); it costs one
+    evaluation per zoom, and the validation accuracy says whether it helps.
+
     Example:
       ferbench ensemble results/fast results/records --out results/ensembles/fer2013
       ferbench ensemble results/members-fer2013 results/speedrun70 --selection all \
         --out results/ensembles/members
+      ferbench ensemble results/members-fer2013 --scales 0.9,1,1.1 --out results/ensembles/zooms
     """
     from ferbench.train.ensemble import build_ensemble
 
+    zooms = parse_scales(scales)
     with working("evaluating candidates") as update:
         metrics = build_ensemble(
-            paths, out, max_members, progress=update, selection=selection, replace=replace
+            paths, out, max_members, update, selection, replace=replace, scales=zooms
         )
     table = Table(title=f"ensemble of {len(metrics['members'])} (of {metrics['candidates']})")
     for column in ("member", "weight", "val acc", "test acc", "disagrees (val)"):
@@ -67,6 +74,6 @@ def ensemble(
         )
     console.print(table)
     console.print(
-        f"validation {metrics['best_val_acc']:.4f} (selection), test [bold]"
-        f"{metrics['accuracy']:.4f}[/] (evaluated once); wrote {escape(str(out))}"
+        f"test views: {metrics['tta']}; validation {metrics['best_val_acc']:.4f} (selection), "
+        f"test [bold]{metrics['accuracy']:.4f}[/] (evaluated once); wrote {escape(str(out))}"
     )

@@ -129,6 +129,18 @@ def shifted_views(x: torch.Tensor, shift: int) -> list[torch.Tensor]:
     return views + [torch.flip(v, dims=(3,)) for v in views]
 
 
+def zoomed(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """The batch scaled by `factor` about the face's centre at the same size (bilinear, zeros
+    outside, as the training's scale augmentation samples it): the multi-scale test views, since a
+    detector's crop is never exactly the training faces' framing."""
+    if factor == 1:
+        return x
+    theta = torch.zeros(len(x), 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / factor
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def _zero_border(view: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Blank, in place, the rows and columns a roll wrapped around, as a padded crop would
     (`torch.roll` already returned a new tensor, so nothing else sees the change)."""

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ferbench.data.augment import shifted_views
+from ferbench.data.augment import shifted_views, zoomed
 from ferbench.device import Runtime
 from ferbench.models.preprocess import Preprocess
 
@@ -28,11 +28,14 @@ def predict_logits(
     batch_size: int = 512,
     tta_shift: int = 0,
     tta_flip: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 images, batched; with test views (`tta_shift`: ten-crop,
-    `tta_flip`: the face and its mirror) the mean of their softmax probabilities is returned as
-    log-probabilities."""
-    logits = view_logits(model, preprocess, images, runtime, batch_size, tta_shift, tta_flip)
+    `tta_flip`: the face and its mirror, each at every zoom of `scales`) the mean of their
+    softmax probabilities is returned as log-probabilities."""
+    logits = view_logits(
+        model, preprocess, images, runtime, batch_size, tta_shift, tta_flip, scales
+    )
     if logits.shape[1] == 1:
         return logits[:, 0]
     return mean_view_probs(logits).clamp_min(1e-12).log()
@@ -53,14 +56,18 @@ def view_logits(
     batch_size: int = 512,
     tta_shift: int = 0,
     tta_flip: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> torch.Tensor:
     """The logits of every test view (float32, CPU, N × views × classes; one view without
-    TTA): what `predict_logits` averages, and what a calibration is fitted on."""
+    TTA): what `predict_logits` averages, and what a calibration is fitted on.  Each zoom of
+    `scales` (1: the face as it is) gets the same views."""
     model.eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         x = preprocess(images[start : start + batch_size].to(runtime.device, non_blocking=True))
-        views = shifted_views(x, tta_shift) if tta_shift or tta_flip else [x]
+        views = []
+        for face in (zoomed(x, s) for s in scales):
+            views += shifted_views(face, tta_shift) if tta_shift or tta_flip else [face]
         with runtime.autocast():
             outputs.append(torch.stack([model(v).float().cpu() for v in views], 1))
     if not outputs:

@@ -135,9 +135,16 @@ class Predictor:
             logits = self.model(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
-    def predict_arrays(self, images: np.ndarray, tta: bool = True, batch_size: int = 512):
+    def predict_arrays(
+        self,
+        images: np.ndarray,
+        tta: bool = True,
+        batch_size: int = 512,
+        scales: tuple[float, ...] = (1.0,),
+    ):
         """Probabilities for uint8 faces already at the input size (N×H×W), batched, with the
-        checkpoint's test views when `tta`: the path a run's own test evaluation took."""
+        checkpoint's test views when `tta`: the path a run's own test evaluation took (and
+        those views at each zoom of `scales`: multi-scale test views)."""
         logits = predict_logits(
             self.model,
             self.preprocess,
@@ -146,6 +153,7 @@ class Predictor:
             batch_size,
             self.tta_shift if tta else 0,
             tta and self.tta == "flip",
+            scales,
         )
         return torch.softmax(logits, dim=1).numpy()
 

@@ -65,8 +65,9 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "recipe": "ferbench ensemble"
                     if first["members"]
                     else f"experiments/{first['experiment']}.yaml",
-                    "settings": first["members"]
-                    or settings_label(first["settings"], varying[first["experiment"]]),
+                    "settings": _ensemble_settings(first)
+                    if first["members"]
+                    else settings_label(first["settings"], varying[first["experiment"]]),
                     "seeds": int(entry.n),
                     "test_acc_mean": round(entry.accuracy_mean, 4),
                     "test_acc_std": round(entry.accuracy_std, 4),
@@ -104,6 +105,13 @@ def _cpu_minutes(runs: pd.DataFrame, threads: pd.Series) -> float:
     wall = pd.to_numeric(runs["train_time_s"], errors="coerce") * threads
     cpu = pd.to_numeric(runs.get("train_cpu_s", pd.Series(index=runs.index)), errors="coerce")
     return round(float(cpu.fillna(wall).mean()) / 60, 1)
+
+
+def _ensemble_settings(run: pd.Series) -> str:
+    """An ensemble's row is keyed by its members and weights, and by its test views when they
+    are not the members' own (multi-scale), so that both rows stand side by side."""
+    views = "" if run["tta"] == "members" else f" ({run['tta']})"
+    return run["members"] + views
 
 
 def _round_mean(values, digits: int):

@@ -50,9 +50,27 @@ def candidate_runs(roots: list[Path]) -> list[RunDir]:
 PREDICTIONS = "predictions.npz"
 
 
-def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
-    """Validation and test probabilities of a run's best checkpoint on its own data, from the
-    run's predictions.npz when it was made by this checkpoint on these faces."""
+def predictions_file(scales: tuple[float, ...]) -> str:
+    """Where a run keeps its members' probabilities: one file per set of test zooms, so that an
+    ensemble with multi-scale views does not push out the one without."""
+    return PREDICTIONS if scales == (1.0,) else f"predictions-zoom{_zooms(scales, '+')}.npz"
+
+
+def views_label(scales: tuple[float, ...]) -> str:
+    """How an ensemble's members were evaluated: each run's own test views, at these zooms."""
+    return "members" if scales == (1.0,) else f"members at zooms {_zooms(scales, '/')}"
+
+
+def _zooms(scales: tuple[float, ...], sep: str) -> str:
+    return sep.join(f"{s:g}" for s in scales)
+
+
+def member_probabilities(
+    run: RunDir, progress=lambda text: None, scales: tuple[float, ...] = (1.0,)
+) -> Member:
+    """Validation and test probabilities of a run's best checkpoint on its own data (its test
+    views at each zoom of `scales`), from the run's predictions file when it was made by this
+    checkpoint on these faces."""
     from ferbench.data import load_dataset
     from ferbench.infer.predictor import Predictor
 
@@ -63,16 +81,21 @@ def member_probabilities(run: RunDir, progress=lambda text: None) -> Member:
     spec = spec.replace(size=predictor.input_size)
     faces = load_dataset(spec)
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
+    if scales != (1.0,):
+        key += f" zooms {_zooms(scales, '/')}"
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
-    probs = _read_predictions(run.file(PREDICTIONS), key)
+    stored = run.file(predictions_file(scales))
+    probs = _read_predictions(stored, key)
     if probs is not None:
-        progress(f"{run.path}: predictions.npz of this checkpoint")
+        progress(f"{run.path}: {stored.name} of this checkpoint")
     else:
         progress(f"evaluating {run.path}")
-        probs = {split: predictor.predict_arrays(x) for split, (x, _) in splits.items()}
+        probs = {
+            split: predictor.predict_arrays(x, scales=scales) for split, (x, _) in splits.items()
+        }
         try:
-            with atomic_path(run.file(PREDICTIONS)) as tmp, open(tmp, "wb") as f:
+            with atomic_path(stored) as tmp, open(tmp, "wb") as f:
                 np.savez(f, key=key, **probs)
         except OSError:  # a read-only results folder: the ensemble still works, uncached
             pass
@@ -131,10 +154,12 @@ def build_ensemble(
     progress=lambda text: None,
     selection: str = "greedy",
     replace: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
     """Choose, evaluate and write the ensemble of the finished runs under `roots`:
-    `selection` greedy (weights from validation) or all (every run, equal weights).  A folder
-    holding another result is written over only with `replace`."""
+    `selection` greedy (weights from validation) or all (every run, equal weights), each member
+    with its own test views at each zoom of `scales`.  A folder holding another result is
+    written over only with `replace`."""
     if selection not in SELECTIONS:
         raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
     from ferbench.data import load_dataset
@@ -150,7 +175,7 @@ def build_ensemble(
         raise FerbenchError(
             "the runs were trained on different data or class sets; pass folders of one dataset"
         )
-    members = [member_probabilities(r, progress) for r in runs]
+    members = [member_probabilities(r, progress, scales) for r in runs]
     labels = members[0].labels
     counts = (
         greedy_selection([m.val for m in members], labels["val"], max_members)
@@ -161,7 +186,9 @@ def build_ensemble(
     weight_sum = sum(c for _, c in chosen)
     weighted = [(m, c / weight_sum) for m, c in chosen]
     if not replace:  # before the test split is evaluated
-        _check_not_another_result(Path(out), [(m.name, w) for m, w in weighted])
+        _check_not_another_result(
+            Path(out), [(m.name, w) for m, w in weighted], views_label(scales)
+        )
     val = sum(m.val * w for m, w in weighted)
     test = sum(m.test * w for m, w in weighted)  # evaluated once, here
     class_names = list(runs[0].config()["class_names"])
@@ -174,7 +201,7 @@ def build_ensemble(
     metrics.update(
         {
             "best_val_acc": float((val.argmax(1) == labels["val"]).mean()),
-            "tta": "members",
+            "tta": views_label(scales),
             "parameters": int(sum(s.get("parameters", 0) for s in singles)),
             "flops": int(sum(s.get("flops", 0) for s in singles)),
             "train_time_s": float(sum(s.get("train_time_s", 0) for s in singles)),
@@ -206,7 +233,7 @@ def build_ensemble(
             "trial": run.path.name,
             "model": {"name": "ensemble", "members": names},
             "data": base.get("data"),
-            "eval": {"tta": "members"},
+            "eval": {"tta": views_label(scales)},
             **{
                 k: base[k]
                 for k in ("data_fingerprint", "data_identity", "data_source", "class_names")
@@ -243,18 +270,24 @@ def _mean_off_diagonal(matrix: np.ndarray, i: int) -> float | None:
     return float(others.mean()) if len(others) else None
 
 
-def _check_not_another_result(out: Path, members: list[tuple[str, float]]) -> None:
-    """Refuse to write over a result that is not this ensemble again (the same members and
-    weights): a distillation teacher, a card or a benchmark row may name the folder."""
+def _check_not_another_result(out: Path, members: list[tuple[str, float]], views: str) -> None:
+    """Refuse to write over a result that is not this ensemble again (the same members, weights
+    and test views): a distillation teacher, a card or a benchmark row may name the folder."""
     try:
-        before = json.loads((out / "metrics.json").read_text()).get("members") or []
+        held_metrics = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
         return  # nothing finished there
-    same = [(m["run"], round(m["weight"], 6)) for m in before] == [
+    before = held_metrics.get("members") or []
+    same_members = [(m["run"], round(m["weight"], 6)) for m in before] == [
         (run, round(weight, 6)) for run, weight in members
     ]
-    if not same:
-        held = f"an ensemble of {len(before)} other members" if before else "another result"
+    if not (same_members and held_metrics.get("tta") == views):
+        if not before:
+            held = "another result"
+        elif same_members:
+            held = f"this ensemble with other test views ({held_metrics.get('tta')})"
+        else:
+            held = f"an ensemble of {len(before)} other members"
         raise FerbenchError(
             f"--out {out} holds {held}; write to another folder, or pass --replace to write over it"
         )
