@@ -55,6 +55,15 @@ def test_eval_matches_classes_by_name_and_counts_the_rest(tmp_path, checkpoint):
     assert metrics["images"] == 8  # happy + sad (case-insensitive), on the test split
     assert metrics["left_out"] == {"classes": ["joy"], "images": 4}
     assert sum(map(sum, metrics["confusion"])) == 8
+    assert metrics["scales"] == [1.0] and "single view," in result.output
+    zooms = runner.invoke(
+        app,
+        ["eval", str(tmp_path / "faces"), "--checkpoint", str(checkpoint), "--out", str(out),
+         "--scales", "0.9,1,1.1"],
+    )  # fmt: skip
+    assert zooms.exit_code == 0, zooms.output
+    assert "single view at zooms 0.9/1/1.1" in zooms.output
+    assert json.loads(out.read_text())["scales"] == [0.9, 1.0, 1.1]
 
 
 def test_eval_of_a_folder_without_splits_uses_every_image(tmp_path, checkpoint):

@@ -13,9 +13,11 @@ from ferbench.cli._common import (
     InferDeviceOption,
     ModelOption,
     ResultsOption,
+    ScalesOption,
     announce_default_model,
     console,
     friendly_errors,
+    parse_scales,
 )
 
 
@@ -40,6 +42,7 @@ def evaluate(
         "--tta/--no-tta",
         help="The run's own test views (ten-crop, or face and mirror) where it used them.",
     ),
+    scales: ScalesOption = "1",
     detect: bool = typer.Option(
         False,
         "--detect",
@@ -60,6 +63,7 @@ def evaluate(
       ferbench eval fer2013.csv --kind ferplus --labels fer2013new.csv --checkpoint best.pt
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
       ferbench eval portraits/ --detect          # anger/, sadness/, ...: whole photos
+      ferbench eval fer2013.csv.gz --scales 0.9,1,1.1   # multi-scale test views
     """
     from ferbench.config import DataSpec, parse_data
     from ferbench.infer.cross_eval import evaluate_checkpoint
@@ -77,8 +81,10 @@ def evaluate(
         from ferbench.faces.detect import still_detector
 
         finder = still_detector(detector)
-    metrics = evaluate_checkpoint(predictor, spec, split, tta=tta, detector=finder)
-    how = describe_views(metrics["tta"], metrics["tta_shift"])
+    metrics = evaluate_checkpoint(
+        predictor, spec, split, tta=tta, detector=finder, scales=parse_scales(scales)
+    )
+    how = describe_views(metrics["tta"], metrics["tta_shift"], tuple(metrics["scales"]))
     precision = metrics["amp"] if metrics["amp"] != "off" else "fp32"
     console.print(
         f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "

@@ -119,11 +119,13 @@ def evaluate_checkpoint(
     split: str = "auto",
     tta: bool = True,
     detector=None,
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
     """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
-    (same resize, preprocessing, TTA and precision), on the classes both sides know.  `auto`:
-    the test split where the data has splits, every image of a folder without them.  With a
-    `detector`, the data is a folder of portraits whose faces are found and cropped first."""
+    (same resize, preprocessing, TTA and precision; its views at each zoom of `scales`), on the
+    classes both sides know.  `auto`: the test split where the data has splits, every image of
+    a folder without them.  With a `detector`, the data is a folder of portraits whose faces
+    are found and cropped first."""
     if detector is not None:
         from ferbench.data.loader import resolve_source
 
@@ -137,7 +139,7 @@ def evaluate_checkpoint(
             split = "all" if unsplit_folder(data_spec) else "test"
         data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
     faces = matched_split(data, split, predictor.class_names)
-    probs = predictor.predict_arrays(faces.images, tta=tta)
+    probs = predictor.predict_arrays(faces.images, tta=tta, scales=scales)
     metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names, probs)
     correct = probs.argmax(1) == faces.labels
     metrics.update(clean_accuracy(data, split, correct, faces.known))
@@ -155,6 +157,7 @@ def evaluate_checkpoint(
             "checkpoint": str(predictor.path),
             "tta_shift": predictor.tta_shift if tta else 0,
             "tta": predictor.tta if tta else "none",
+            "scales": list(scales),
             "amp": predictor.runtime.amp,
         }
     )

@@ -45,8 +45,14 @@ def test_views(meta: dict) -> str:
     return meta.get("tta") or ("tencrop" if meta.get("tta_shift") else "none")
 
 
-def describe_views(tta: str, shift: int) -> str:
-    return {"tencrop": f"ten-crop ±{shift} px", "flip": "face and mirror"}.get(tta, "single view")
+def zoom_label(scales: tuple[float, ...], sep: str = "/") -> str:
+    """(0.9, 1.0, 1.1) -> "0.9/1/1.1": how reports and file names spell multi-scale zooms."""
+    return sep.join(f"{s:g}" for s in scales)
+
+
+def describe_views(tta: str, shift: int, scales: tuple[float, ...] = (1.0,)) -> str:
+    views = {"tencrop": f"ten-crop ±{shift} px", "flip": "face and mirror"}.get(tta, "single view")
+    return views if scales == (1.0,) else f"{views} at zooms {zoom_label(scales)}"
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, **extra) -> None:

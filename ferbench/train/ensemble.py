@@ -22,6 +22,7 @@ import torch
 
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
+from ferbench.models.checkpoint import zoom_label
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir, iter_runs
 from ferbench.utils.fileio import atomic_path, sha256_file, write_text, write_yaml
@@ -53,16 +54,12 @@ PREDICTIONS = "predictions.npz"
 def predictions_file(scales: tuple[float, ...]) -> str:
     """Where a run keeps its members' probabilities: one file per set of test zooms, so that an
     ensemble with multi-scale views does not push out the one without."""
-    return PREDICTIONS if scales == (1.0,) else f"predictions-zoom{_zooms(scales, '+')}.npz"
+    return PREDICTIONS if scales == (1.0,) else f"predictions-zoom{zoom_label(scales, '+')}.npz"
 
 
 def views_label(scales: tuple[float, ...]) -> str:
     """How an ensemble's members were evaluated: each run's own test views, at these zooms."""
-    return "members" if scales == (1.0,) else f"members at zooms {_zooms(scales, '/')}"
-
-
-def _zooms(scales: tuple[float, ...], sep: str) -> str:
-    return sep.join(f"{s:g}" for s in scales)
+    return "members" if scales == (1.0,) else f"members at zooms {zoom_label(scales)}"
 
 
 def member_probabilities(
@@ -82,7 +79,7 @@ def member_probabilities(
     faces = load_dataset(spec)
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
     if scales != (1.0,):
-        key += f" zooms {_zooms(scales, '/')}"
+        key += f" zooms {zoom_label(scales)}"
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
     stored = run.file(predictions_file(scales))
