@@ -2,10 +2,11 @@
 
 The teacher is a finished run (its best.pt), an ensemble run (its members, with their weights),
 a checkpoint file or a shipped tag.  Each member sees the training faces as its own test did (its
-input size, preprocessing and test-time views), so the student learns from the teacher's best
-guess of each face; the student's augmentation still applies on top.  The probabilities are kept
-in the cache folder, keyed by the teacher's checkpoints (sha256) and the faces' fingerprint, so a
-second student, seed or setting reuses them.
+input size, preprocessing and test-time views, at zoom 1 even where the ensemble was evaluated
+with `--scales`: three times the passes for what measured no better), so the student learns
+from the teacher's best guess of each face; the student's augmentation still applies on top.
+The probabilities are kept in the cache folder, keyed by the teacher's checkpoints (sha256) and
+the faces' fingerprint, so a second student, seed or setting reuses them.
 """
 
 from __future__ import annotations
