@@ -151,6 +151,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     tta: Literal["none", "flip", "tencrop"] = "none"  # flip: the face and its mirror
+    # the test pass's views again at each zoom (multi-scale TTA; validation stays at zoom 1)
+    scales: tuple[float, ...] = (1.0,)
     batch_size: int = 512
     target_acc: float = 0.65
     speed: bool = True
@@ -479,6 +481,19 @@ def parse_distill(file: str, key: str, value: Any) -> DistillConfig:
     if config.temperature <= 0:
         raise error(file, f"{key}.temperature", "must be above 0")
     return config
+
+
+def zoom_label(scales, sep: str = "/") -> str:
+    """(0.9, 1.0, 1.1) -> "0.9/1/1.1": how reports and file names spell multi-scale zooms."""
+    return sep.join(f"{s:g}" for s in scales)
+
+
+def zoom_problem(scales: tuple[float, ...]) -> str | None:
+    """Why a list of test zooms is unusable (None when it is fine): each from 0.5 to 2, none
+    twice, at least one."""
+    if not scales or len(set(scales)) < len(scales) or not all(0.5 <= s <= 2 for s in scales):
+        return "expected distinct zooms from 0.5 to 2, e.g. [0.9, 1, 1.1]"
+    return None
 
 
 def parse_data(file: str, key: str, value: Any) -> DataSpec:

@@ -164,6 +164,7 @@ def test_locked_trial_is_left_alone(tmp_path):
         ({"train": {"optimizer": "rmsprop"}}, "'rmsprop' is not one of sgd, adam, adamw"),
         ({"data": {"kind": "imagenet"}}, "data.kind: 'imagenet' is not one of"),
         ({"modles": ["cnn3"]}, "modles: unknown key; did you mean 'models'?"),
+        ({"eval": {"scales": [1, 1]}}, "eval.scales: expected distinct zooms from 0.5 to 2"),
     ],
 )
 def test_bad_experiment_files_fail_in_one_line(tmp_path, edit, message):
@@ -271,13 +272,30 @@ def test_flip_tta_run_is_reproduced_by_eval(tmp_path):
     assert_eval_reproduces(run_dir, csv, "flip", "face and mirror")
 
 
-def csv_trial(tmp_path: Path, csv: Path, tta: str, **train) -> Path:
+def test_a_multi_scale_run_is_reproduced_by_eval(tmp_path):
+    """`eval.scales`: the test pass takes its views at each zoom, the checkpoint records the
+    zooms, and `ferbench eval` takes them again without being told."""
+    import torch
+
+    csv = tmp_path / "faces.csv"
+    run_dir = csv_trial(tmp_path, csv, tta="flip", epochs=1, scales=[0.9, 1, 1.1])
+    assert json.loads((run_dir / "metrics.json").read_text())["scales"] == [0.9, 1.0, 1.1]
+    assert torch.load(run_dir / "best.pt", weights_only=False)["tta_scales"] == [0.9, 1.0, 1.1]
+    assert_eval_reproduces(run_dir, csv, "flip", "face and mirror at zooms 0.9/1/1.1")
+    single = runner.invoke(
+        app, ["eval", str(csv), "--checkpoint", str(run_dir), "--no-tta", "--scales", "1"]
+    )
+    assert single.exit_code == 0 and "single view," in " ".join(single.output.split())
+
+
+def csv_trial(tmp_path: Path, csv: Path, tta: str, scales=(1.0,), **train) -> Path:
     """One tiny trial on synthetic faces written as a FER2013 CSV at `csv`; its run folder."""
     synth = ["data", "synth", str(csv), "--n-per-class", "12", "--size", "16", "--format", "csv"]
     assert runner.invoke(app, synth).exit_code == 0
     spec = yaml.safe_load(tiny_experiment(tmp_path, seed=0, **train).read_text())
     spec["data"] = {"kind": "fer2013", "path": str(csv)}
     spec["eval"]["tta"] = tta
+    spec["eval"]["scales"] = list(scales)
     (tmp_path / "csv.yaml").write_text(yaml.safe_dump(spec))
     trained = runner.invoke(
         app, ["run", str(tmp_path / "csv.yaml"), "--results", str(tmp_path / "r")]

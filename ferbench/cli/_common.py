@@ -71,22 +71,27 @@ MarginOption = Annotated[
 ]
 
 ScalesOption = Annotated[
-    str,
+    Optional[str],
     typer.Option(
         "--scales",
         help="Multi-scale test views: the model's own views at each of these zooms (comma "
-        "separated, 1 = the face as given), their probabilities averaged; e.g. 0.9,1,1.1.",
+        "separated, 1 = the face as given), their probabilities averaged; e.g. 0.9,1,1.1. "
+        "Default: the zooms its run tested with (eval.scales; 1 unless set).",
     ),
 ]
 
 
-def parse_scales(text: str) -> tuple[float, ...]:
-    """--scales "0.9,1,1.1" -> (0.9, 1.0, 1.1): each a zoom between 0.5 and 2, none twice."""
+def parse_scales(text: str | None) -> tuple[float, ...] | None:
+    """--scales "0.9,1,1.1" -> (0.9, 1.0, 1.1); None (not given) -> None: the run's own."""
+    if text is None:
+        return None
+    from ferbench.config import zoom_problem
+
     try:
         scales = tuple(float(part) for part in text.split(","))
     except ValueError:
         scales = ()
-    if not scales or len(set(scales)) < len(scales) or not all(0.5 <= s <= 2 for s in scales):
+    if zoom_problem(scales):
         raise FerbenchError(
             f"--scales: '{text}' is not a comma-separated list of distinct zooms from 0.5 to 2"
         )

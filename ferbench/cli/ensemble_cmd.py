@@ -30,7 +30,7 @@ def ensemble(
         help="greedy: members and weights chosen on the validation log-loss (Caruana et al. "
         "2004); all: every run, equal weights.",
     ),
-    scales: ScalesOption = "1",
+    scales: ScalesOption = None,
 ) -> None:
     """Ensemble the finished runs under PATHS: members and weights are chosen by greedy forward
     selection on the validation split (or every run, equal weights, with --selection all), and

@@ -42,7 +42,7 @@ def evaluate(
         "--tta/--no-tta",
         help="The run's own test views (ten-crop, or face and mirror) where it used them.",
     ),
-    scales: ScalesOption = "1",
+    scales: ScalesOption = None,
     detect: bool = typer.Option(
         False,
         "--detect",
@@ -84,7 +84,7 @@ def evaluate(
     metrics = evaluate_checkpoint(
         predictor, spec, split, tta=tta, detector=finder, scales=parse_scales(scales)
     )
-    how = describe_views(metrics["tta"], metrics["tta_shift"], tuple(metrics["scales"]))
+    how = describe_views(metrics["tta"], metrics["tta_shift"], metrics["scales"])
     precision = metrics["amp"] if metrics["amp"] != "off" else "fp32"
     console.print(
         f"[bold]{predictor.model_name}[/] ({escape(str(predictor.path))}) on {metrics['split']} of "

@@ -119,10 +119,10 @@ def evaluate_checkpoint(
     split: str = "auto",
     tta: bool = True,
     detector=None,
-    scales: tuple[float, ...] = (1.0,),
+    scales: tuple[float, ...] | None = None,
 ) -> dict:
     """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
-    (same resize, preprocessing, TTA and precision; its views at each zoom of `scales`), on the
+    (same resize, preprocessing, TTA, zooms and precision; `scales` other zooms), on the
     classes both sides know.  `auto`: the test split where the data has splits, every image of
     a folder without them.  With a `detector`, the data is a folder of portraits whose faces
     are found and cropped first."""
@@ -157,7 +157,7 @@ def evaluate_checkpoint(
             "checkpoint": str(predictor.path),
             "tta_shift": predictor.tta_shift if tta else 0,
             "tta": predictor.tta if tta else "none",
-            "scales": list(scales),
+            "scales": list(predictor.zooms(tta, scales)),
             "amp": predictor.runtime.amp,
         }
     )

@@ -95,6 +95,7 @@ class Predictor:
         self.preprocess = Preprocess.from_dict(payload["preprocess"])
         self.tta_shift = int(payload.get("tta_shift", 0))  # what the run's test accuracy used
         self.tta = test_views(payload)
+        self.scales = tuple(payload.get("tta_scales") or (1.0,))  # zooms of the run's test pass
         if model is None:
             model = model_from_checkpoint(payload, path)
             if quantize:
@@ -140,11 +141,12 @@ class Predictor:
         images: np.ndarray,
         tta: bool = True,
         batch_size: int = 512,
-        scales: tuple[float, ...] = (1.0,),
+        scales: tuple[float, ...] | None = None,
     ):
         """Probabilities for uint8 faces already at the input size (N×H×W), batched, with the
-        checkpoint's test views when `tta`: the path a run's own test evaluation took (and
-        those views at each zoom of `scales`: multi-scale test views)."""
+        checkpoint's test views when `tta`: the path a run's own test evaluation took.  Those
+        views are taken at each zoom of `scales` (multi-scale test views; None: the zooms the
+        run tested with)."""
         logits = predict_logits(
             self.model,
             self.preprocess,
@@ -153,9 +155,16 @@ class Predictor:
             batch_size,
             self.tta_shift if tta else 0,
             tta and self.tta == "flip",
-            scales,
+            self.zooms(tta, scales),
         )
         return torch.softmax(logits, dim=1).numpy()
+
+    def zooms(self, tta: bool = True, scales: tuple[float, ...] | None = None):
+        """The zooms a prediction takes: `scales` when given, else the run's own test zooms
+        with `tta` (a single zoom without)."""
+        if scales is not None:
+            return tuple(scales)
+        return self.scales if tta else (1.0,)
 
     def measure_speed(self, *timing) -> dict:
         """`batched.measure_speed` of this model as it predicts (`timing`: batch size, repeats,

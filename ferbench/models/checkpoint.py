@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ferbench.config import zoom_label
 from ferbench.errors import FerbenchError
 from ferbench.models.preprocess import Preprocess
 from ferbench.utils.fileio import atomic_path
@@ -45,14 +46,9 @@ def test_views(meta: dict) -> str:
     return meta.get("tta") or ("tencrop" if meta.get("tta_shift") else "none")
 
 
-def zoom_label(scales: tuple[float, ...], sep: str = "/") -> str:
-    """(0.9, 1.0, 1.1) -> "0.9/1/1.1": how reports and file names spell multi-scale zooms."""
-    return sep.join(f"{s:g}" for s in scales)
-
-
-def describe_views(tta: str, shift: int, scales: tuple[float, ...] = (1.0,)) -> str:
+def describe_views(tta: str, shift: int, scales=(1.0,)) -> str:
     views = {"tencrop": f"ten-crop ±{shift} px", "flip": "face and mirror"}.get(tta, "single view")
-    return views if scales == (1.0,) else f"{views} at zooms {zoom_label(scales)}"
+    return views if list(scales) == [1.0] else f"{views} at zooms {zoom_label(scales)}"
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, **extra) -> None:

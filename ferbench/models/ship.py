@@ -162,6 +162,7 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
         predictor.runtime,
         tta_shift=predictor.tta_shift,
         tta_flip=predictor.tta == "flip",
+        scales=predictor.scales,
     )
     temperature = fit_temperature(logits, labels)
     fold_temperature(predictor.model, temperature, predictor.preprocess(images[:64]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferbench.config import RUNTIME_KEYS, default_settings, is_default
+from ferbench.config import RUNTIME_KEYS, default_settings, is_default, zoom_label
 from ferbench.errors import FerbenchError
 from ferbench.runs import RunDir, iter_runs
 
@@ -130,7 +130,7 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
                 if v.get("support", 0) > 0
             },
             "settings": settings,
-            "tta": run.config.get("eval", {}).get("tta", "none"),
+            "tta": _test_views(run.config.get("eval", {})),
             "hardware": _hardware(run.config),
             "threads": run.config.get("device", {}).get("threads"),
             "ferbench": run.config.get("versions", {}).get("ferbench", ""),
@@ -154,6 +154,13 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             row["target_tracked"] = True
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _test_views(evaluation: dict) -> str:
+    """The test pass's views as a run's config.yaml records them: tencrop, or tencrop at zooms
+    0.9/1/1.1 (an ensemble's label already says its own)."""
+    views, scales = evaluation.get("tta", "none"), evaluation.get("scales") or [1.0]
+    return views if list(scales) == [1.0] else f"{views} at zooms {zoom_label(scales)}"
 
 
 def _teacher(config: dict) -> str:

@@ -35,7 +35,7 @@ def render_card(
     device = config.get("device", {})
     isa = f" ({device['isa']})" if device.get("isa") else ""
     hardware = f"{device.get('name', '?')}{isa}, {device.get('threads', '?')} threads"
-    tta = describe_views(test["tta"], test["tta_shift"])
+    tta = describe_views(test["tta"], test["tta_shift"], test.get("scales", [1.0]))
     test_accs = [s["test_acc"] for s in seeds if s.get("test_acc") is not None]
     spread = mean_std(test_accs)
     dataset = test.get("dataset") or test["data_source"]

@@ -403,17 +403,19 @@ def evaluate(
     batch_size: int = 512,
     tta_shift: int = 0,
     tta_flip: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> SplitResult:
-    """Mean cross-entropy, accuracy, predicted labels and probabilities on one split."""
+    """Mean cross-entropy, accuracy, predicted labels and probabilities on one split (its test
+    views at each zoom of `scales`)."""
     if len(split) == 0:
         return SplitResult(float("nan"), float("nan"), np.zeros(0, np.int64), np.zeros((0, 0)))
     logits = predict_logits(
-        model, preprocess, split.images, runtime, batch_size, tta_shift, tta_flip
+        model, preprocess, split.images, runtime, batch_size, tta_shift, tta_flip, scales
     )
     labels = split.labels.cpu()
     loss = (
         F.cross_entropy(logits, labels).item()
-        if not (tta_shift or tta_flip)
+        if not (tta_shift or tta_flip or len(scales) > 1)
         else F.nll_loss(logits, labels).item()
     )
     predictions = logits.argmax(1)

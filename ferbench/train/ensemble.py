@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ferbench.config import DataSpec
+from ferbench.config import DataSpec, zoom_label
 from ferbench.errors import FerbenchError
-from ferbench.models.checkpoint import zoom_label
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir, iter_runs
 from ferbench.utils.fileio import atomic_path, sha256_file, write_text, write_yaml
@@ -51,23 +50,24 @@ def candidate_runs(roots: list[Path]) -> list[RunDir]:
 PREDICTIONS = "predictions.npz"
 
 
-def predictions_file(scales: tuple[float, ...]) -> str:
-    """Where a run keeps its members' probabilities: one file per set of test zooms, so that an
-    ensemble with multi-scale views does not push out the one without."""
-    return PREDICTIONS if scales == (1.0,) else f"predictions-zoom{zoom_label(scales, '+')}.npz"
+def predictions_file(scales: tuple[float, ...] | None) -> str:
+    """Where a run keeps its members' probabilities: one file per set of other test zooms, so
+    that an ensemble with multi-scale views does not push out the one with the runs' own."""
+    return PREDICTIONS if scales is None else f"predictions-zoom{zoom_label(scales, '+')}.npz"
 
 
-def views_label(scales: tuple[float, ...]) -> str:
-    """How an ensemble's members were evaluated: each run's own test views, at these zooms."""
-    return "members" if scales == (1.0,) else f"members at zooms {zoom_label(scales)}"
+def views_label(scales: tuple[float, ...] | None) -> str:
+    """How an ensemble's members were evaluated: each run's own test views (None), or those
+    views at these zooms."""
+    return "members" if scales is None else f"members at zooms {zoom_label(scales)}"
 
 
 def member_probabilities(
-    run: RunDir, progress=lambda text: None, scales: tuple[float, ...] = (1.0,)
+    run: RunDir, progress=lambda text: None, scales: tuple[float, ...] | None = None
 ) -> Member:
     """Validation and test probabilities of a run's best checkpoint on its own data (its test
-    views at each zoom of `scales`), from the run's predictions file when it was made by this
-    checkpoint on these faces."""
+    views, at each zoom of `scales` when given), from the run's predictions file when it was
+    made by this checkpoint on these faces."""
     from ferbench.data import load_dataset
     from ferbench.infer.predictor import Predictor
 
@@ -78,7 +78,7 @@ def member_probabilities(
     spec = spec.replace(size=predictor.input_size)
     faces = load_dataset(spec)
     key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
-    if scales != (1.0,):
+    if scales is not None:
         key += f" zooms {zoom_label(scales)}"
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
@@ -151,12 +151,12 @@ def build_ensemble(
     progress=lambda text: None,
     selection: str = "greedy",
     replace: bool = False,
-    scales: tuple[float, ...] = (1.0,),
+    scales: tuple[float, ...] | None = None,
 ) -> dict:
     """Choose, evaluate and write the ensemble of the finished runs under `roots`:
     `selection` greedy (weights from validation) or all (every run, equal weights), each member
-    with its own test views at each zoom of `scales`.  A folder holding another result is
-    written over only with `replace`."""
+    with its own test views (at each zoom of `scales` when given).  A folder holding another
+    result is written over only with `replace`."""
     if selection not in SELECTIONS:
         raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
     from ferbench.data import load_dataset

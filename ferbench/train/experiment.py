@@ -29,6 +29,7 @@ from ferbench.config import (
     parse_data,
     parse_section,
     safe_segment,
+    zoom_problem,
 )
 from ferbench.errors import FerbenchError
 
@@ -111,6 +112,8 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
     models = [dataclasses.replace(m, name_overrides=names.count(m.name) > 1) for m in models]
     train = parse_section(TrainConfig, file, "train.", raw.get("train"), axis_ok=True)
     evaluation = EvalConfig(**parse_section(EvalConfig, file, "eval.", raw.get("eval")))
+    if zoom_problem(evaluation.scales):
+        raise error(file, "eval.scales", zoom_problem(evaluation.scales))
     trials = []
     for index, model in enumerate(models):
         for data_index, data in enumerate(datasets):

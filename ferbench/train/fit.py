@@ -155,6 +155,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         preprocess,
         trial.tta_shift,
         tta=trial.eval.tta,
+        tta_scales=list(trial.eval.scales),
         amp=runtime.amp,
         config_hash=trial.config_hash(),
         trial=trial.name,
@@ -341,6 +342,7 @@ def _finish(
         eval_cfg.batch_size,
         trial.tta_shift,
         trial.tta_flip,
+        trial.eval.scales,  # validation, every epoch, stays at zoom 1: selection stays cheap
     )
     truth = test.labels.cpu().numpy()
     metrics = classification_metrics(truth, result.predictions, class_names, result.probs)
@@ -353,6 +355,7 @@ def _finish(
         {
             "test_loss": result.loss,
             "tta": eval_cfg.tta,
+            "scales": list(eval_cfg.scales),
             "best_epoch": int(best["epoch"]),
             "best_val_acc": float(best["val_acc"]),
             "epochs_run": int(frame["epoch"].max()),
