@@ -67,7 +67,9 @@ def run(
     (1-alpha) CE + alpha T^2 KL(teacher || student); the teacher's probabilities on the
     training faces are computed once and cached, or with views: student the teacher sees each
     augmented batch as the student does).  targets: votes trains on each face's
-    normalised annotator votes (FER+) instead of its label.  README: "ferbench run".
+    normalised annotator votes (FER+) instead of its label.  eval: {tta: tencrop, scales: [0.9,
+    1, 1.1]} tests with ten-crop views at three zooms (validation stays at one).  README:
+    "ferbench run".
 
     Examples:
       ferbench run experiments/quickstart.yaml
