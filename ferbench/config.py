@@ -488,6 +488,11 @@ def zoom_label(scales, sep: str = "/") -> str:
     return sep.join(f"{s:g}" for s in scales)
 
 
+def with_zooms(views: str, scales) -> str:
+    """A description of test views, with its zooms when there are other than 1."""
+    return views if list(scales) == [1.0] else f"{views} at zooms {zoom_label(scales)}"
+
+
 def zoom_problem(scales: tuple[float, ...]) -> str | None:
     """Why a list of test zooms is unusable (None when it is fine): each from 0.5 to 2, none
     twice, at least one."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ferbench.config import zoom_label
+from ferbench.config import with_zooms
 from ferbench.errors import FerbenchError
 from ferbench.models.preprocess import Preprocess
 from ferbench.utils.fileio import atomic_path
@@ -48,7 +48,7 @@ def test_views(meta: dict) -> str:
 
 def describe_views(tta: str, shift: int, scales=(1.0,)) -> str:
     views = {"tencrop": f"ten-crop ±{shift} px", "flip": "face and mirror"}.get(tta, "single view")
-    return views if list(scales) == [1.0] else f"{views} at zooms {zoom_label(scales)}"
+    return with_zooms(views, scales)
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: dict, **extra) -> None:

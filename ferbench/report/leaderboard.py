@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ferbench.config import RUNTIME_KEYS, default_settings, is_default, zoom_label
+from ferbench.config import RUNTIME_KEYS, default_settings, is_default, with_zooms
 from ferbench.errors import FerbenchError
 from ferbench.runs import RunDir, iter_runs
 
@@ -159,8 +159,7 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
 def _test_views(evaluation: dict) -> str:
     """The test pass's views as a run's config.yaml records them: tencrop, or tencrop at zooms
     0.9/1/1.1 (an ensemble's label already says its own)."""
-    views, scales = evaluation.get("tta", "none"), evaluation.get("scales") or [1.0]
-    return views if list(scales) == [1.0] else f"{views} at zooms {zoom_label(scales)}"
+    return with_zooms(evaluation.get("tta", "none"), evaluation.get("scales") or [1.0])
 
 
 def _teacher(config: dict) -> str:
