@@ -379,17 +379,23 @@ def test_ensemble_of_every_run_with_equal_weights(results, tmp_path):
 def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default():
     """Seeds of one recipe stay one row when a later version writes a new option (at its
     default) into config.yaml and an earlier one did not; a real difference still splits."""
-    from ferbench.report.leaderboard import Run, differing_settings, runs_frame
+    from ferbench.report.leaderboard import Run, differing_settings, runs_frame, settings_label
 
-    def run(seed: int, data: dict, lr: float = 0.1) -> Run:
+    def run(seed: int, data: dict, lr: float = 0.1, evaluation: dict | None = None) -> Run:
         config = {"model": {"name": "cnn5", "input_size": 32}, "data": data,
-                  "train": {"seed": seed, "lr": lr}, "eval": {}}  # fmt: skip
+                  "train": {"seed": seed, "lr": lr}, "eval": evaluation or {}}  # fmt: skip
         return Run(Path(f"r{seed}"), "done", config, {"accuracy": 0.5})
 
     old = {"kind": "fer2013", "path": "a.csv"}
     new = {**old, "folds": None, "fold": 0, "neutral": "none"}
     assert differing_settings(runs_frame([run(0, old), run(1, new)])) == []
     assert differing_settings(runs_frame([run(0, old), run(1, new, lr=0.2)])) == ["train.lr"]
+    one_zoom = run(2, new, evaluation={"scales": [1.0]})  # a list option at its default
+    assert differing_settings(runs_frame([run(0, old), one_zoom])) == []
+    zooms = runs_frame([run(0, old), run(3, new, evaluation={"scales": [0.9, 1.0, 1.1]})])
+    assert differing_settings(zooms) == ["eval.scales"]
+    labels = {settings_label(s, ["eval.scales"]) for s in zooms["settings"]}
+    assert labels == {"scales=1", "scales=0.9,1,1.1"}
 
 
 def test_merged_rows_replace_in_place_and_append_new_keys(tmp_path):

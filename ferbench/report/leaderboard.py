@@ -56,10 +56,15 @@ def _flatten(prefix: str, value, out: dict) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else k, v, out)
-    elif isinstance(value, list):
-        out[prefix] = ",".join(map(str, value))
     else:
         out[prefix] = value
+
+
+def _cell(value):
+    """A setting as a leaderboard shows it: a list as ``0.9,1,1.1``."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return value
 
 
 def collect_runs(roots: list[Path]) -> list[Run]:
@@ -114,7 +119,7 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         for section in ("model", "data", "train", "eval"):
             _flatten(section, run.config.get(section, {}), settings)
         settings = {  # a default, written or not (older configs lack newer options), is left out
-            k: v
+            k: _cell(v)
             for k, v in settings.items()
             if k not in RUNTIME_KEYS and k != "train.seed" and not is_default(k, v, defaults)
         }
@@ -191,7 +196,9 @@ def differing_settings(frame: pd.DataFrame) -> list[str]:
 def settings_label(settings: dict, keys: list[str]) -> str:
     """`key=value` for the given keys, section prefixes dropped (``train.lr`` → ``lr=0.1``)."""
     defaults = default_settings()
-    return " ".join(f"{k.split('.', 1)[-1]}={settings.get(k, defaults.get(k))}" for k in keys)
+    return " ".join(
+        f"{k.split('.', 1)[-1]}={settings.get(k, _cell(defaults.get(k)))}" for k in keys
+    )
 
 
 def _apply_filters(frame: pd.DataFrame, filters: list[str]) -> pd.DataFrame:
