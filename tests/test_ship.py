@@ -144,4 +144,22 @@ def test_ship_calibrate_keeps_predictions_and_records_the_fit(small_run, tmp_pat
     (loss_before, loss_after) = calibration["val_log_loss"]
     assert loss_after <= loss_before
     card = (calibrated / "vggfer_s.demo.md").read_text()
-    assert f"T = {calibration['temperature']:.3f}" in card and "predictions are unchanged" in card
+    assert f"T = {calibration['temperature']:.3f}" in card
+    assert "a single view's prediction is unchanged" in card
+
+
+def test_ship_with_scales_keeps_the_zooms_and_calibrates_on_them(small_run, tmp_path):
+    out = tmp_path / "weights"
+    args = ["ship", str(small_run), "--tag", "demo", "--out", str(out), "--calibrate"]
+    bad = cli.invoke(app, [*args, "--scales", "1,1"])
+    assert bad.exit_code == 1 and "--scales: '1,1' is not" in bad.output and not out.exists()
+    result = cli.invoke(app, [*args, "--scales", "0.9,1,1.1"])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "index.json").read_text())["vggfer_s.demo"]
+    assert row["metrics"]["scales"] == [0.9, 1.0, 1.1]
+    shipped = Predictor(out / "vggfer_s.demo.pt")
+    assert shipped.scales == (0.9, 1.0, 1.1)  # what `ferbench eval` takes unasked
+    assert "at zooms 0.9/1/1.1" in shipped.payload["calibration"]["fitted_on"]
+    card = (out / "vggfer_s.demo.md").read_text()
+    assert "at zooms 0.9/1/1.1" in card and f"{row['metrics']['test_acc']:.2%}" in card
+    assert load_checkpoint(small_run / "best.pt").get("tta_scales", [1.0]) == [1.0]  # run kept

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ferbench.cli._common import console, friendly_errors
+from ferbench.cli._common import ScalesOption, console, friendly_errors, parse_scales
 
 
 @friendly_errors
@@ -28,8 +28,10 @@ def ship(
         False,
         "--calibrate",
         help="Divide the output layer by the temperature that minimises the validation "
-        "log-loss: same predictions, probabilities that mean what they say (lower ECE).",
+        "log-loss: probabilities that mean what they say (lower ECE), a single view's "
+        "prediction unchanged.",
     ),
+    scales: ScalesOption = None,
 ) -> None:
     """Write a run's best checkpoint into the package as fp16 weights with a measured card.
 
@@ -37,6 +39,8 @@ def ship(
     int8 accuracy and batch-1 latency are measured, sibling seeds are summarised, and
     weights/index.json records the sha256 and the figures.  Then
     create_model("<model>.<tag>", pretrained=True) and --model <model>.<tag> work.
+    With --scales the shipped file keeps those test zooms: `ferbench eval` takes them
+    unasked, and --calibrate fits its temperature on them.
 
     Example:
       ferbench ship results/weights-fer2013/vggfer_s/size=40/seed=0 --tag fer2013 \\
@@ -59,6 +63,7 @@ def ship(
         out or WEIGHTS_DIR,
         progress=lambda step: console.print(f"[dim]{escape(step)}[/]"),
         calibrate=calibrate,
+        scales=parse_scales(scales),
     )
     m = weights.metrics
     temperature = f", temperature {m['temperature']:.3f}" if calibrate else ""

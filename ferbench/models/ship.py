@@ -18,7 +18,7 @@ import torch
 
 from ferbench.config import DataSpec
 from ferbench.errors import FerbenchError
-from ferbench.models.checkpoint import FORMAT, load_checkpoint
+from ferbench.models.checkpoint import FORMAT, describe_views, load_checkpoint
 from ferbench.models.pretrained import INDEX, WEIGHTS_DIR, PretrainedWeights, read_index
 from ferbench.runs import RunDir, iter_runs
 from ferbench.utils.fileio import sha256_file, write_json, write_text
@@ -34,10 +34,13 @@ def ship(
     weights_dir: Path = WEIGHTS_DIR,
     progress: Callable[[str], None] = lambda text: None,
     calibrate: bool = False,
+    scales: tuple[float, ...] | None = None,
 ) -> PretrainedWeights:
     """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`.
     With `calibrate`, the output layer is first divided by the temperature that minimises the
-    validation log-loss (infer/calibration.py): same predictions, honest probabilities.
+    validation log-loss (infer/calibration.py): honest probabilities, a single view's prediction
+    unchanged.  `scales` replaces the run's test zooms (multi-scale test views) in the shipped
+    file: `ferbench eval` and the card then take them, and a calibration is fitted on them.
 
     Everything is made and checked in a staging folder first (size, loading, evaluation, the
     sha256 of the bytes that will be installed); only then are the files renamed into place, so
@@ -48,6 +51,8 @@ def ship(
     payload = load_checkpoint(run.best_checkpoint)
     name = f"{payload['model']}.{tag}"
     data = data or _run_data(run)
+    if scales is not None:
+        payload = {**payload, "tta_scales": list(scales)}
     if calibrate:
         progress("fitting a temperature on the validation split")
         payload = _calibrated(run.best_checkpoint, payload, data)
@@ -119,6 +124,7 @@ def _stage(
             "temperature": (payload.get("calibration") or {}).get("temperature", 1.0),
             "test_acc_seeds": [s["test_acc"] for s in siblings],
             "tta": shipped.tta,
+            "scales": list(shipped.scales),
             "latency_ms": {
                 "torch_fp32": extra["latency"]["latency_batch1_ms"],
                 **{f"onnx_{k}": v for k, v in extra.get("onnx_latency_ms", {}).items()},
@@ -151,6 +157,7 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
     from ferbench.report.metrics import expected_calibration_error
 
     predictor = Predictor(checkpoint, amp="checkpoint")
+    scales = tuple(payload.get("tta_scales") or (1.0,))
     faces = load_dataset(data.replace(size=predictor.input_size), base_dir=Path("."))
     val = matched_split(faces, "val", predictor.class_names)
     images = torch.from_numpy(np.ascontiguousarray(val.images))
@@ -162,7 +169,7 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
         predictor.runtime,
         tta_shift=predictor.tta_shift,
         tta_flip=predictor.tta == "flip",
-        scales=predictor.scales,
+        scales=scales,
     )
     temperature = fit_temperature(logits, labels)
     fold_temperature(predictor.model, temperature, predictor.preprocess(images[:64]))
@@ -177,7 +184,8 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
     (loss_before, ece_before), (loss_after, ece_after) = figures(1.0), figures(temperature)
     calibration = {
         "temperature": round(temperature, 4),
-        "fitted_on": f"validation split ({len(labels):,} faces, {predictor.tta} views)",
+        "fitted_on": f"validation split ({len(labels):,} faces, "
+        f"{describe_views(predictor.tta, predictor.tta_shift, scales)})",
         "val_log_loss": [loss_before, loss_after],
         "val_ece": [ece_before, ece_after],
     }

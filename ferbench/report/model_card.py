@@ -236,5 +236,5 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
         f"- Calibrated: the output layer divided by the temperature T = "
         f"{calibration['temperature']:.3f} that minimises the log-loss on the "
         f"{calibration['fitted_on']} (log-loss {loss_before:.4f} → {loss_after:.4f}, ECE "
-        f"{ece_before:.4f} → {ece_after:.4f}); predictions are unchanged."
+        f"{ece_before:.4f} → {ece_after:.4f}); a single view's prediction is unchanged."
     ]
