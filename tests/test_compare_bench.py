@@ -232,6 +232,36 @@ def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path)
     assert sorted(rows["settings"].fillna("")) == ["", "lr=0.0001", "lr=0.001"]
 
 
+def test_exported_runs_leave_records_so_seeds_from_other_machines_add_up(results, tmp_path):
+    """results/ is not in git: an export keeps each run's record beside the CSV, and a later
+    export on a machine that has only some of the seeds still counts the others."""
+    csv = tmp_path / "benchmarks" / "results.csv"
+    records = tmp_path / "benchmarks" / "runs"
+    args = ["--format", "csv", "--out", str(tmp_path / "r"), "--export", str(csv)]
+    result = runner.invoke(app, ["compare", str(results / "grid"), *args])
+    assert result.exit_code == 0, result.output
+    kept = sorted(p.relative_to(records) for p in records.rglob("metrics.json"))
+    assert len(kept) == 4 and all(str(p).startswith("grid/cnn5/") for p in kept)
+    assert not list(records.rglob("*.pt")) and (records / kept[0].parent / "config.yaml").is_file()
+    before = pd.read_csv(csv)
+
+    elsewhere = tmp_path / "new-machine" / "grid"  # a fresh checkout: seed 0 of each lr is gone
+    shutil.copytree(results / "grid", elsewhere)
+    for seed0 in elsewhere.rglob("seed=0"):
+        shutil.rmtree(seed0)
+    result = runner.invoke(app, ["compare", str(elsewhere), *args])
+    assert result.exit_code == 0, result.output
+    assert "counted 2 finished trial(s) from their records" in " ".join(result.output.split())
+    after = pd.read_csv(csv)
+    assert list(after["seeds"]) == [2, 2]
+    assert list(after["test_acc_mean"]) == list(before["test_acc_mean"])
+    assert sum(str(records) in r for row in after["runs"] for r in row.split(";")) == 2
+
+    # every run directory here again: the records are not counted twice
+    result = runner.invoke(app, ["compare", str(results / "grid"), *args])
+    assert "from their records" not in result.output and list(pd.read_csv(csv)["seeds"]) == [2, 2]
+
+
 def test_greedy_selection_uses_validation_only():
     from ferbench.train.ensemble import greedy_selection
 

@@ -42,8 +42,9 @@ def compare(
         None,
         "--export",
         help="Merge the leaderboard rows into a benchmark CSV "
-        "(e.g. benchmarks/results-fer2013.csv) and "
-        "its Markdown table.",
+        "(e.g. benchmarks/results-fer2013.csv) and its Markdown table, and keep each run's "
+        "record (metrics, config, history; no weights) in runs/ beside it, for git: seeds "
+        "trained on other machines count in later exports.",
     ),
     readme: Path = typer.Option(
         None,
@@ -55,6 +56,10 @@ def compare(
 
     One leaderboard per dataset and class set (seeds grouped: mean ± std, n), failed runs
     listed, comparison.csv/.md, PNG plots and a self-contained report.html.
+
+    With --export, finished trials of the same experiments recorded in runs/ beside the CSV
+    (by earlier exports, perhaps on other machines) are counted too, unless their run
+    directory is here: results/ is not in git, the records are.
 
     Examples:
       ferbench compare results/quickstart
@@ -69,6 +74,7 @@ def compare(
         runs_frame,
         write_outputs,
     )
+    from ferbench.report.records import keep_records, records_folder, with_records
 
     chosen = {f.strip() for f in formats.split(",") if f.strip()}
     if chosen - FORMATS:
@@ -77,6 +83,13 @@ def compare(
     if not runs:
         console.print(f"no run directories under {', '.join(map(str, paths))}")
         raise typer.Exit(1)
+    if export:  # seeds finished on other machines or in other sittings count too
+        runs, recalled = with_records(runs, records_folder(export))
+        if recalled:
+            console.print(
+                f"counted {len(recalled)} finished trial(s) from their records in "
+                f"{records_folder(export)} (their run directories are not here)"
+            )
     frame = runs_frame(runs, target)
     boards = leaderboards(frame, metric, group_by, filters) if not frame.empty else {}
     for dataset, board in boards.items():
@@ -113,10 +126,15 @@ def compare(
         from ferbench.report.benchmarks import benchmark_rows
         from ferbench.report.benchmarks import export as export_rows
 
-        rows = export_rows(benchmark_rows(boards, frame), export)
+        exported = benchmark_rows(boards, frame)
+        rows = export_rows(exported, export)
         console.print(
             f"[green]wrote[/] {export} ({len(rows)} rows) and {export.with_suffix('.md')}"
         )
+        names = {r for row in exported["runs"] for r in row.split(";")}
+        kept = keep_records(runs, names, records_folder(export))
+        if kept:
+            console.print(f"[green]kept[/] {kept} run record(s) in {records_folder(export)}")
         refresh_readme_table(readme, export)
 
 

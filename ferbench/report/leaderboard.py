@@ -50,6 +50,7 @@ class Run:
     metrics: dict = field(default_factory=dict)
     history: pd.DataFrame | None = None
     error: str = ""
+    directory: Path | None = None  # where its files are
 
 
 def _flatten(prefix: str, value, out: dict) -> None:
@@ -84,7 +85,7 @@ def _read_run(run_dir: RunDir, root: Path) -> Run:
         error = run_dir.progress()
     else:
         error = run_dir.status().get("error", "")
-    run = Run(relative, state, run_dir.config(), error=error)
+    run = Run(relative, state, run_dir.config(), error=error, directory=path)
     if run.status == "done":
         run.metrics = run_dir.metrics()
         try:

@@ -1,0 +1,73 @@
+"""Run records: what a finished trial measured, kept in git beside the benchmark CSVs.
+
+Run directories live in results/, which git ignores and a new machine does not have, so seeds
+trained in different sittings would not add up: exporting seeds 1 and 2 on a fresh machine would
+shrink a 1-seed row to 2 seeds instead of growing it to 3.  A record is a finished run's text
+files (its resolved config, status, metrics, history, per-class table; no weights, a few KB)
+copied by `compare --export` to ``benchmarks/runs/<experiment>/<trial>/``.  An export then counts
+the records of the experiments it exports whose run directories are not here (or not finished
+here); a run directory on disk always wins over its record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ferbench.report.leaderboard import Run, collect_runs
+from ferbench.utils.fileio import atomic_path
+
+RECORD_FILES = (
+    "config.yaml",
+    "status.json",
+    "metrics.json",
+    "history.csv",
+    "per_class.csv",
+    "confusion.csv",
+)
+
+
+def records_folder(export_csv: Path) -> Path:
+    """Where the records of a benchmark CSV's rows live: ``runs/`` beside it."""
+    return Path(export_csv).parent / "runs"
+
+
+def trial_key(run: Run) -> tuple[str, str]:
+    """A trial's identity across machines: its experiment and its trial name (settings, seed)."""
+    return str(run.config.get("experiment", "")), str(run.config.get("trial", run.path.name))
+
+
+def with_records(runs: list[Run], folder: Path) -> tuple[list[Run], list[Run]]:
+    """`runs` plus the finished records, under `folder`, of the same experiments whose trial has
+    no finished run directory among `runs`; also returns the records it added."""
+    finished = {trial_key(r) for r in runs if r.status == "done"}
+    experiments = sorted({trial_key(r)[0] for r in runs} - {""})
+    recalled = []
+    for experiment in experiments:
+        root = folder / experiment
+        if not root.is_dir():
+            continue
+        for record in collect_runs([root]):
+            if record.status == "done" and trial_key(record) not in finished:
+                record.path = folder / record.path  # the row's `runs` says where it came from
+                recalled.append(record)
+    return runs + recalled, recalled
+
+
+def keep_records(runs: list[Run], names: set[str], folder: Path) -> int:
+    """Copy the record of every finished run named in `names` (a row's `runs`) that is a run
+    directory, not itself a record, into `folder`; returns how many were written or refreshed."""
+    written = 0
+    for run in runs:
+        if run.status != "done" or str(run.path) not in names or run.directory is None:
+            continue
+        if run.directory.resolve().is_relative_to(folder.resolve()):
+            continue
+        experiment, trial = trial_key(run)
+        target = folder / (experiment or "unnamed") / trial
+        for name in RECORD_FILES:
+            source = run.directory / name
+            if source.is_file():
+                with atomic_path(target / name) as tmp:
+                    tmp.write_bytes(source.read_bytes())
+        written += 1
+    return written
