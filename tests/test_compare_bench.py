@@ -262,6 +262,38 @@ def test_exported_runs_leave_records_so_seeds_from_other_machines_add_up(results
     assert "from their records" not in result.output and list(pd.read_csv(csv)["seeds"]) == [2, 2]
 
 
+def test_an_ensemble_is_formed_again_from_run_records_without_checkpoints(results, tmp_path):
+    """Members whose run directories are gone (another machine) still ensemble from their
+    records' predictions; a trial given twice (directory and record) is one candidate."""
+    grid = tmp_path / "results" / "grid"
+    shutil.copytree(results / "grid", grid)
+    first = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / "ens")])
+    assert first.exit_code == 0, first.output
+    csv = tmp_path / "benchmarks" / "results.csv"
+    args = ["compare", str(grid), "--format", "csv", "--out", str(tmp_path / "r")]
+    assert runner.invoke(app, [*args, "--export", str(csv)]).exit_code == 0
+    records = tmp_path / "benchmarks" / "runs" / "grid"
+    assert len(list(records.rglob("predictions.npz"))) == 4 and not list(records.rglob("*.pt"))
+
+    again = runner.invoke(app, ["ensemble", str(records), "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    assert again.output.count("of its record") == 4 and f"evaluating {records}" not in again.output
+    before, after = (
+        json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ens", "again")
+    )
+    assert after["accuracy"] == before["accuracy"] and after["candidates"] == 4
+    assert all(m["run"].startswith(str(records)) for m in after["members"])
+    both = runner.invoke(app, ["ensemble", str(grid), str(records), "--out", str(tmp_path / "b")])
+    assert (
+        both.exit_code == 0
+        and json.loads((tmp_path / "b" / "metrics.json").read_text())["candidates"] == 4
+    )
+    zoomed = runner.invoke(
+        app, ["ensemble", str(records), "--out", str(tmp_path / "z"), "--scales", "0.9,1,1.1"]
+    )
+    assert zoomed.exit_code == 1 and "a run record without its best.pt" in zoomed.output
+
+
 def test_greedy_selection_uses_validation_only():
     from ferbench.train.ensemble import greedy_selection
 

@@ -4,7 +4,9 @@ Run directories live in results/, which git ignores and a new machine does not h
 trained in different sittings would not add up: exporting seeds 1 and 2 on a fresh machine would
 shrink a 1-seed row to 2 seeds instead of growing it to 3.  A record is a finished run's text
 files (its resolved config, status, metrics, history, per-class table; no weights, a few KB)
-copied by `compare --export` to ``benchmarks/runs/<experiment>/<trial>/``.  An export then counts
+and the validation and test probabilities `ferbench ensemble` keeps in it (``predictions*.npz``),
+copied by `compare --export` to ``benchmarks/runs/<experiment>/<trial>/``: enough to count the
+trial in a row and to ensemble it again without its checkpoint.  An export then counts
 the records of the experiments it exports whose run directories are not here (or not finished
 here); a run directory on disk always wins over its record.
 """
@@ -64,7 +66,8 @@ def keep_records(runs: list[Run], names: set[str], folder: Path) -> int:
             continue
         experiment, trial = trial_key(run)
         target = folder / (experiment or "unnamed") / trial
-        for name in RECORD_FILES:
+        predictions = sorted(p.name for p in run.directory.glob("predictions*.npz"))
+        for name in (*RECORD_FILES, *predictions):
             source = run.directory / name
             if source.is_file():
                 with atomic_path(target / name) as tmp:

@@ -42,9 +42,22 @@ class Member:
 
 
 def candidate_runs(roots: list[Path]) -> list[RunDir]:
-    """Finished runs under `roots` (ensemble directories themselves are left out)."""
+    """Finished runs under `roots` (ensemble directories themselves are left out): run
+    directories with their best.pt, and run records (benchmarks/runs/, kept by `compare
+    --export`) that hold their predictions.  A trial found twice (its run directory and its
+    record) is a candidate once, as its run directory."""
     runs = [r for root in roots for r in iter_runs(root)]
-    return [r for r in runs if r.finished and r.kind == "training"]
+    usable = [
+        r
+        for r in runs
+        if r.kind == "training"
+        and (r.finished or (r.state == "done" and any(r.path.glob("predictions*.npz"))))
+    ]
+    chosen: dict[tuple, RunDir] = {}
+    for run in sorted(usable, key=lambda r: not r.finished):  # run directories first
+        config = run.config()
+        chosen.setdefault((config.get("experiment"), config.get("trial", str(run.path))), run)
+    return [r for r in usable if r in chosen.values()]
 
 
 PREDICTIONS = "predictions.npz"
@@ -74,16 +87,27 @@ def member_probabilities(
     spec = run.data_spec()
     if spec is None:
         raise FerbenchError(f"{run.path}: its data {run.config()['data'].get('path')} is not here")
+    stored = run.file(predictions_file(scales))
+    zooms = "" if scales is None else f" zooms {zoom_label(scales)}"
+    if not run.best_checkpoint.exists():  # a run record: its predictions, made where it trained
+        spec = spec.replace(size=run.config()["model"]["input_size"])
+        faces = load_dataset(spec)
+        labels = {split: faces.split(split)[1] for split in ("val", "test")}
+        probs = _read_predictions(stored, f"{faces.fingerprint()}{zooms}", checkpoint=None)
+        if probs is None:
+            raise FerbenchError(
+                f"{run.path}: a run record without its best.pt or {stored.name} for these faces "
+                "and views; ensemble it where its run directory is, or without --scales"
+            )
+        progress(f"{run.path}: {stored.name} of its record")
+        return Member(run, probs["val"], probs["test"], labels, spec)
     predictor = Predictor(run.best_checkpoint, amp="checkpoint")
     spec = spec.replace(size=predictor.input_size)
     faces = load_dataset(spec)
-    key = f"{sha256_file(run.best_checkpoint)} {faces.fingerprint()}"
-    if scales is not None:
-        key += f" zooms {zoom_label(scales)}"
+    checkpoint, faces_key = sha256_file(run.best_checkpoint), f"{faces.fingerprint()}{zooms}"
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
-    stored = run.file(predictions_file(scales))
-    probs = _read_predictions(stored, key)
+    probs = _read_predictions(stored, faces_key, checkpoint)
     if probs is not None:
         progress(f"{run.path}: {stored.name} of this checkpoint")
     else:
@@ -93,18 +117,24 @@ def member_probabilities(
         }
         try:
             with atomic_path(stored) as tmp, open(tmp, "wb") as f:
-                np.savez(f, key=key, **probs)
+                np.savez(f, key=f"{checkpoint} {faces_key}", **probs)
         except OSError:  # a read-only results folder: the ensemble still works, uncached
             pass
     return Member(run, probs["val"], probs["test"], labels, spec)
 
 
-def _read_predictions(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """{"val": probabilities, "test": probabilities} stored under `key`, or None (absent,
-    stale or unreadable)."""
+def _read_predictions(
+    path: Path, faces_key: str, checkpoint: str | None
+) -> dict[str, np.ndarray] | None:
+    """{"val": probabilities, "test": probabilities} stored for these faces and views by this
+    checkpoint (its sha256; None: a record's, whichever made it), or None (absent, stale or
+    unreadable)."""
     try:
         with np.load(path) as stored:
-            return {s: stored[s] for s in ("val", "test")} if str(stored["key"]) == key else None
+            made_by, _, made_for = str(stored["key"]).partition(" ")
+            if made_for != faces_key or checkpoint not in (None, made_by):
+                return None
+            return {s: stored[s] for s in ("val", "test")}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
