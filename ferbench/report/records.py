@@ -67,6 +67,9 @@ def keep_records(runs: list[Run], names: set[str], folder: Path) -> int:
         experiment, trial = trial_key(run)
         target = folder / (experiment or "unnamed") / trial
         predictions = sorted(p.name for p in run.directory.glob("predictions*.npz"))
+        for stale in target.glob("predictions*.npz"):  # made by a checkpoint since replaced
+            if stale.name not in predictions:
+                stale.unlink()
         for name in (*RECORD_FILES, *predictions):
             source = run.directory / name
             if source.is_file():
