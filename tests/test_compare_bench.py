@@ -159,12 +159,18 @@ def test_bench_measures_against_reference(tmp_path):
             "16",
             "--steps",
             "2",
+            "--jobs",
+            "2",
             "--out",
             str(out),
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "bound, 2 jobs" in result.output
     row = pd.read_csv(out).iloc[0]
+    # two processes stepping at once, one thread each: their total against one trial's
+    assert row["jobs"] == 2 and row["jobs_bound_img_s"] > 0
+    assert row["jobs_vs_one"] == pytest.approx(row["jobs_bound_img_s"] / row["compute_bound_img_s"])
     for key in (
         "train_img_s",
         "compute_bound_img_s",

@@ -39,6 +39,7 @@ class BenchConfig:
     compile: bool = False
     amp: str = "auto"  # ferbench path and bound; auto = what `ferbench run` would use
     channels_last: str = "auto"
+    jobs: int = 1  # > 1: also the total bound of that many trials at once (CPU)
 
     def runtime(self, device: torch.device) -> Runtime:
         return resolve_runtime(device, self.amp, self.channels_last)
@@ -161,6 +162,42 @@ def reference_training(
     return seen / (time.perf_counter() - start)
 
 
+def parallel_bound(
+    name: str, num_classes: int, size: int, cfg: BenchConfig, device: torch.device
+) -> float:
+    """Total compute-bound images/s of `cfg.jobs` processes stepping `name` at the same time,
+    each with its share of the threads: what `ferbench run --jobs N` trains per second against
+    one trial with every thread (two 1-thread GEMMs often beat one 2-thread GEMM on a CPU)."""
+    import multiprocessing as mp
+
+    from ferbench.train.runner import default_threads
+
+    context = mp.get_context("spawn")  # never fork a process that holds torch threads
+    barrier, rates = context.Barrier(cfg.jobs), context.Queue()
+    args = (barrier, rates, name, num_classes, size, cfg.runtime(device), cfg.batch_size)
+    workers = [
+        context.Process(target=_timed_bound, args=(*args, cfg.steps, default_threads(cfg.jobs)))
+        for _ in range(cfg.jobs)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        return sum(rates.get(timeout=600) for _ in workers)
+    finally:
+        for worker in workers:
+            worker.join(timeout=10)
+            if worker.is_alive():
+                worker.terminate()
+
+
+def _timed_bound(barrier, rates, name, num_classes, size, runtime, batch_size, steps, threads):
+    """One of `parallel_bound`'s processes: its threads, a warm-up, then steps timed together."""
+    from ferbench.train.budget import compute_bound as bound
+
+    torch.set_num_threads(threads)
+    rates.put(bound(name, num_classes, size, runtime, batch_size, steps, ready=barrier.wait))
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -193,6 +230,11 @@ def bench_models(
             if progress:
                 progress(f"{name}: compute bound")
             bound = compute_bound(name, sized, size, cfg, device)
+            jobs_bound = None
+            if cfg.jobs > 1 and device.type == "cpu":
+                if progress:
+                    progress(f"{name}: compute bound of {cfg.jobs} trials at once")
+                jobs_bound = parallel_bound(name, len(data.class_names), size, cfg, device)
             if progress:
                 progress(f"{name}: ferbench training")
             ours, _ = ferbench_training(name, sized, size, cfg, device)
@@ -223,6 +265,9 @@ def bench_models(
                     "compile_warmup_s": compile_s,
                     "compute_bound_img_s": bound,
                     "ferbench_vs_bound": ours / bound,
+                    "jobs": cfg.jobs,
+                    "jobs_bound_img_s": jobs_bound,
+                    "jobs_vs_one": jobs_bound / bound if jobs_bound else None,
                     "reference_img_s": reference,
                     "speedup_vs_reference": ours / reference if reference else None,
                     "inference_img_s": speed["inference_images_per_s"],

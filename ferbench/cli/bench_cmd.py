@@ -63,6 +63,14 @@ def bench(
         "shipped tag such as vggfer_s.fer2013 (with --truth: default the shipped model). With "
         "it, only the checkpoint is timed: no training table.",
     ),
+    jobs: int = typer.Option(
+        1,
+        "--jobs",
+        "-j",
+        min=1,
+        help="Also time N trials training at once, each with its share of the threads (what "
+        "`ferbench run --jobs N` does): their total bound img/s against one trial's (CPU).",
+    ),
     backends: bool = typer.Option(
         False,
         "--backends",
@@ -86,6 +94,7 @@ def bench(
       ferbench bench --models resnet18 --device cuda --data data/fer2013.csv --batch-size 256
       ferbench bench --models cnn3 --video clip.mp4 --checkpoint results/quickstart/cnn3/seed=0
       ferbench bench --models cnn3,vggfer_s --amp off --no-reference   # fp32 vs the bound only
+      ferbench bench --models vggfer_s --no-reference --jobs 2   # run --jobs 2 worth it here?
       ferbench data video bench.mp4 --data fer2013.csv   # a labelled video of test faces
       ferbench bench --video bench.mp4 --truth bench.csv # recall, precision, labels right
                                                          # (figures in bench-live.csv)
@@ -119,6 +128,7 @@ def bench(
         compile=compile_model,
         amp=amp,
         channels_last=channels_last,
+        jobs=jobs,
     )
     rows = []
     if checkpoint is None or not (backends or video):  # a checkpoint names what is timed
@@ -221,6 +231,14 @@ def _bench_training(names, dataset, config, device) -> list:
         ),
         ("bound img/s", "compute_bound_img_s", "{:,.0f}"),
         ("of bound", "ferbench_vs_bound", "{:.0%}"),
+        *(
+            [
+                (f"bound, {config.jobs} jobs", "jobs_bound_img_s", "{:,.0f}"),
+                ("vs 1 job", "jobs_vs_one", "{:.2f}x"),
+            ]
+            if config.jobs > 1
+            else []
+        ),
         ("reference img/s", "reference_img_s", "{:,.0f}"),
         ("speedup", "speedup_vs_reference", "{:.2f}x"),
         ("infer img/s", "inference_img_s", "{:,.0f}"),

@@ -38,9 +38,11 @@ def compute_bound(
     steps: int = 10,
     warmup: int = 2,
     seed: int = 0,
+    ready=lambda: None,
 ) -> float:
     """Images/s of forward + backward + SGD step on one batch that is already a normalised
-    tensor: what the model itself costs here, with no data path at all."""
+    tensor: what the model itself costs here, with no data path at all.  `ready` is called
+    between the warm-up and the timed steps (processes timed together wait there)."""
     from ferbench.models import create_model, model_card
     from ferbench.models.preprocess import Preprocess
     from ferbench.train.engine import Trainer
@@ -66,6 +68,7 @@ def compute_bound(
     for _ in range(warmup):
         step()
     runtime.synchronize()
+    ready()
     start = time.perf_counter()
     for _ in range(steps):
         step()
