@@ -13,7 +13,11 @@ from ferbench.cli._common import ScalesOption, console, friendly_errors, parse_s
 
 @friendly_errors
 def ensemble(
-    paths: list[Path] = typer.Argument(..., help="Results folders holding the candidate runs."),
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Results folders holding the candidate runs, or run records "
+        "(benchmarks/runs/...: their kept predictions stand in for the checkpoints).",
+    ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run directory to write, e.g. results/ensembles/fer2013."
     ),
