@@ -267,6 +267,19 @@ def test_exported_runs_leave_records_so_seeds_from_other_machines_add_up(results
     result = runner.invoke(app, ["compare", str(results / "grid"), *args])
     assert "from their records" not in result.output and list(pd.read_csv(csv)["seeds"]) == [2, 2]
 
+    # on a fresh machine `run` does not train the recorded trials again (same settings, data)
+    grid = [str(results.parent / "grid.yaml"), "--results", str(tmp_path / "fresh")]
+    plan = runner.invoke(app, ["run", *grid, "--records", str(records), "--dry-run"])
+    assert plan.exit_code == 0 and " ".join(plan.output.split()).count("skipped (recorded") == 4
+    changed = runner.invoke(
+        app, ["run", *grid, "--records", str(records), "--dry-run", "--set", "train.epochs=3"]
+    )
+    assert "recorded" not in changed.output and changed.output.count("starts") == 4
+    again = runner.invoke(app, ["run", *grid, "--records", str(records)])
+    assert again.exit_code == 0, again.output
+    assert " ".join(again.output.split()).count("finished elsewhere") == 4
+    assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").rglob("*.pt"))
+
 
 def test_an_ensemble_is_formed_again_from_run_records_without_checkpoints(results, tmp_path):
     """Members whose run directories are gone (another machine) still ensemble from their

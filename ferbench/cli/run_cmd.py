@@ -42,6 +42,13 @@ def run(
         help="Delete each trial's earlier result in its folder and train it from scratch (the "
         "only way ferbench deletes a result).",
     ),
+    records: Path = typer.Option(
+        Path("benchmarks/runs"),
+        "--records",
+        help="Run records kept by `compare --export` (perhaps on another machine): a trial "
+        "recorded there as finished with the same settings and data, and absent from "
+        "--results, is skipped (--fresh trains it here).  A missing folder: none.",
+    ),
     device: TrainDeviceOption = "auto",
     deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic algorithms."),
     jobs: int = typer.Option(
@@ -54,10 +61,11 @@ def run(
 ) -> None:
     """Train and evaluate every trial of a YAML experiment grid.
 
-    Finished trials are skipped, interrupted ones resume from last.pt, failed ones are recorded
-    in their run directory while the grid goes on.  A result is never deleted by a changed
-    setting or data file: the changed trial runs beside it, in `<trial>~<hash>`, and compare
-    shows both.  Only --fresh deletes.
+    Finished trials are skipped (so are those finished on another machine, whose run records
+    `compare --export` kept in benchmarks/runs/), interrupted ones resume from last.pt, failed
+    ones are recorded in their run directory while the grid goes on.  A result is never deleted
+    by a changed setting or data file: the changed trial runs beside it, in `<trial>~<hash>`,
+    and compare shows both.  Only --fresh deletes.
 
     Beyond the usual settings, train: takes the efficiency levers ema: 0.98 (the averaged
     weights are validated, saved and shipped), norm_bias_lr, dirac_init and
@@ -91,21 +99,31 @@ def run(
         from ferbench.device import select_device
 
         select_device(device)  # likewise --device cuda on a machine without one
+    recorded = {} if fresh else recorded_trials(trials, results, records)
     if dry_run:
-        print_plan(trials, file, results, fresh)
+        print_plan(trials, file, results, fresh, recorded)
         return
-    outcomes = run_grid(
-        trials,
-        results,
-        device=device,
-        fresh=fresh,
-        jobs=jobs,
-        executor=executor,
-        address=address,
-        gpus_per_trial=gpus_per_trial,
-        cpus_per_trial=cpus_per_trial,
-        console=console,
+    to_run = [t for t in trials if t.name not in recorded]
+    outcomes = (
+        run_grid(
+            to_run,
+            results,
+            device=device,
+            fresh=fresh,
+            jobs=jobs,
+            executor=executor,
+            address=address,
+            gpus_per_trial=gpus_per_trial,
+            cpus_per_trial=cpus_per_trial,
+            console=console,
+        )
+        if to_run
+        else []
     )
+    done = {o.name: o for o in outcomes} | {
+        name: _recorded(name, r) for name, r in recorded.items()
+    }
+    outcomes = [done[t.name] for t in trials]
     print_summary(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
@@ -116,7 +134,32 @@ def run(
         raise typer.Exit(1)
 
 
-def print_plan(trials, file: Path, results: Path, fresh: bool) -> None:
+def recorded_trials(trials, results: Path, records: Path) -> dict:
+    """{trial name: its record} for the trials that finished elsewhere (runner's
+    `recorded_elsewhere`); none when there is no records folder."""
+    from ferbench.train.runner import recorded_elsewhere
+
+    if not records.is_dir():
+        return {}
+    found = {t.name: recorded_elsewhere(t, results, records) for t in trials}
+    return {name: record for name, record in found.items() if record is not None}
+
+
+def _recorded(name: str, record):
+    from ferbench.train.runner import Outcome
+
+    metrics = record.metrics()
+    return Outcome(
+        name,
+        "skipped",
+        str(record.path),
+        test_acc=metrics.get("accuracy"),
+        val_acc=metrics.get("best_val_acc"),
+        error="finished elsewhere, its record counts (--only it with --fresh: trained here)",
+    )
+
+
+def print_plan(trials, file: Path, results: Path, fresh: bool, recorded: dict) -> None:
     """The expanded grid: each trial's run folder and what running it would do."""
     from ferbench.train import experiment
     from ferbench.train.runner import place_trial
@@ -136,7 +179,11 @@ def print_plan(trials, file: Path, results: Path, fresh: bool) -> None:
             ",".join(trial.data.classes or []) or "all",
             str(trial.data.path or trial.data.kind),
             experiment.trial_name_summary(trial),
-            "deletes its result, starts over" if fresh else placement.plan,
+            "deletes its result, starts over"
+            if fresh
+            else f"skipped (recorded in {recorded[trial.name].path})"
+            if trial.name in recorded
+            else placement.plan,
         )
     console.print(table)
     for line in reasons:

@@ -82,6 +82,22 @@ def place_trial(trial: Trial, results: Path, fresh: bool = False) -> Placement:
     )
 
 
+def recorded_elsewhere(trial: Trial, results: Path, records: Path) -> RunDir | None:
+    """The record of `trial` (``<records>/<experiment>/<name>``, kept by `compare --export`)
+    when it finished on another machine or in another sitting with the same settings and data,
+    and nothing of it is under `results` here: training it again would only repeat it."""
+    record = RunDir(Path(records) / trial.experiment / trial.name)
+    if record.status().get("status") != "done" or not record.file("metrics.json").is_file():
+        return None
+    if not RunDir(Path(results) / trial.experiment / trial.name).empty:
+        return None  # a run here: skipped, resumed or placed beside as always
+    if record.settings_hash() != trial.config_hash():
+        return None
+    if record.data_fingerprint not in (None, trial_data(trial).fingerprint()):
+        return None
+    return record
+
+
 def execute_trial(
     trial: Trial,
     results: Path,
