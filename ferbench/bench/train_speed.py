@@ -21,6 +21,7 @@ import torch
 from ferbench.config import AugmentConfig, TrainConfig
 from ferbench.data.arrays import FaceArrays
 from ferbench.device import Runtime, resolve_runtime, select_device
+from ferbench.errors import FerbenchError
 from ferbench.infer.batched import measure_speed
 from ferbench.models.preprocess import Preprocess
 from ferbench.train.engine import SplitTensors, Trainer
@@ -166,8 +167,8 @@ def parallel_bound(
     name: str, num_classes: int, size: int, cfg: BenchConfig, device: torch.device
 ) -> float:
     """Total compute-bound images/s of `cfg.jobs` processes stepping `name` at the same time,
-    each with its share of the threads: what `ferbench run --jobs N` trains per second against
-    one trial with every thread (two 1-thread GEMMs often beat one 2-thread GEMM on a CPU)."""
+    each with its share of the threads: what `ferbench run --jobs N` trains per second, to set
+    against one trial with every thread (which wins depends on the model and the CPU)."""
     import multiprocessing as mp
 
     from ferbench.train.runner import default_threads
@@ -182,7 +183,11 @@ def parallel_bound(
     for worker in workers:
         worker.start()
     try:
-        return sum(rates.get(timeout=600) for _ in workers)
+        measured = [rates.get(timeout=600) for _ in workers]
+        failed = [m for m in measured if isinstance(m, str)]
+        if failed:
+            raise FerbenchError(f"--jobs {cfg.jobs}: a timed process failed: {failed[0]}")
+        return sum(measured)
     finally:
         for worker in workers:
             worker.join(timeout=10)
@@ -195,7 +200,11 @@ def _timed_bound(barrier, rates, name, num_classes, size, runtime, batch_size, s
     from ferbench.train.budget import compute_bound as bound
 
     torch.set_num_threads(threads)
-    rates.put(bound(name, num_classes, size, runtime, batch_size, steps, ready=barrier.wait))
+    try:
+        rates.put(bound(name, num_classes, size, runtime, batch_size, steps, ready=barrier.wait))
+    except Exception as exc:  # said in the parent, not a wait for a rate that never comes
+        barrier.abort()
+        rates.put(f"{type(exc).__name__}: {exc}")
 
 
 def peak_memory_mb(device: torch.device) -> float:
