@@ -214,6 +214,12 @@ class RunDir:
         return self.state == "done" and self.best_checkpoint.exists()
 
 
+def trial_key(config: dict, fallback: str) -> tuple[str, str]:
+    """A trial's identity across folders and machines, from its config.yaml: its experiment and
+    trial name (settings and seed), so that a run directory and its record are one trial."""
+    return str(config.get("experiment", "")), str(config.get("trial", fallback))
+
+
 def checkpoint_path(path: Path | str) -> Path:
     """A run folder names its best.pt; a file names itself."""
     path = Path(path)

@@ -83,12 +83,13 @@ def compare(
     if not runs:
         console.print(f"no run directories under {', '.join(map(str, paths))}")
         raise typer.Exit(1)
-    if export:  # seeds finished on other machines or in other sittings count too
-        runs, recalled = with_records(runs, records_folder(export))
+    records = records_folder(export) if export else None
+    if records:  # seeds finished on other machines or in other sittings count too
+        runs, recalled = with_records(runs, records)
         if recalled:
             console.print(
                 f"counted {len(recalled)} finished trial(s) from their records in "
-                f"{records_folder(export)} (their run directories are not here)"
+                f"{records} (their run directories are not here)"
             )
     frame = runs_frame(runs, target)
     boards = leaderboards(frame, metric, group_by, filters) if not frame.empty else {}
@@ -132,9 +133,9 @@ def compare(
             f"[green]wrote[/] {export} ({len(rows)} rows) and {export.with_suffix('.md')}"
         )
         names = {r for row in exported["runs"] for r in row.split(";")}
-        kept = keep_records(runs, names, records_folder(export))
+        kept = keep_records(runs, names, records)
         if kept:
-            console.print(f"[green]kept[/] {kept} run record(s) in {records_folder(export)}")
+            console.print(f"[green]kept[/] {kept} run record(s) in {records}")
         refresh_readme_table(readme, export)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ferbench.report.leaderboard import Run, collect_runs
+from ferbench.runs import trial_key
 from ferbench.utils.fileio import atomic_path
 
 RECORD_FILES = (
@@ -33,23 +34,22 @@ def records_folder(export_csv: Path) -> Path:
     return Path(export_csv).parent / "runs"
 
 
-def trial_key(run: Run) -> tuple[str, str]:
-    """A trial's identity across machines: its experiment and its trial name (settings, seed)."""
-    return str(run.config.get("experiment", "")), str(run.config.get("trial", run.path.name))
+def _key(run: Run) -> tuple[str, str]:
+    return trial_key(run.config, run.path.name)
 
 
 def with_records(runs: list[Run], folder: Path) -> tuple[list[Run], list[Run]]:
     """`runs` plus the finished records, under `folder`, of the same experiments whose trial has
     no finished run directory among `runs`; also returns the records it added."""
-    finished = {trial_key(r) for r in runs if r.status == "done"}
-    experiments = sorted({trial_key(r)[0] for r in runs} - {""})
+    finished = {_key(r) for r in runs if r.status == "done"}
+    experiments = sorted({_key(r)[0] for r in runs} - {""})
     recalled = []
     for experiment in experiments:
         root = folder / experiment
         if not root.is_dir():
             continue
         for record in collect_runs([root]):
-            if record.status == "done" and trial_key(record) not in finished:
+            if record.status == "done" and _key(record) not in finished:
                 record.path = folder / record.path  # the row's `runs` says where it came from
                 recalled.append(record)
     return runs + recalled, recalled
@@ -64,7 +64,7 @@ def keep_records(runs: list[Run], names: set[str], folder: Path) -> int:
             continue
         if run.directory.resolve().is_relative_to(folder.resolve()):
             continue
-        experiment, trial = trial_key(run)
+        experiment, trial = _key(run)
         target = folder / (experiment or "unnamed") / trial
         predictions = sorted(p.name for p in run.directory.glob("predictions*.npz"))
         for stale in target.glob("predictions*.npz"):  # made by a checkpoint since replaced

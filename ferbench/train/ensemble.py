@@ -23,7 +23,7 @@ import torch
 from ferbench.config import DataSpec, zoom_label
 from ferbench.errors import FerbenchError
 from ferbench.report.metrics import classification_metrics
-from ferbench.runs import RunDir, iter_runs
+from ferbench.runs import RunDir, iter_runs, trial_key
 from ferbench.utils.fileio import atomic_path, sha256_file, write_text, write_yaml
 from ferbench.utils.provenance import device_info, versions
 
@@ -55,8 +55,7 @@ def candidate_runs(roots: list[Path]) -> list[RunDir]:
     ]
     chosen: dict[tuple, RunDir] = {}
     for run in sorted(usable, key=lambda r: not r.finished):  # run directories first
-        config = run.config()
-        chosen.setdefault((config.get("experiment"), config.get("trial", str(run.path))), run)
+        chosen.setdefault(trial_key(run.config(), str(run.path)), run)
     return [r for r in usable if r in chosen.values()]
 
 
@@ -80,7 +79,7 @@ def member_probabilities(
 ) -> Member:
     """Validation and test probabilities of a run's best checkpoint on its own data (its test
     views, at each zoom of `scales` when given), from the run's predictions file when it was
-    made by this checkpoint on these faces."""
+    made by this checkpoint on these faces (a run record's, by whichever checkpoint it had)."""
     from ferbench.data import load_dataset
     from ferbench.infer.predictor import Predictor
 
@@ -88,28 +87,23 @@ def member_probabilities(
     if spec is None:
         raise FerbenchError(f"{run.path}: its data {run.config()['data'].get('path')} is not here")
     stored = run.file(predictions_file(scales))
-    zooms = "" if scales is None else f" zooms {zoom_label(scales)}"
-    if not run.best_checkpoint.exists():  # a run record: its predictions, made where it trained
-        spec = spec.replace(size=run.config()["model"]["input_size"])
-        faces = load_dataset(spec)
-        labels = {split: faces.split(split)[1] for split in ("val", "test")}
-        probs = _read_predictions(stored, f"{faces.fingerprint()}{zooms}", checkpoint=None)
-        if probs is None:
-            raise FerbenchError(
-                f"{run.path}: a run record without its best.pt or {stored.name} for these faces "
-                "and views; ensemble it where its run directory is, or without --scales"
-            )
-        progress(f"{run.path}: {stored.name} of its record")
-        return Member(run, probs["val"], probs["test"], labels, spec)
-    predictor = Predictor(run.best_checkpoint, amp="checkpoint")
-    spec = spec.replace(size=predictor.input_size)
+    record = not run.best_checkpoint.exists()  # a run record: its predictions, made where it ran
+    predictor = None if record else Predictor(run.best_checkpoint, amp="checkpoint")
+    size = run.config()["model"]["input_size"] if record else predictor.input_size
+    spec = spec.replace(size=size)
     faces = load_dataset(spec)
-    checkpoint, faces_key = sha256_file(run.best_checkpoint), f"{faces.fingerprint()}{zooms}"
+    faces_key = faces.fingerprint() + ("" if scales is None else f" zooms {zoom_label(scales)}")
+    checkpoint = None if record else sha256_file(run.best_checkpoint)
     splits = {split: faces.split(split) for split in ("val", "test")}
     labels = {split: y for split, (_, y) in splits.items()}
     probs = _read_predictions(stored, faces_key, checkpoint)
     if probs is not None:
-        progress(f"{run.path}: {stored.name} of this checkpoint")
+        progress(f"{run.path}: {stored.name} of {'its record' if record else 'this checkpoint'}")
+    elif record:
+        raise FerbenchError(
+            f"{run.path}: a run record without its best.pt or {stored.name} for these faces "
+            "and views; ensemble it where its run directory is, or without --scales"
+        )
     else:
         progress(f"evaluating {run.path}")
         probs = {
