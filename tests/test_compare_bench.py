@@ -417,6 +417,32 @@ def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(r
     assert third_output.count(f"evaluating {grid}") == 2 and third["accuracy"] == first["accuracy"]
 
 
+def test_a_finished_run_keeps_the_probabilities_an_ensemble_would_compute(results, tmp_path):
+    """Training writes predictions.npz as it tests, so a finished member (and its record) is a
+    candidate without a second evaluation, and the file holds what evaluating its checkpoint
+    with its test views gives."""
+    grid = tmp_path / "grid"
+    shutil.copytree(results / "grid", grid)
+    kept = {path: dict(np.load(path)) for path in grid.rglob("predictions.npz")}
+    assert len(kept) == 4
+    for path in kept:  # no TTA here: the test views are validation's, at the chosen epoch
+        metrics = json.loads((path.parent / "metrics.json").read_text())
+        assert metrics["val_acc_test_views"] == pytest.approx(metrics["best_val_acc"])
+    reused = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / "reused")])
+    assert reused.exit_code == 0, reused.output
+    assert f"evaluating {grid}" not in reused.output
+
+    for path in kept:
+        path.unlink()
+    fresh = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / "fresh")])
+    assert fresh.exit_code == 0 and fresh.output.count(f"evaluating {grid}") == 4
+    for path, during_training in kept.items():
+        evaluated = np.load(path)
+        assert str(evaluated["key"]) == str(during_training["key"])
+        for split in ("val", "test"):
+            np.testing.assert_allclose(evaluated[split], during_training[split], atol=1e-5)
+
+
 def test_ensemble_records_its_own_machine_and_code(results, tmp_path):
     """Members trained by an older ferbench lack the CPU's vector extension in their record;
     the ensemble's record is its own."""

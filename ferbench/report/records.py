@@ -4,7 +4,7 @@ Run directories live in results/, which git ignores and a new machine does not h
 trained in different sittings would not add up: exporting seeds 1 and 2 on a fresh machine would
 shrink a 1-seed row to 2 seeds instead of growing it to 3.  A record is a finished run's text
 files (its resolved config, status, metrics, history, per-class table; no weights, a few KB)
-and the validation and test probabilities `ferbench ensemble` keeps in it (``predictions*.npz``),
+and its validation and test probabilities (``predictions*.npz``: the training's, or an ensemble's),
 copied by `compare --export` to ``benchmarks/runs/<experiment>/<trial>/``: enough to count the
 trial in a row and to ensemble it again without its checkpoint.  An export then counts
 the records of the experiments it exports whose run directories are not here (or not finished

@@ -6,7 +6,8 @@ again) whose averaged probabilities lower it most, until nothing helps.  The tes
 split is evaluated once, with the final weights.  Each member is evaluated as its run was (its
 input size, preprocessing and ten-crop shift), so members of different sizes combine.  A member's
 probabilities are kept in its run directory (``predictions.npz``, keyed by the checkpoint's
-sha256 and the faces' fingerprint), so adding one candidate to a grid re-evaluates only that one.
+sha256 and the faces' fingerprint; a training writes it as it tests), so a finished run, or its
+record, is a candidate without being evaluated again.
 """
 
 from __future__ import annotations
@@ -109,12 +110,21 @@ def member_probabilities(
         probs = {
             split: predictor.predict_arrays(x, scales=scales) for split, (x, _) in splits.items()
         }
-        try:
-            with atomic_path(stored) as tmp, open(tmp, "wb") as f:
-                np.savez(f, key=f"{checkpoint} {faces_key}", **probs)
-        except OSError:  # a read-only results folder: the ensemble still works, uncached
-            pass
+        keep_predictions(stored, checkpoint, faces_key, probs)
     return Member(run, probs["val"], probs["test"], labels, spec)
+
+
+def keep_predictions(
+    path: Path, checkpoint: str, faces_key: str, probs: dict[str, np.ndarray]
+) -> None:
+    """Store a checkpoint's {"val", "test"} probabilities on these faces and views (the faces'
+    fingerprint, plus any other zooms) for later ensembles and the run's record.  A read-only
+    results folder is skipped: the ensemble still works, uncached."""
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, key=f"{checkpoint} {faces_key}", **probs)
+    except OSError:
+        pass
 
 
 def _read_predictions(

@@ -1,6 +1,7 @@
 """Train one trial in its run directory: load the faces, build model and trainer, train with
 exact resume from last.pt, choose the checkpoint on validation, test it once and write the
-evaluation (metrics.json, per-class table, confusion matrix, curves).  Where a trial runs and
+evaluation (metrics.json, per-class table, confusion matrix, curves, and the validation and test
+probabilities with the test views that ensembles and run records use).  Where a trial runs and
 whether it runs at all is the runner's job (train/runner.py).
 """
 
@@ -39,9 +40,10 @@ from ferbench.train.engine import (
     evaluate,
     seed_everything,
 )
+from ferbench.train.ensemble import PREDICTIONS, keep_predictions
 from ferbench.utils.allocator import keep_freed_memory
 from ferbench.utils.clock import paused_s, running_time
-from ferbench.utils.fileio import write_json, write_text, write_yaml
+from ferbench.utils.fileio import sha256_file, write_json, write_text, write_yaml
 from ferbench.utils.provenance import device_info, versions
 
 
@@ -332,20 +334,34 @@ def _finish(
 
     test_start = running_time()
     eval_cfg = trial.eval
-    model, test = setup.model, setup.splits[2]
+    model, (_, val, test) = setup.model, setup.splits
     model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
-    result = evaluate(
-        model,
-        setup.preprocess,
-        test,
-        setup.runtime,
-        eval_cfg.batch_size,
-        trial.tta_shift,
-        trial.tta_flip,
-        trial.eval.scales,  # validation, every epoch, stays at zoom 1: selection stays cheap
-    )
+
+    def with_test_views(split):
+        # validation, every epoch, stays at zoom 1 without TTA: selection stays cheap
+        return evaluate(
+            model,
+            setup.preprocess,
+            split,
+            setup.runtime,
+            eval_cfg.batch_size,
+            trial.tta_shift,
+            trial.tta_flip,
+            trial.eval.scales,
+        )
+
+    result = with_test_views(test)
     truth = test.labels.cpu().numpy()
     metrics = classification_metrics(truth, result.predictions, class_names, result.probs)
+    if len(val):  # what `ferbench ensemble` would compute: a finished run is a candidate as is
+        val_result = with_test_views(val)
+        keep_predictions(
+            run.file(PREDICTIONS),
+            sha256_file(run.best_checkpoint),
+            setup.meta["data_fingerprint"],
+            {"val": val_result.probs, "test": result.probs},
+        )
+        metrics["val_acc_test_views"] = val_result.accuracy
     metrics.update(clean_accuracy(trial_data(trial), "test", truth == result.predictions))
     frame = pd.DataFrame(history)
     train_seconds = float(frame["train_s"].sum())
