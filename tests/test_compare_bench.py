@@ -393,10 +393,17 @@ def test_disagreement_counts_the_faces_two_members_label_differently():
 
 
 def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(results, tmp_path):
+    """A training keeps its probabilities with its test views as it tests (predictions.npz):
+    what evaluating its checkpoint for an ensemble gives, under the same key, so a finished
+    member (and its record) is a candidate as it is; a changed checkpoint is evaluated again."""
     grid = tmp_path / "grid"
     shutil.copytree(results / "grid", grid)
-    for stale in grid.rglob("predictions.npz"):
-        stale.unlink()
+    from_training = {path: dict(np.load(path)) for path in grid.rglob("predictions.npz")}
+    assert len(from_training) == 4
+    for path in from_training:  # no TTA here: the test views are validation's, at the best epoch
+        metrics = json.loads((path.parent / "metrics.json").read_text())
+        assert metrics["val_acc_test_views"] == pytest.approx(metrics["best_val_acc"])
+        path.unlink()
 
     def build(name: str) -> tuple[str, dict]:
         result = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / name)])
@@ -405,7 +412,12 @@ def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(r
 
     first_output, first = build("first")
     runs = sorted(p.parent for p in grid.rglob("predictions.npz"))
-    assert len(runs) >= 2 and first_output.count(f"evaluating {grid}") == len(runs)
+    assert len(runs) == 4 and first_output.count(f"evaluating {grid}") == len(runs)
+    for path, kept in from_training.items():
+        evaluated = np.load(path)
+        assert str(evaluated["key"]) == str(kept["key"])
+        for split in ("val", "test"):
+            np.testing.assert_allclose(evaluated[split], kept[split], atol=1e-5)
     second_output, second = build("second")
     assert f"evaluating {grid}" not in second_output  # every member read from its file
     assert second_output.count("predictions.npz") == len(runs)
@@ -415,32 +427,6 @@ def test_ensemble_reuses_each_members_predictions_until_its_checkpoint_changes(r
     torch.save(checkpoint | {"note": "retrained"}, runs[1] / "best.pt")  # another checkpoint
     third_output, third = build("third")
     assert third_output.count(f"evaluating {grid}") == 2 and third["accuracy"] == first["accuracy"]
-
-
-def test_a_finished_run_keeps_the_probabilities_an_ensemble_would_compute(results, tmp_path):
-    """Training writes predictions.npz as it tests, so a finished member (and its record) is a
-    candidate without a second evaluation, and the file holds what evaluating its checkpoint
-    with its test views gives."""
-    grid = tmp_path / "grid"
-    shutil.copytree(results / "grid", grid)
-    kept = {path: dict(np.load(path)) for path in grid.rglob("predictions.npz")}
-    assert len(kept) == 4
-    for path in kept:  # no TTA here: the test views are validation's, at the chosen epoch
-        metrics = json.loads((path.parent / "metrics.json").read_text())
-        assert metrics["val_acc_test_views"] == pytest.approx(metrics["best_val_acc"])
-    reused = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / "reused")])
-    assert reused.exit_code == 0, reused.output
-    assert f"evaluating {grid}" not in reused.output
-
-    for path in kept:
-        path.unlink()
-    fresh = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / "fresh")])
-    assert fresh.exit_code == 0 and fresh.output.count(f"evaluating {grid}") == 4
-    for path, during_training in kept.items():
-        evaluated = np.load(path)
-        assert str(evaluated["key"]) == str(during_training["key"])
-        for split in ("val", "test"):
-            np.testing.assert_allclose(evaluated[split], during_training[split], atol=1e-5)
 
 
 def test_ensemble_records_its_own_machine_and_code(results, tmp_path):
