@@ -23,6 +23,7 @@ import torch
 
 from ferbench.config import DataSpec, zoom_label
 from ferbench.errors import FerbenchError
+from ferbench.report.evaluation import write_evaluation
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir, iter_runs, trial_key
 from ferbench.utils.fileio import atomic_path, sha256_file, write_text, write_yaml
@@ -195,7 +196,6 @@ def build_ensemble(
         raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
     from ferbench.data import load_dataset
     from ferbench.data.leaks import clean_accuracy
-    from ferbench.train.fit import write_evaluation
 
     runs = candidate_runs(roots)
     if len(runs) < 2:

@@ -22,6 +22,7 @@ from ferbench.errors import FerbenchError
 from ferbench.infer.batched import measure_speed
 from ferbench.models.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from ferbench.models.preprocess import Preprocess
+from ferbench.report.evaluation import write_evaluation
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir
 from ferbench.train.budget import machine_bound
@@ -43,7 +44,7 @@ from ferbench.train.engine import (
 from ferbench.train.ensemble import PREDICTIONS, keep_predictions
 from ferbench.utils.allocator import keep_freed_memory
 from ferbench.utils.clock import paused_s, running_time
-from ferbench.utils.fileio import sha256_file, write_json, write_text, write_yaml
+from ferbench.utils.fileio import sha256_file, write_text, write_yaml
 from ferbench.utils.provenance import device_info, versions
 
 
@@ -411,15 +412,3 @@ def _finish(
     curves_figure(frame, run.file("curves.png"), title)
     run.write_status("done", trial.name, trial.config_hash(), test_acc=metrics["accuracy"])
     return metrics
-
-
-def write_evaluation(run: RunDir, metrics: dict, class_names: list[str], title: str) -> None:
-    """metrics.json, per_class.csv, confusion.csv and confusion.png of a finished evaluation."""
-    from ferbench.report.plots import confusion_figure
-
-    write_json(run.file("metrics.json"), metrics)
-    per_class = pd.DataFrame(metrics["per_class"]).T.rename_axis("class").reset_index()
-    write_text(run.file("per_class.csv"), per_class.to_csv(index=False))
-    confusion = pd.DataFrame(metrics["confusion"], index=class_names, columns=class_names)
-    write_text(run.file("confusion.csv"), confusion.rename_axis("true\\predicted").to_csv())
-    confusion_figure(metrics["confusion"], class_names, run.file("confusion.png"), title)
