@@ -339,7 +339,8 @@ def _finish(
     model.load_state_dict(load_checkpoint(run.best_checkpoint)["state_dict"])
 
     def with_test_views(split):
-        # validation, every epoch, stays at zoom 1 without TTA: selection stays cheap
+        """The split through the trial's test views and zooms (the per-epoch validation takes
+        the plain face at zoom 1, so that selection stays cheap)."""
         return evaluate(
             model,
             setup.preprocess,
