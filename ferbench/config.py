@@ -257,7 +257,7 @@ def config_hash(resolved: dict) -> str:
 def changed_settings(before: dict, after: dict) -> list[str]:
     """What differs between two resolved configs' result-changing settings, as
     ``train.epochs 1 -> 2`` lines (nested keys flattened)."""
-    old, new = _flatten(semantic_settings(before)), _flatten(semantic_settings(after))
+    old, new = flatten(semantic_settings(before)), flatten(semantic_settings(after))
     return [
         f"{key} {old.get(key, 'default')} -> {new.get(key, 'default')}"
         for key in sorted(set(old) | set(new))
@@ -295,7 +295,7 @@ def _without_defaults(given: dict, defaults: dict) -> dict:
 def default_settings() -> MappingProxyType:
     """Every setting's default, flattened (``data.fold`` → 0), built once and read-only; settings
     added later have their default in configs written before they existed."""
-    return MappingProxyType(_flatten(_section_defaults()))
+    return MappingProxyType(flatten(_section_defaults()))
 
 
 def is_default(key: str, value: Any, defaults: dict) -> bool:
@@ -314,11 +314,12 @@ def _same(value: Any, default: Any) -> bool:
     return to_plain(value) == to_plain(default)
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict:
+def flatten(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as one level of dotted keys: {'augment': {'mixup': 0.4}} → augment.mixup."""
     flat = {}
     for key, value in settings.items():
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

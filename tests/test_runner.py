@@ -189,10 +189,23 @@ def test_bad_experiment_files_fail_in_one_line(tmp_path, edit, message):
 
 
 def test_dry_run_expands_the_grid(tmp_path):
-    file = tiny_experiment(tmp_path, lr=[0.1, 0.01])
-    result = runner.invoke(app, ["run", str(file), "--dry-run"])
+    file = tiny_experiment(tmp_path, lr=[0.1, 0.01], early_stopping=3)
+    results = tmp_path / "r"
+    busy = RunDir(results / "tiny" / "cnn5" / "size=16" / "lr=0.1" / "seed=0")
+    busy.write_status("running", "cnn5/size=16/lr=0.1/seed=0", "0" * 16)
+    with busy.lock() as held:  # another process training that trial
+        assert held
+        result = runner.invoke(
+            app,
+            ["run", str(file), "--results", str(results), "--dry-run"],
+            env={"COLUMNS": "400"},
+        )
     assert result.exit_code == 0
     assert "4 trials" in result.output and "lr=0.01/seed=1" in result.output
+    # every setting that differs from its default is shown, not only the usual six
+    assert result.output.count("early_stopping=3") == 4
+    assert result.output.count(f"left to the process running it (pid {os.getpid()}") == 1
+    assert result.output.count("starts") == 3
 
 
 def test_shipped_experiments_validate():

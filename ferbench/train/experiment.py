@@ -26,9 +26,11 @@ from ferbench.config import (
     check_keys,
     coerce,
     error,
+    flatten,
     parse_data,
     parse_section,
     safe_segment,
+    semantic_settings,
     zoom_problem,
 )
 from ferbench.errors import FerbenchError
@@ -251,9 +253,14 @@ def _model_trials(
 
 
 def trial_name_summary(trial: Trial) -> str:
-    """The settings a dry run shows next to each trial."""
+    """The settings a dry run shows next to each trial: the usual six, then every other training
+    setting that differs from its default (early_stopping, ema, augment.mixup, distill.teacher...),
+    so that a run is never shown as plainer than it is."""
     keys = ("epochs", "batch_size", "optimizer", "lr", "scheduler", "seed")
-    return " ".join(f"{k}={getattr(trial.train, k)}" for k in keys)
+    shown = {k: getattr(trial.train, k) for k in keys}
+    changed = flatten(semantic_settings(trial.to_dict())["train"])
+    shown.update({k: v for k, v in changed.items() if k not in shown})
+    return " ".join(f"{k}={_short(v)}" for k, v in shown.items())
 
 
 def _data_label(data: DataSpec, index: int) -> str:

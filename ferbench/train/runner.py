@@ -46,10 +46,14 @@ class Placement:
 
     @property
     def plan(self) -> str:
-        """What running the trial will do: skip, resume or start."""
+        """What running the trial will do: skip, leave it to the process running it, resume
+        or start."""
         run = self.run
         if run.finished:
             return "skipped (finished)"
+        if run.state == "running":
+            pid = run.status().get("pid")
+            return f"left to the process running it (pid {pid}; {run.progress()})"
         if run.last_checkpoint.exists():
             try:
                 return f"resumes after epoch {int(run.history()['epoch'].iloc[-1])}"
