@@ -313,6 +313,85 @@ def test_an_ensemble_is_formed_again_from_run_records_without_checkpoints(result
     assert zoomed.exit_code == 1 and "a run record without its best.pt" in zoomed.output
 
 
+def test_a_shipped_model_joins_an_ensemble_of_its_own_data_by_its_tag(
+    results, tmp_path, monkeypatch
+):
+    """`ferbench ensemble FOLDER TAG`: the shipped model is evaluated once on the runs' faces
+    (then cached), counts as a member, and can teach from the ensemble; a tag trained on other
+    faces, or a path that is neither folder nor tag, is a one-line error."""
+    from ferbench.models import pretrained
+    from ferbench.models.ship import ship
+    from ferbench.train.distill import resolve_teacher
+
+    grid = results / "grid"
+    shipped_run = next(p.parent for p in sorted(grid.rglob("best.pt")))
+    weights = tmp_path / "weights"
+    monkeypatch.setattr("ferbench.models.ship.MAX_BYTES", 2**30)  # cnn5's FC layers: 26 MB
+    ship(shipped_run, "demo", weights_dir=weights)
+    index = json.loads((weights / "index.json").read_text())
+    assert index["cnn5.demo"]["metrics"]["train_time_s"] > 0  # kept for ensembles' totals
+    old = json.loads(json.dumps(index["cnn5.demo"]))  # as shipped before: no training time
+    for key in ("train_time_s", "train_cpu_s", "wall_time_s"):
+        del old["metrics"][key]
+    other = {**index["cnn5.demo"], "data_fingerprint": "0" * 32}
+    index.update({"cnn5.old": old, "cnn5.other": other})
+    (weights / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(pretrained, "INDEX", weights / "index.json")
+    pretrained.read_index.cache_clear()
+    try:
+        args = ["ensemble", str(grid), "cnn5.demo", "--selection", "all"]
+        first = runner.invoke(app, [*args, "--out", str(tmp_path / "e1")])
+        assert first.exit_code == 0, first.output
+        metrics = json.loads((tmp_path / "e1" / "metrics.json").read_text())
+        assert metrics["candidates"] == 5 and metrics["members"][-1]["run"] == "cnn5.demo"
+        twin = next(m for m in metrics["members"] if m["run"] == str(shipped_run))
+        # the fp16 copy of a run classifies the run's faces as the run did
+        assert abs(metrics["members"][-1]["test_acc"] - twin["test_acc"]) < 0.05
+        runs = [json.loads(p.read_text()) for p in grid.rglob("metrics.json")]
+        assert metrics["train_time_s"] == pytest.approx(
+            sum(r["train_time_s"] for r in runs) + index["cnn5.demo"]["metrics"]["train_time_s"]
+        )
+        again = runner.invoke(app, [*args, "--out", str(tmp_path / "e2")])
+        assert "cnn5.demo: cnn5.demo-predictions.npz of the cache" in again.output
+        assert "evaluating cnn5.demo" not in again.output
+        teacher = resolve_teacher(str(tmp_path / "e1"))
+        assert weights / "cnn5.demo.pt" in [path for path, _ in teacher.members]
+
+        unknown = runner.invoke(
+            app,
+            [
+                "ensemble",
+                str(grid),
+                "cnn5.old",
+                "--out",
+                str(tmp_path / "e3"),
+                "--selection",
+                "all",
+            ],
+        )
+        assert unknown.exit_code == 0, unknown.output
+        assert json.loads((tmp_path / "e3" / "metrics.json").read_text())["train_time_s"] is None
+        board = runner.invoke(
+            app, ["compare", str(tmp_path / "e3"), "--format", "csv", "--out", str(tmp_path / "c")]
+        )
+        assert board.exit_code == 0, board.output
+
+        for wrong, message in (
+            ("cnn5.other", "cnn5.other was trained on other faces than the runs"),
+            ("cnn5.nothing", "cnn5.nothing: neither a results folder nor a shipped tag"),
+        ):
+            refused = runner.invoke(
+                app, ["ensemble", str(grid), wrong, "--out", str(tmp_path / "x")]
+            )
+            assert refused.exit_code == 1, refused.output
+            lines = refused.output.strip().splitlines()  # before any run is evaluated
+            assert message in lines[-1] and len(lines) <= 2, refused.output
+        assert not (tmp_path / "x").exists()
+    finally:
+        pretrained.read_index.cache_clear()
+
+
 def test_greedy_selection_uses_validation_only():
     from ferbench.train.ensemble import greedy_selection
 

@@ -15,8 +15,9 @@ from ferbench.cli._common import ScalesOption, console, friendly_errors, parse_s
 def ensemble(
     paths: list[Path] = typer.Argument(
         ...,
-        help="Results folders holding the candidate runs, or run records "
-        "(benchmarks/runs/...: their kept predictions stand in for the checkpoints).",
+        help="Results folders holding the candidate runs, run records "
+        "(benchmarks/runs/...: their kept predictions stand in for the checkpoints), or "
+        "shipped tags (vggfer_s.fer2013: a shipped model trained on the runs' own faces).",
     ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Run directory to write, e.g. results/ensembles/fer2013."
@@ -47,6 +48,10 @@ def ensemble(
     probabilities are kept in its run directory (predictions.npz), so running it again with one
     more candidate evaluates only the new one.
 
+    A shipped model joins by its tag, evaluated on the runs' faces with its own test views,
+    where its card's data fingerprint says it was trained on those very faces (a model trained
+    on other splits may have seen these test faces); its probabilities are cached.
+
     With --scales each member's own test views are taken again at each zoom (multi-scale test
     views: a face framed a little tighter or looser than the training crops); it costs one
     evaluation per zoom, and the validation accuracy says whether it helps (on FER2013 0.9,1,1.1
@@ -57,6 +62,7 @@ def ensemble(
       ferbench ensemble results/members-fer2013 results/speedrun70 --selection all \
         --out results/ensembles/members
       ferbench ensemble results/members-fer2013 --scales 0.9,1,1.1 --out results/ensembles/zooms
+      ferbench ensemble results/members-fer2013-long vggfer_s.fer2013 --out results/ensembles/long
     """
     from ferbench.train.ensemble import build_ensemble
 

@@ -123,6 +123,8 @@ def _stage(
             "ece": test["ece"],
             "temperature": (payload.get("calibration") or {}).get("temperature", 1.0),
             "test_acc_seeds": [s["test_acc"] for s in siblings],
+            # what training it cost, for the totals of an ensemble it joins
+            **{k: run.metrics().get(k) for k in ("train_time_s", "train_cpu_s", "wall_time_s")},
             "tta": shipped.tta,
             "scales": list(shipped.scales),
             "latency_ms": {

@@ -80,8 +80,13 @@ def _ensemble_members(path: Path) -> tuple[tuple[Path, float], ...]:
         metrics = json.loads((path / "metrics.json").read_text())
     except (OSError, ValueError):
         return ()
+    from ferbench.models.pretrained import read_index
+
     members = []
     for member in metrics.get("members") or []:
+        if member["run"] in read_index():  # a shipped model that joined the ensemble
+            members.append((read_index()[member["run"]].verified_path(), float(member["weight"])))
+            continue
         checkpoint = Path(member["run"]) / "best.pt"
         if not checkpoint.is_file():
             raise FerbenchError(f"{KEY}: ensemble member {checkpoint} of {path} is not here")

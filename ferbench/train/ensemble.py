@@ -23,24 +23,37 @@ import torch
 
 from ferbench.config import DataSpec, zoom_label
 from ferbench.errors import FerbenchError
+from ferbench.models.pretrained import PretrainedWeights, read_index
 from ferbench.report.evaluation import write_evaluation
 from ferbench.report.metrics import classification_metrics
 from ferbench.runs import RunDir, iter_runs, trial_key
-from ferbench.utils.fileio import atomic_path, sha256_file, write_text, write_yaml
+from ferbench.utils.fileio import atomic_path, cache_dir, sha256_file, write_text, write_yaml
 from ferbench.utils.provenance import device_info, versions
 
 
 @dataclass
 class Member:
-    run: RunDir
+    name: str  # its run folder (or record), or a shipped tag
     val: np.ndarray  # probabilities, validation split
     test: np.ndarray
     labels: dict[str, np.ndarray]  # the splits' true labels (the same for every member)
     faces: DataSpec  # the faces it saw, at its input size
+    metrics: dict  # its size and training time (a run's metrics.json), for the ensemble's totals
 
-    @property
-    def name(self) -> str:
-        return str(self.run.path)
+
+def split_candidates(paths: list[Path]) -> tuple[list[Path], list[PretrainedWeights]]:
+    """Results folders and shipped tags (``vggfer_s.fer2013``) among the candidates given; a
+    one-line error for a path that is neither."""
+    folders, tags = [], []
+    for path in paths:
+        if Path(path).exists():
+            folders.append(Path(path))
+        elif str(path) in read_index():
+            tags.append(read_index()[str(path)])
+        else:
+            shipped = ", ".join(read_index()) or "none shipped"
+            raise FerbenchError(f"{path}: neither a results folder nor a shipped tag ({shipped})")
+    return folders, tags
 
 
 def candidate_runs(roots: list[Path]) -> list[RunDir]:
@@ -62,6 +75,7 @@ def candidate_runs(roots: list[Path]) -> list[RunDir]:
 
 
 PREDICTIONS = "predictions.npz"
+SPLITS = ("val", "test")  # what a member's probabilities cover: selection, then the one test
 
 
 def predictions_file(scales: tuple[float, ...] | None) -> str:
@@ -85,34 +99,92 @@ def member_probabilities(
     from ferbench.data import load_dataset
     from ferbench.infer.predictor import Predictor
 
-    spec = run.data_spec()
-    if spec is None:
-        raise FerbenchError(f"{run.path}: its data {run.config()['data'].get('path')} is not here")
+    spec = _data_here(run)
     stored = run.file(predictions_file(scales))
     record = not run.best_checkpoint.exists()  # a run record: its predictions, made where it ran
     predictor = None if record else Predictor(run.best_checkpoint, amp="checkpoint")
     size = run.config()["model"]["input_size"] if record else predictor.input_size
     spec = spec.replace(size=size)
     faces = load_dataset(spec)
-    faces_key = faces.fingerprint() + ("" if scales is None else f" zooms {zoom_label(scales)}")
     checkpoint = None if record else sha256_file(run.best_checkpoint)
-    splits = {split: faces.split(split) for split in ("val", "test")}
-    labels = {split: y for split, (_, y) in splits.items()}
-    probs = _read_predictions(stored, faces_key, checkpoint)
-    if probs is not None:
-        progress(f"{run.path}: {stored.name} of {'its record' if record else 'this checkpoint'}")
-    elif record:
+    source = "its record" if record else "this checkpoint"
+    probs = _probabilities(
+        predictor, faces, scales, stored, checkpoint, str(run.path), source, progress
+    )
+    if probs is None:
         raise FerbenchError(
             f"{run.path}: a run record without its best.pt or {stored.name} for these faces "
             "and views; ensemble it where its run directory is, or without --scales"
         )
-    else:
-        progress(f"evaluating {run.path}")
-        probs = {
-            split: predictor.predict_arrays(x, scales=scales) for split, (x, _) in splits.items()
-        }
-        keep_predictions(stored, checkpoint, faces_key, probs)
-    return Member(run, probs["val"], probs["test"], labels, spec)
+    return Member(str(run.path), *probs, _labels(faces), spec, run.metrics())
+
+
+def shipped_member(
+    weights: PretrainedWeights,
+    data: DataSpec,
+    progress=lambda text: None,
+    scales: tuple[float, ...] | None = None,
+) -> Member:
+    """A shipped model as a candidate, on the faces of the runs it joins (at its own input size,
+    with its own test views): only where its card's data fingerprint says it was trained on
+    those very faces and splits, since a model trained on other splits may have seen these
+    validation or test faces.  Its probabilities are kept in the cache folder."""
+    from ferbench.data import load_dataset
+    from ferbench.infer.predictor import Predictor
+    from ferbench.models.profile import count_flops, count_parameters
+
+    spec = data.replace(size=weights.input_size)
+    faces = load_dataset(spec)
+    if faces.fingerprint() != weights.data_fingerprint:
+        raise FerbenchError(
+            f"{weights.name} was trained on other faces than the runs it would join (data "
+            f"fingerprint {weights.data_fingerprint[:8]}, theirs {faces.fingerprint()[:8]}); "
+            "a shipped model joins ensembles of its own training data only"
+        )
+    predictor = Predictor(weights.verified_path(), amp="checkpoint")
+    stored = cache_dir() / f"{weights.name}-{predictions_file(scales)}"
+    probs = _probabilities(
+        predictor, faces, scales, stored, weights.sha256, weights.name, "the cache", progress
+    )
+    metrics = {
+        "parameters": count_parameters(predictor.model),
+        "flops": count_flops(predictor.model, predictor.preprocess.in_chans, spec.size),
+        # shipped before the index kept them: unknown, so the ensemble's total is unknown too
+        "train_time_s": weights.metrics.get("train_time_s"),
+        "wall_time_s": weights.metrics.get("wall_time_s"),
+    }
+    return Member(weights.name, *probs, _labels(faces), spec, metrics)
+
+
+def _data_here(run: RunDir) -> DataSpec:
+    spec = run.data_spec()
+    if spec is None:
+        raise FerbenchError(f"{run.path}: its data {run.config()['data'].get('path')} is not here")
+    return spec
+
+
+def _faces_key(faces, scales: tuple[float, ...] | None) -> str:
+    return faces.fingerprint() + ("" if scales is None else f" zooms {zoom_label(scales)}")
+
+
+def _probabilities(predictor, faces, scales, stored: Path, checkpoint, name, source, progress):
+    """(validation, test) probabilities of a checkpoint on `faces` with its test views: from
+    `stored` when this checkpoint (its sha256; None: a record's, whichever made it) made them on
+    these faces and views, else evaluated now and kept there; None when not stored and there is
+    no checkpoint to evaluate (a run record)."""
+    key = _faces_key(faces, scales)
+    probs = _read_predictions(stored, key, checkpoint)
+    if probs is not None:
+        progress(f"{name}: {stored.name} of {source}")
+    elif predictor is not None:
+        progress(f"evaluating {name}")
+        probs = {s: predictor.predict_arrays(faces.split(s)[0], scales=scales) for s in SPLITS}
+        keep_predictions(stored, checkpoint, key, probs)
+    return None if probs is None else (probs["val"], probs["test"])
+
+
+def _labels(faces) -> dict[str, np.ndarray]:
+    return {split: faces.split(split)[1] for split in SPLITS}
 
 
 def keep_predictions(
@@ -139,7 +211,7 @@ def _read_predictions(
             made_by, _, made_for = str(stored["key"]).partition(" ")
             if made_for != faces_key or checkpoint not in (None, made_by):
                 return None
-            return {s: stored[s] for s in ("val", "test")}
+            return {s: stored[s] for s in SPLITS}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -197,16 +269,27 @@ def build_ensemble(
     from ferbench.data import load_dataset
     from ferbench.data.leaks import clean_accuracy
 
-    runs = candidate_runs(roots)
-    if len(runs) < 2:
+    folders, tags = split_candidates(roots)
+    runs = candidate_runs(folders)
+    if len(runs) + len(tags) < 2:
         raise FerbenchError(f"an ensemble needs at least two finished runs under {roots}")
+    if not runs:
+        raise FerbenchError(
+            "shipped tags join the runs of their data: pass a results folder too (its faces "
+            "are what the tags are evaluated on)"
+        )
     identities = {r.config().get("data_identity") for r in runs}
     classes = {tuple(r.config().get("class_names") or ()) for r in runs}
-    if len(identities) > 1 or len(classes) > 1:
+    classes |= {tuple(w.class_names) for w in tags}
+    if len(classes) > 1:
+        sets = " | ".join(sorted(",".join(c) for c in classes))
         raise FerbenchError(
-            "the runs were trained on different data or class sets; pass folders of one dataset"
+            f"the candidates predict different class sets ({sets}); pass those of one"
         )
-    members = [member_probabilities(r, progress, scales) for r in runs]
+    if len(identities) > 1:
+        raise FerbenchError("the runs were trained on different data; pass folders of one dataset")
+    shipped = [shipped_member(w, _data_here(runs[0]), progress, scales) for w in tags]
+    members = [member_probabilities(r, progress, scales) for r in runs] + shipped
     labels = members[0].labels
     counts = (
         greedy_selection([m.val for m in members], labels["val"], max_members)
@@ -227,16 +310,16 @@ def build_ensemble(
     heaviest = max(chosen, key=lambda mc: mc[1])[0]  # its input size finds the leaked faces
     correct = test.argmax(1) == labels["test"]
     metrics.update(clean_accuracy(load_dataset(heaviest.faces), "test", correct))
-    singles = [m.run.metrics() for m, _ in chosen]
+    singles = [m.metrics for m, _ in chosen]
     disagreement = disagreement_matrix([m.val for m, _ in chosen])
     metrics.update(
         {
             "best_val_acc": float((val.argmax(1) == labels["val"]).mean()),
             "tta": views_label(scales),
-            "parameters": int(sum(s.get("parameters", 0) for s in singles)),
-            "flops": int(sum(s.get("flops", 0) for s in singles)),
-            "train_time_s": float(sum(s.get("train_time_s", 0) for s in singles)),
-            "wall_time_s": float(sum(s.get("wall_time_s", 0) for s in singles)),
+            "parameters": int(_total(singles, "parameters")),
+            "flops": int(_total(singles, "flops")),
+            "train_time_s": _total(singles, "train_time_s"),
+            "wall_time_s": _total(singles, "wall_time_s"),
             "members": [
                 {
                     "run": m.name,
@@ -286,6 +369,13 @@ def build_ensemble(
     write_text(run.file("history.csv"), history.to_csv(index=False))
     run.write_status("done", run.path.name, "", test_acc=metrics["accuracy"])
     return metrics
+
+
+def _total(singles: list[dict], key: str) -> float | None:
+    """The members' sum of `key`; None when a member's is unknown (a shipped tag's training
+    time), never a total that leaves one out."""
+    values = [s.get(key, 0) for s in singles]
+    return None if any(v is None for v in values) else float(sum(values))
 
 
 def disagreement_matrix(probabilities: list[np.ndarray]) -> np.ndarray:
