@@ -372,10 +372,17 @@ def test_a_shipped_model_joins_an_ensemble_of_its_own_data_by_its_tag(
         )
         assert unknown.exit_code == 0, unknown.output
         assert json.loads((tmp_path / "e3" / "metrics.json").read_text())["train_time_s"] is None
+        csv = tmp_path / "b" / "results.csv"
         board = runner.invoke(
-            app, ["compare", str(tmp_path / "e3"), "--format", "csv", "--out", str(tmp_path / "c")]
+            app,
+            ["compare", str(tmp_path / "e3"), "--format", "csv", "--out", str(tmp_path / "c")]
+            + ["--export", str(csv)],
         )
         assert board.exit_code == 0, board.output
+        (row,) = [
+            line for line in csv.with_suffix(".md").read_text().splitlines() if "cnn5.old" in line
+        ]
+        assert "nan" not in row  # the unknown training time reads "-", not a number
 
         for wrong, message in (
             ("cnn5.other", "cnn5.other was trained on other faces than the runs"),

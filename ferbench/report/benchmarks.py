@@ -129,7 +129,7 @@ def merged(rows: pd.DataFrame, path: Path, key: list[str]) -> pd.DataFrame:
     """`rows` over the CSV at `path` (as text): its rows with the same key are replaced in
     place, the others kept, new keys appended, so each command updates its own rows of a
     committed file without reordering the table."""
-    rows = rows.fillna("").astype(str)
+    rows = rows.astype(object).fillna("").astype(str)  # object: a float column takes ""
     if path.is_file():
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
         old_keys = [tuple(r) for r in old[key].values]
@@ -181,7 +181,7 @@ def markdown(rows: pd.DataFrame) -> str:
                 f"{float(r.macro_f1_mean) * 100:.1f} | {r.worst_class} "
                 f"{float(r.worst_class_recall) * 100:.0f}% | {float(r.ece_mean):.3f} | "
                 f"{r.params_m} | {r.mflops} | "
-                f"{r.train_cpu_min} | {_text(getattr(r, 'trial_s_max', ''))} | {r.hardware}"
+                f"{_text(r.train_cpu_min)} | {_text(getattr(r, 'trial_s_max', ''))} | {r.hardware}"
                 f"{_bound_text(getattr(r, 'bound_img_s', ''))} |"
             )
     return "\n".join(lines) + "\n"
