@@ -320,20 +320,31 @@ def test_a_shipped_model_joins_an_ensemble_of_its_own_data_by_its_tag(
     (then cached), counts as a member, and can teach from the ensemble; a tag trained on other
     faces, or a path that is neither folder nor tag, is a one-line error."""
     from ferbench.models import pretrained
-    from ferbench.models.ship import ship
+    from ferbench.models.checkpoint import load_checkpoint
     from ferbench.train.distill import resolve_teacher
+    from ferbench.utils.fileio import sha256_file
 
     grid = results / "grid"
     shipped_run = next(p.parent for p in sorted(grid.rglob("best.pt")))
-    weights = tmp_path / "weights"
-    monkeypatch.setattr("ferbench.models.ship.MAX_BYTES", 2**30)  # cnn5's FC layers: 26 MB
-    ship(shipped_run, "demo", weights_dir=weights)
-    index = json.loads((weights / "index.json").read_text())
-    assert index["cnn5.demo"]["metrics"]["train_time_s"] > 0  # kept for ensembles' totals
-    old = json.loads(json.dumps(index["cnn5.demo"]))  # as shipped before: no training time
-    for key in ("train_time_s", "train_cpu_s", "wall_time_s"):
-        del old["metrics"][key]
-    other = {**index["cnn5.demo"], "data_fingerprint": "0" * 32}
+    weights = tmp_path / "weights"  # one run shipped as `ferbench ship` lays it out
+    weights.mkdir()
+    shutil.copy(shipped_run / "best.pt", weights / "cnn5.demo.pt")
+    payload = load_checkpoint(weights / "cnn5.demo.pt")
+    train_time = json.loads((shipped_run / "metrics.json").read_text())["train_time_s"]
+    demo = {
+        "model": "cnn5",
+        "file": "cnn5.demo.pt",
+        "sha256": sha256_file(weights / "cnn5.demo.pt"),
+        "class_names": payload["class_names"],
+        "input_size": payload["preprocess"]["input_size"],
+        "model_args": payload["model_args"],
+        "dataset": "synthetic",
+        "data_fingerprint": payload["data_fingerprint"],
+        "metrics": {"train_time_s": train_time, "wall_time_s": train_time},
+    }
+    index = {"cnn5.demo": demo}
+    old = {**demo, "metrics": {}}  # shipped before the index kept the training time
+    other = {**demo, "data_fingerprint": "0" * 32}
     index.update({"cnn5.old": old, "cnn5.other": other})
     (weights / "index.json").write_text(json.dumps(index))
     monkeypatch.setattr(pretrained, "WEIGHTS_DIR", weights)
@@ -350,7 +361,7 @@ def test_a_shipped_model_joins_an_ensemble_of_its_own_data_by_its_tag(
         assert abs(metrics["members"][-1]["test_acc"] - twin["test_acc"]) < 0.05
         runs = [json.loads(p.read_text()) for p in grid.rglob("metrics.json")]
         assert metrics["train_time_s"] == pytest.approx(
-            sum(r["train_time_s"] for r in runs) + index["cnn5.demo"]["metrics"]["train_time_s"]
+            sum(r["train_time_s"] for r in runs) + train_time
         )
         again = runner.invoke(app, [*args, "--out", str(tmp_path / "e2")])
         assert "cnn5.demo: cnn5.demo-predictions.npz of the cache" in again.output

@@ -53,6 +53,8 @@ def test_ship_writes_file_card_and_index(small_run, tmp_path):
     row = json.loads((out / "index.json").read_text())["vggfer_s.demo"]
     assert row["sha256"] == hashlib.sha256((out / "vggfer_s.demo.pt").read_bytes()).hexdigest()
     assert row["dataset"].startswith("synthetic faces") and row["data_fingerprint"]
+    trained = json.loads((small_run / "metrics.json").read_text())  # for ensembles it joins
+    assert row["metrics"]["train_time_s"] == trained["train_time_s"] > 0
     payload = load_checkpoint(out / "vggfer_s.demo.pt")
     assert all(
         v.dtype.is_floating_point is False or v.dtype.itemsize == 2
