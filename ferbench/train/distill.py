@@ -82,12 +82,11 @@ def _ensemble_members(path: Path) -> tuple[tuple[Path, float], ...]:
         return ()
     from ferbench.models.pretrained import read_index
 
+    shipped = read_index()  # a member may be a shipped model that joined by its tag
     members = []
     for member in metrics.get("members") or []:
-        if member["run"] in read_index():  # a shipped model that joined the ensemble
-            members.append((read_index()[member["run"]].verified_path(), float(member["weight"])))
-            continue
-        checkpoint = Path(member["run"]) / "best.pt"
+        name = member["run"]
+        checkpoint = shipped[name].verified_path() if name in shipped else Path(name) / "best.pt"
         if not checkpoint.is_file():
             raise FerbenchError(f"{KEY}: ensemble member {checkpoint} of {path} is not here")
         members.append((checkpoint, float(member["weight"])))

@@ -44,15 +44,16 @@ class Member:
 def split_candidates(paths: list[Path]) -> tuple[list[Path], list[PretrainedWeights]]:
     """Results folders and shipped tags (``vggfer_s.fer2013``) among the candidates given; a
     one-line error for a path that is neither."""
+    shipped = read_index()
     folders, tags = [], []
     for path in paths:
         if Path(path).exists():
             folders.append(Path(path))
-        elif str(path) in read_index():
-            tags.append(read_index()[str(path)])
+        elif str(path) in shipped:
+            tags.append(shipped[str(path)])
         else:
-            shipped = ", ".join(read_index()) or "none shipped"
-            raise FerbenchError(f"{path}: neither a results folder nor a shipped tag ({shipped})")
+            names = ", ".join(shipped) or "none shipped"
+            raise FerbenchError(f"{path}: neither a results folder nor a shipped tag ({names})")
     return folders, tags
 
 
