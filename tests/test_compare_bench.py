@@ -223,8 +223,16 @@ def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path)
     assert set(rows["selection"]) == {"validation"} and rows["recipe"].iloc[0].endswith(".yaml")
     runs = [r for row in rows["runs"] for r in row.split(";")]
     accs = [json.loads((results / r / "metrics.json").read_text())["accuracy"] for r in runs]
-    assert rows["test_acc_mean"].sum() == pytest.approx(sum(accs) / 2, abs=2e-4)
+    assert rows["test_acc_mean"].sum() == pytest.approx(sum(accs) / 2, abs=2e-6)
     text = readme.read_text()
+    for row in rows.itertuples():  # rounded once, from the runs' own accuracies
+        exact = np.mean(
+            [
+                json.loads((results / r / "metrics.json").read_text())["accuracy"]
+                for r in row.runs.split(";")
+            ]
+        )
+        assert f"| {exact * 100:.1f} ± " in text
     assert "old" not in text and "| cnn5 |" in text and text.endswith("end\n")
     # exporting again (or another experiment) replaces its own rows and keeps the others
     result = runner.invoke(app, [*args, "--export", str(csv)])

@@ -17,6 +17,9 @@ from ferbench.report.leaderboard import differing_settings, settings_label
 from ferbench.utils.fileio import write_text
 
 KEY = ["dataset", "model", "recipe", "settings"]
+# Fractions keep six digits, so the Markdown's one-decimal percentages are rounded once: from
+# four, a mean of 0.714496 would be stored as 0.7145 and shown as 71.5 instead of 71.4.
+FRACTION_DIGITS = 6
 COLUMNS = [
     *KEY,
     "seeds",
@@ -69,15 +72,15 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     if first["members"]
                     else settings_label(first["settings"], varying[first["experiment"]]),
                     "seeds": int(entry.n),
-                    "test_acc_mean": round(entry.accuracy_mean, 4),
-                    "test_acc_std": round(entry.accuracy_std, 4),
-                    "test_acc_clean": _round_mean(runs.get("accuracy_clean"), 4),
-                    "macro_f1_mean": round(entry.macro_f1_mean, 4),
-                    "balanced_acc_mean": round(entry.balanced_accuracy_mean, 4),
+                    "test_acc_mean": round(entry.accuracy_mean, FRACTION_DIGITS),
+                    "test_acc_std": round(entry.accuracy_std, FRACTION_DIGITS),
+                    "test_acc_clean": _round_mean(runs.get("accuracy_clean"), FRACTION_DIGITS),
+                    "macro_f1_mean": round(entry.macro_f1_mean, FRACTION_DIGITS),
+                    "balanced_acc_mean": round(entry.balanced_accuracy_mean, FRACTION_DIGITS),
                     "worst_class": entry.worst_class,
-                    "worst_class_recall": round(entry.worst_class_recall_mean, 4),
-                    "ece_mean": round(entry.ece_mean, 4),
-                    "val_acc_mean": round(entry.best_val_acc_mean, 4),
+                    "worst_class_recall": round(entry.worst_class_recall_mean, FRACTION_DIGITS),
+                    "ece_mean": round(entry.ece_mean, FRACTION_DIGITS),
+                    "val_acc_mean": round(entry.best_val_acc_mean, FRACTION_DIGITS),
                     "selection": "validation",
                     "tta": first["tta"],
                     "params_m": round(entry.parameters_mean / 1e6, 3),
