@@ -222,16 +222,11 @@ def test_benchmark_csv_export_merges_and_refreshes_the_readme(results, tmp_path)
     assert len(rows) == 2 and set(rows["seeds"]) == {2}  # lr=1e-3 and 1e-4, two seeds each
     assert set(rows["selection"]) == {"validation"} and rows["recipe"].iloc[0].endswith(".yaml")
     runs = [r for row in rows["runs"] for r in row.split(";")]
-    accs = [json.loads((results / r / "metrics.json").read_text())["accuracy"] for r in runs]
-    assert rows["test_acc_mean"].sum() == pytest.approx(sum(accs) / 2, abs=2e-6)
+    acc = {r: json.loads((results / r / "metrics.json").read_text())["accuracy"] for r in runs}
+    assert rows["test_acc_mean"].sum() == pytest.approx(sum(acc.values()) / 2, abs=2e-6)
     text = readme.read_text()
-    for row in rows.itertuples():  # rounded once, from the runs' own accuracies
-        exact = np.mean(
-            [
-                json.loads((results / r / "metrics.json").read_text())["accuracy"]
-                for r in row.runs.split(";")
-            ]
-        )
+    for row in rows.itertuples():  # each shown mean rounded once, from the runs' own accuracies
+        exact = np.mean([acc[r] for r in row.runs.split(";")])
         assert f"| {exact * 100:.1f} ± " in text
     assert "old" not in text and "| cnn5 |" in text and text.endswith("end\n")
     # exporting again (or another experiment) replaces its own rows and keeps the others
