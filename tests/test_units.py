@@ -62,6 +62,8 @@ def test_trial_names_come_from_the_grid_axes():
     } == {0.1}
     same_model = _expand(models=[{"name": "cnn5", "lr": 0.1}, {"name": "cnn5", "lr": 0.2}])
     assert [t.name for t in same_model] == ["cnn5/lr=0.1/seed=0", "cnn5/lr=0.2/seed=0"]
+    seeds = _expand(models=["cnn5", {"name": "cnn5", "seed": 2}, {"name": "cnn5", "seed": [3]}])
+    assert [t.name for t in seeds] == ["cnn5/seed=0", "cnn5/seed=2", "cnn5/seed=3"]
 
 
 def test_data_size_is_honoured_or_refused():

@@ -210,7 +210,9 @@ def _model_trials(
     settings = {**train, **model.train}
     sizes = _input_sizes(file, index, model, data)
     axes = {k: v for k, v in settings.items() if isinstance(v, list)}
-    fixed_names = [k for k in model.train if k not in axes] if model.name_overrides else []
+    fixed_names = (  # the seed always names the last folder, never twice
+        [k for k in model.train if k not in axes and k != "seed"] if model.name_overrides else []
+    )
     trials = []
     for size in sizes:
         for combo in itertools.product(*axes.values()) if axes else [()]:
