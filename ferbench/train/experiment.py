@@ -210,9 +210,7 @@ def _model_trials(
     settings = {**train, **model.train}
     sizes = _input_sizes(file, index, model, data)
     axes = {k: v for k, v in settings.items() if isinstance(v, list)}
-    fixed_names = (  # the seed always names the last folder, never twice
-        [k for k in model.train if k not in axes and k != "seed"] if model.name_overrides else []
-    )
+    fixed_names = [k for k in model.train if k not in axes] if model.name_overrides else []
     trials = []
     for size in sizes:
         for combo in itertools.product(*axes.values()) if axes else [()]:
@@ -231,8 +229,9 @@ def _model_trials(
                 labelled.append((f"models[{index}].pretrained", "pretrained", tag))
             labelled += [(f"models[{index}].{k}", k, v) for k, v in model.class_set.items()]
             labelled += [(f"models[{index}].args.{k}", k, v) for k, v in model.args.items()]
-            labelled += [(f"models[{index}].{k}", k, getattr(resolved, k)) for k in fixed_names]
-            labelled += [(f"train.{k}", k, v) for k, v in chosen.items() if k != "seed"]
+            named = [(f"models[{index}].{k}", k, getattr(resolved, k)) for k in fixed_names]
+            named += [(f"train.{k}", k, v) for k, v in chosen.items()]
+            labelled += [n for n in named if n[1] != "seed"]  # the seed names the last folder
             labelled.append(("train.seed", "seed", resolved.seed))
             parts = [
                 safe_segment(file, where, f"{key}={_short(value)}")
