@@ -231,7 +231,7 @@ def _model_trials(
             labelled += [(f"models[{index}].args.{k}", k, v) for k, v in model.args.items()]
             named = [(f"models[{index}].{k}", k, getattr(resolved, k)) for k in fixed_names]
             named += [(f"train.{k}", k, v) for k, v in chosen.items()]
-            labelled += [n for n in named if n[1] != "seed"]  # the seed names the last folder
+            labelled += [(w, key, v) for w, key, v in named if key != "seed"]  # seed: last folder
             labelled.append(("train.seed", "seed", resolved.seed))
             parts = [
                 safe_segment(file, where, f"{key}={_short(value)}")
