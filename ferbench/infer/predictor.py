@@ -90,7 +90,7 @@ class Predictor:
             amp = payload.get("amp", "off")
             amp = "off" if amp == "fp16" and not str(device).startswith("cuda") else amp
             # bf16 without bf16 instructions is emulated: 15.6x slower than fp32 on 2 Zen 3
-            # cores for vggfer_s's ten-crop, same predictions (probabilities within 1e-4)
+            # cores for vggfer_s's ten-crop, for a face or so of 3,589 (71.36% against 71.38%)
             emulated = amp == "bf16" and str(device) == "cpu" and not cpu_has_native_bf16()
             amp = "off" if emulated else amp
         if quantize:  # dynamic int8 layers compute in fp32 around their int8 weights
