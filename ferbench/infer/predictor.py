@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ferbench.data.images import resize_square, to_gray
-from ferbench.device import cpu_has_native_bf16, resolve_runtime
+from ferbench.device import cpu_has_native_bf16, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import measure_speed, predict_logits
 from ferbench.models.checkpoint import load_checkpoint, test_views
@@ -87,12 +87,13 @@ class Predictor:
         self.model_name = payload["model"]
         self.class_names: list[str] = list(payload["class_names"])
         if amp == "checkpoint":
+            # the run's precision where this device runs it natively, else fp32: fp16 needs
+            # CUDA, and bf16 without bf16 instructions is emulated (15.6x slower than fp32 on 2
+            # Zen 3 cores for vggfer_s's ten-crop, for a face of 3,589: 71.36% against 71.38%)
+            kind = select_device(device).type
+            native = {"fp16": kind == "cuda", "bf16": kind != "cpu" or cpu_has_native_bf16()}
             amp = payload.get("amp", "off")
-            amp = "off" if amp == "fp16" and not str(device).startswith("cuda") else amp
-            # bf16 without bf16 instructions is emulated: 15.6x slower than fp32 on 2 Zen 3
-            # cores for vggfer_s's ten-crop, for a face or so of 3,589 (71.36% against 71.38%)
-            emulated = amp == "bf16" and str(device) == "cpu" and not cpu_has_native_bf16()
-            amp = "off" if emulated else amp
+            amp = amp if native.get(amp, True) else "off"
         if quantize:  # dynamic int8 layers compute in fp32 around their int8 weights
             amp = "off"
         self.runtime = resolve_runtime(device, amp, channels_last="off", data_on_device="on")
