@@ -589,6 +589,10 @@ def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default()
     assert differing_settings(zooms) == ["eval.scales"]
     labels = {settings_label(s, ["eval.scales"]) for s in zooms["settings"]}
     assert labels == {"scales=1", "scales=0.9,1,1.1"}
+    # another model's argument is no setting of this run: left out, not shown as None
+    stride = ["model.args.stem_stride"]
+    assert settings_label({"model.args.stem_stride": 2}, stride) == "args.stem_stride=2"
+    assert settings_label({"model.name": "vggfer_s"}, stride) == ""
 
 
 def test_merged_rows_replace_in_place_and_append_new_keys(tmp_path):
@@ -600,6 +604,24 @@ def test_merged_rows_replace_in_place_and_append_new_keys(tmp_path):
     rows = merged(pd.DataFrame({"model": ["d", "b"], "acc": ["4", "9"]}), path, ["model"])
     assert list(rows["model"]) == ["a", "b", "c", "d"]
     assert list(rows["acc"]) == ["1", "9", "3", "4"]
+
+
+def test_a_result_exported_under_a_new_label_replaces_its_old_row(tmp_path):
+    """A recipe's settings label changes when its grid gains a trial; exporting the same trials
+    again (from run directories or from their records) replaces their row in place."""
+    from ferbench.report.benchmarks import merged
+
+    path = tmp_path / "results.csv"
+    old = {"model": ["a", "b", "c"], "settings": ["", "", ""],
+           "runs": ["x/a/seed=0", "x/b/seed=0;x/b/seed=1", "y/c"]}  # fmt: skip
+    pd.DataFrame(old).to_csv(path, index=False)
+    new = pd.DataFrame({"model": ["b", "d"], "settings": ["size=48", ""],
+                        "runs": ["runs/x/b/seed=0;x/b/seed=1;x/b/seed=2", "x/d"]})  # fmt: skip
+    key = ["model", "settings"]
+    rows = merged(new, path, key, lambda run: run.removeprefix("runs/"))
+    assert list(rows["model"]) == ["a", "b", "c", "d"]
+    assert list(rows["settings"]) == ["", "size=48", "", ""]
+    assert list(merged(new, path, key)["model"]).count("b") == 2  # keyed alone: both stay
 
 
 def test_ensemble_with_multi_scale_views_is_its_own_result(results, tmp_path):

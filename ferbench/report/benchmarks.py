@@ -8,12 +8,14 @@ CSV, and `--readme` copies it into the README between ``<!-- benchmarks:NAME -->
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from ferbench.errors import FerbenchError
 from ferbench.report.leaderboard import differing_settings, settings_label
+from ferbench.report.records import records_folder
 from ferbench.utils.fileio import write_text
 
 KEY = ["dataset", "model", "recipe", "settings"]
@@ -52,9 +54,12 @@ COLUMNS = [
 def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.DataFrame:
     """One row per leaderboard entry, with how and where it was produced."""
     by_run = frame.set_index("run")
-    # a row is keyed by its recipe file, so its settings are those that vary within that recipe
-    # (its grid), not those that tell it apart from the other recipes compared with it
-    varying = {exp: differing_settings(runs) for exp, runs in frame.groupby("experiment")}
+    # a row is keyed by its recipe file and model, so its settings are those that vary between
+    # that model's runs of that recipe (its grid), not those that tell it apart from the other
+    # recipes compared with it, nor another model's arguments
+    varying = {
+        key: differing_settings(runs) for key, runs in frame.groupby(["experiment", "model"])
+    }
     rows = []
     for dataset, board in boards.items():
         for entry in board.itertuples(index=False):
@@ -70,7 +75,9 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     else f"experiments/{first['experiment']}.yaml",
                     "settings": _ensemble_settings(first)
                     if first["members"]
-                    else settings_label(first["settings"], varying[first["experiment"]]),
+                    else settings_label(
+                        first["settings"], varying[first["experiment"], entry.model]
+                    ),
                     "seeds": int(entry.n),
                     "test_acc_mean": round(entry.accuracy_mean, FRACTION_DIGITS),
                     "test_acc_std": round(entry.accuracy_std, FRACTION_DIGITS),
@@ -128,19 +135,39 @@ def _round_max(values, digits: int):
     return round(float(numbers.max()), digits) if len(numbers) else ""
 
 
-def merged(rows: pd.DataFrame, path: Path, key: list[str]) -> pd.DataFrame:
+def merged(
+    rows: pd.DataFrame, path: Path, key: list[str], trials: Callable[[str], str] | None = None
+) -> pd.DataFrame:
     """`rows` over the CSV at `path` (as text): its rows with the same key are replaced in
     place, the others kept, new keys appended, so each command updates its own rows of a
-    committed file without reordering the table."""
+    committed file without reordering the table.
+
+    With `trials` (a `runs` entry → the trial it is), an old row counting a trial that a new
+    row counts is replaced too: the same result under a new label (a recipe's settings label
+    grows when its grid gains a trial) must not stay beside itself."""
     rows = rows.astype(object).fillna("").astype(str)  # object: a float column takes ""
     if path.is_file():
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
         old_keys = [tuple(r) for r in old[key].values]
         new_keys = [tuple(r) for r in rows[key].values]
-        place = {k: i for i, k in reversed(list(enumerate(old_keys)))}
-        kept = [k not in set(new_keys) for k in old_keys]
+
+        def counted(frame: pd.DataFrame) -> list[set[str]]:
+            if trials is None or "runs" not in frame:
+                return [set() for _ in range(len(frame))]
+            return [{trials(r) for r in runs.split(";") if r} for runs in frame["runs"]]
+
+        old_trials, new_trials = counted(old), counted(rows)
+        place = {}  # new row -> the old row whose place it takes
+        for j, (k, t) in enumerate(zip(new_keys, new_trials)):
+            same = [i for i, (o, u) in enumerate(zip(old_keys, old_trials)) if o == k or t & u]
+            if same:
+                place[j] = same[0]
+        kept = [
+            o not in set(new_keys) and not any(u & t for t in new_trials)
+            for o, u in zip(old_keys, old_trials)
+        ]
         rank = [i for i, keep in enumerate(kept) if keep]
-        rank += [place.get(k, len(old_keys) + j) for j, k in enumerate(new_keys)]
+        rank += [place.get(j, len(old_keys) + j) for j in range(len(new_keys))]
         rows = pd.concat([old[kept], rows], ignore_index=True)
         rows = rows.iloc[sorted(range(len(rows)), key=rank.__getitem__)].reset_index(drop=True)
     return rows.fillna("").astype(str)
@@ -151,7 +178,8 @@ def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
     path = Path(path)
     if path.suffix != ".csv":
         raise FerbenchError(f"--export {path}: the file name must end in .csv")
-    rows = merged(rows, path, KEY)
+    records = f"{records_folder(path)}/"
+    rows = merged(rows, path, KEY, lambda run: run.removeprefix(records))
     rows = rows[[c for c in COLUMNS if c in rows] + [c for c in rows if c not in COLUMNS]]
     rows["_acc"] = pd.to_numeric(rows["test_acc_mean"], errors="coerce")
     rows = rows.sort_values(["dataset", "_acc"], ascending=[True, False]).drop(columns="_acc")

@@ -195,10 +195,14 @@ def differing_settings(frame: pd.DataFrame) -> list[str]:
 
 
 def settings_label(settings: dict, keys: list[str]) -> str:
-    """`key=value` for the given keys, section prefixes dropped (``train.lr`` → ``lr=0.1``)."""
+    """`key=value` for the given keys, section prefixes dropped (``train.lr`` → ``lr=0.1``); a
+    key the run leaves unset shows its default, or nothing where there is none (another
+    model's argument: ``channels=None`` would say what the run is not)."""
     defaults = default_settings()
     return " ".join(
-        f"{k.split('.', 1)[-1]}={settings.get(k, _cell(defaults.get(k)))}" for k in keys
+        f"{k.split('.', 1)[-1]}={settings[k] if k in settings else _cell(defaults[k])}"
+        for k in keys
+        if k in settings or k in defaults
     )
 
 
