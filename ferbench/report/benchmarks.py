@@ -150,6 +150,7 @@ def merged(
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
         old_keys = [tuple(r) for r in old[key].values]
         new_keys = [tuple(r) for r in rows[key].values]
+        new_key_set = set(new_keys)
 
         def counted(frame: pd.DataFrame) -> list[set[str]]:
             if trials is None or "runs" not in frame:
@@ -163,7 +164,7 @@ def merged(
             if same:
                 place[j] = same[0]
         kept = [
-            o not in set(new_keys) and not any(u & t for t in new_trials)
+            o not in new_key_set and not any(u & t for t in new_trials)
             for o, u in zip(old_keys, old_trials)
         ]
         rank = [i for i, keep in enumerate(kept) if keep]
