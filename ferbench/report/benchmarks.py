@@ -150,7 +150,6 @@ def merged(
         old = pd.read_csv(path, dtype=str, keep_default_na=False)
         old_keys = [tuple(r) for r in old[key].values]
         new_keys = [tuple(r) for r in rows[key].values]
-        new_key_set = set(new_keys)
 
         def counted(frame: pd.DataFrame) -> list[set[str]]:
             if trials is None or "runs" not in frame:
@@ -158,15 +157,13 @@ def merged(
             return [{trials(r) for r in runs.split(";") if r} for runs in frame["runs"]]
 
         old_trials, new_trials = counted(old), counted(rows)
-        place = {}  # new row -> the old row whose place it takes
-        for j, (k, t) in enumerate(zip(new_keys, new_trials)):
-            same = [i for i, (o, u) in enumerate(zip(old_keys, old_trials)) if o == k or t & u]
-            if same:
-                place[j] = same[0]
-        kept = [
-            o not in new_key_set and not any(u & t for t in new_trials)
-            for o, u in zip(old_keys, old_trials)
+        # same[j][i]: new row j replaces old row i (same key, or a trial in common)
+        same = [
+            [o == k or bool(t & u) for o, u in zip(old_keys, old_trials)]
+            for k, t in zip(new_keys, new_trials)
         ]
+        place = {j: row.index(True) for j, row in enumerate(same) if any(row)}
+        kept = [not any(row[i] for row in same) for i in range(len(old_keys))]
         rank = [i for i, keep in enumerate(kept) if keep]
         rank += [place.get(j, len(old_keys) + j) for j in range(len(new_keys))]
         rows = pd.concat([old[kept], rows], ignore_index=True)
