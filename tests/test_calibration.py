@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 from ferbench.errors import FerbenchError
-from ferbench.infer.calibration import fit_temperature, fold_temperature, view_log_loss
+from ferbench.infer.calibration import (
+    fit_probability_temperature,
+    fit_temperature,
+    fold_temperature,
+    tempered,
+    view_log_loss,
+)
 from ferbench.models import create_model
 
 
@@ -23,6 +30,21 @@ def test_the_fitted_temperature_undoes_overconfidence():
     )
     two_views = torch.cat([overconfident, overconfident], 1)  # averaged views fit alike
     assert fit_temperature(two_views, labels) == pytest.approx(temperature, rel=1e-3)
+
+
+def test_kept_probabilities_are_recalibrated_without_their_logits():
+    """An ensemble member's probabilities three times too sharp: the fitted T undoes it."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20000, 7)) * 2
+    honest = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = (honest.cumsum(1) < rng.random((len(honest), 1))).sum(1)  # drawn from `honest`
+    sharp = tempered(honest, 1 / 3)
+    assert np.allclose(sharp, np.exp(3 * logits) / np.exp(3 * logits).sum(1, keepdims=True))
+    t = fit_probability_temperature(sharp, labels)
+    assert t == pytest.approx(3.0, rel=0.05)
+    assert np.abs(tempered(sharp, t) - honest).max() < 0.03
+    assert (tempered(sharp, t).argmax(1) == sharp.argmax(1)).all()  # predictions unchanged
+    assert tempered(sharp, 1.0) is sharp
 
 
 def test_folding_divides_the_logits_and_refuses_a_layer_that_is_not_the_output():

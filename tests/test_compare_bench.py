@@ -569,6 +569,48 @@ def test_ensemble_of_every_run_with_equal_weights(results, tmp_path):
     assert (trained / "metrics.json").read_text() == before  # a training run is never replaced
 
 
+def test_a_calibrated_ensemble_tempers_each_member_on_validation(results, tmp_path):
+    """--calibrate fits each member's temperature on its validation log-loss, averages the
+    tempered probabilities, says so in the row, and hands the temperatures to a student."""
+    from dataclasses import replace
+
+    from ferbench.data import load_dataset
+    from ferbench.infer.calibration import tempered
+    from ferbench.report.leaderboard import member_label
+    from ferbench.runs import RunDir
+    from ferbench.train.distill import resolve_teacher
+
+    out = tmp_path / "calibrated"
+    args = ["ensemble", str(results / "grid"), "-o", str(out), "--selection", "all"]
+    result = runner.invoke(app, [*args, "--calibrate"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    runs = [RunDir(Path(m["run"])) for m in metrics["members"]]
+    labels = load_dataset(runs[0].data_spec()).split("val")[1]
+    picked = np.arange(len(labels)), labels
+
+    def log_loss(probs):
+        return -np.log(np.clip(probs[picked], 1e-12, None)).mean()
+
+    averaged = 0
+    for member, run in zip(metrics["members"], runs):
+        probs, t = np.load(run.file("predictions.npz"))["val"], member["temperature"]
+        assert t != 1.0  # two epochs on a few faces: never calibrated as it stands
+        best = log_loss(tempered(probs, t))  # the minimum, not just better than T = 1
+        assert best <= min(log_loss(tempered(probs, f * t)) for f in (1.0, 0.8, 1.25)) + 1e-6
+        averaged = averaged + tempered(probs, t) * member["weight"]
+    assert metrics["best_val_acc"] == pytest.approx((averaged.argmax(1) == labels).mean())
+    plain = runner.invoke(app, args)  # the same members, untempered: another result
+    assert plain.exit_code == 1 and "other weights or temperatures" in plain.output
+    teacher = resolve_teacher(str(out))
+    assert [t for _, _, t in teacher.members] == [m["temperature"] for m in metrics["members"]]
+    untempered = [(path, weight, 1.0) for path, weight, _ in teacher.members]
+    assert teacher.identity != replace(teacher, members=tuple(untempered)).identity  # own cache
+    first = metrics["members"][0]
+    assert member_label("r", first) == f"r x{first['weight']:.2f} T{first['temperature']:.2f}"
+    assert member_label("r", {"weight": 0.5}) == "r x0.50"  # built before --calibrate existed
+
+
 def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default():
     """Seeds of one recipe stay one row when a later version writes a new option (at its
     default) into config.yaml and an earlier one did not; a real difference still splits."""

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from ferbench.cli import app
 from ferbench.config import TrainConfig
 from ferbench.device import resolve_runtime
+from ferbench.infer.calibration import tempered
 from ferbench.infer.predictor import Predictor
 from ferbench.models import create_model
 from ferbench.models.preprocess import Preprocess
@@ -249,7 +250,7 @@ def test_an_online_teacher_sees_the_students_batch_as_its_own_input(tmp_path):
     x = student(faces)
     assert torch.allclose(student.unnormalize(x), faces.unsqueeze(1) / 255.0, atol=1e-6)
     # one checkpoint listed twice (greedy ensembles repeat members) runs once, weights summed
-    teacher = distill.Teacher("t", ((checkpoint, 0.25), (checkpoint, 0.5)))
+    teacher = distill.Teacher("t", ((checkpoint, 0.25, 1.0), (checkpoint, 0.5, 1.0)))
     alone = Predictor(checkpoint, amp="off")
     online = distill.OnlineTeacher(teacher, alone.class_names, runtime, student)
     assert len(online.members) == 1 and online.members[0][2] == pytest.approx(1.0)
@@ -257,6 +258,12 @@ def test_an_online_teacher_sees_the_students_batch_as_its_own_input(tmp_path):
     probs = online(x)
     assert not probs.is_inference() and probs.dtype == torch.float32
     assert np.allclose(probs.numpy(), expected, atol=1e-5)
+    # a calibrated ensemble's member: its logits divided by its temperature, as the ensemble
+    # tempered its probabilities (on one view the same thing)
+    sharp = distill.Teacher("t", ((checkpoint, 1.0, 0.5),))
+    sharpened = distill.OnlineTeacher(sharp, alone.class_names, runtime, student)(x).numpy()
+    assert np.allclose(sharpened, tempered(expected, 0.5), atol=1e-5)
+    assert sharpened.max(1).mean() > expected.max(1).mean()
 
 
 def test_a_student_can_train_on_what_the_teacher_says_of_each_augmented_batch(tmp_path):

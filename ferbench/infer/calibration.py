@@ -8,6 +8,7 @@ then reports calibrated probabilities without knowing a temperature exists.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,6 +37,23 @@ def fit_temperature(view_logits: torch.Tensor, labels: torch.Tensor) -> float:
 
     optimizer.step(closure)
     return float(log_t.detach().exp())
+
+
+def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities sharpened (T < 1) or softened (T > 1) as p^(1/T), renormalised: the softmax
+    of the log-probabilities divided by T, so one scalar recalibrates a model whose logits are
+    gone (an ensemble member's kept predictions)."""
+    if temperature == 1.0:
+        return probs
+    scaled = np.log(np.clip(probs, 1e-12, None)) / temperature
+    scaled = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+    return (scaled / scaled.sum(axis=1, keepdims=True)).astype(probs.dtype)
+
+
+def fit_probability_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
+    """The T for `tempered` that minimises the log-loss of `probs` (validation split only)."""
+    log_probs = torch.from_numpy(np.log(np.clip(probs, 1e-12, None))).float()
+    return fit_temperature(log_probs[:, None, :], torch.from_numpy(np.asarray(labels)))
 
 
 def fold_temperature(model: nn.Module, temperature: float, sample: torch.Tensor) -> None:

@@ -145,8 +145,8 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             "wall_time_s": run.metrics.get("wall_time_s"),
             "bound_img_s": run.config.get("bound_img_s"),
             "teacher": _teacher(run.config),
-            "members": "; ".join(  # an ensemble's, with their weights
-                f"{m['run']} x{m['weight']:.2f}" for m in run.metrics.get("members", [])
+            "members": "; ".join(  # an ensemble's, with their weights (and temperatures)
+                member_label(m["run"], m) for m in run.metrics.get("members", [])
             ),
         }
         for metric in METRICS:
@@ -173,8 +173,17 @@ def _teacher(config: dict) -> str:
     teacher = config.get("teacher") or {}
     if not teacher:
         return ""
-    members = "; ".join(f"{m['checkpoint']} x{m['weight']:.2f}" for m in teacher.get("members", []))
+    members = "; ".join(member_label(m["checkpoint"], m) for m in teacher.get("members", []))
     return f"{teacher.get('teacher')} ({members})"
+
+
+def member_label(name: str, member: dict) -> str:
+    """An ensemble member (or a teacher's) with its weight, and its temperature where the
+    ensemble tempered it (--calibrate): `run x0.25 T0.85`."""
+    temperature = member.get("temperature", 1.0)
+    return f"{name} x{member['weight']:.2f}" + (
+        "" if temperature == 1.0 else f" T{temperature:.2f}"
+    )
 
 
 def _hardware(config: dict) -> str:

@@ -160,7 +160,10 @@ def _teacher_lines(config: dict) -> list[str]:
     if not teacher:
         return []
     members = ", ".join(
-        f"`{_run_name(m['checkpoint'])}` ({m['weight']:.2f})" for m in teacher.get("members", [])
+        f"`{_run_name(m['checkpoint'])}` ({m['weight']:.2f}"
+        + ("" if m.get("temperature", 1.0) == 1.0 else f", T {m['temperature']:.2f}")
+        + ")"
+        for m in teacher.get("members", [])
     )
     return [
         f"- Distilled from `{Path(str(teacher.get('teacher'))).name}`: {members}; loss "

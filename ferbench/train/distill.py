@@ -1,12 +1,13 @@
 """Knowledge distillation: a teacher's probabilities on the training faces, computed once.
 
-The teacher is a finished run (its best.pt), an ensemble run (its members, with their weights),
-a checkpoint file or a shipped tag.  Each member sees the training faces as its own test did (its
-input size, preprocessing and test-time views, at zoom 1 even where the ensemble was evaluated
-with `--scales`: three times the passes for what measured no better), so the student learns
-from the teacher's best guess of each face; the student's augmentation still applies on top.
-The probabilities are kept in the cache folder, keyed by the teacher's checkpoints (sha256) and
-the faces' fingerprint, so a second student, seed or setting reuses them.
+The teacher is a finished run (its best.pt), an ensemble run (its members, with their weights
+and temperatures), a checkpoint file or a shipped tag.  Each member sees the training faces as
+its own test did (its input size, preprocessing and test-time views, at zoom 1 even where the
+ensemble was evaluated with `--scales`: three times the passes for what measured no better),
+so the student learns from the teacher's best guess of each face; the student's augmentation
+still applies on top.  The probabilities are kept in the cache folder, keyed by the teacher's
+checkpoints (sha256) and the faces' fingerprint, so a second student, seed or setting reuses
+them.
 """
 
 from __future__ import annotations
@@ -32,21 +33,28 @@ KEY = "train.distill.teacher"
 @dataclass(frozen=True)
 class Teacher:
     spec: str  # as the experiment names it
-    members: tuple[tuple[Path, float], ...]  # checkpoints and their weights (summing to 1)
+    # checkpoints, their weights (summing to 1) and the temperatures that temper their
+    # probabilities (an ensemble built with --calibrate; 1 otherwise)
+    members: tuple[tuple[Path, float, float], ...]
 
     @property
     def identity(self) -> str:
-        """sha256 of the member checkpoints and weights: what the cached probabilities depend on."""
+        """sha256 of the member checkpoints, weights and temperatures: what the cached
+        probabilities depend on (an untempered member's part as before temperatures existed)."""
         digest = hashlib.sha256()
-        for path, weight in self.members:
-            digest.update(f"{sha256_file(path)}:{weight:.6f};".encode())
+        for path, weight, temperature in self.members:
+            tempered = "" if temperature == 1.0 else f"/T{temperature:.4f}"
+            digest.update(f"{sha256_file(path)}:{weight:.6f}{tempered};".encode())
         return digest.hexdigest()
 
     def describe(self) -> dict:
         """What config.yaml, cards and benchmark rows say the teacher was."""
         return {
             "teacher": self.spec,
-            "members": [{"checkpoint": str(p), "weight": round(w, 4)} for p, w in self.members],
+            "members": [
+                {"checkpoint": str(p), "weight": round(w, 4), "temperature": round(t, 4)}
+                for p, w, t in self.members
+            ],
         }
 
 
@@ -58,24 +66,24 @@ def resolve_teacher(spec: str, base_dir: Path = Path(".")) -> Teacher:
     if not spec:
         raise FerbenchError(f"{KEY}: name a run folder, an ensemble folder, a .pt or a shipped tag")
     if spec in read_index():
-        return Teacher(spec, ((read_index()[spec].verified_path(), 1.0),))
+        return Teacher(spec, ((read_index()[spec].verified_path(), 1.0, 1.0),))
     path = Path(spec).expanduser()
     if not path.is_absolute() and not path.exists():
         path = Path(base_dir) / path
     if path.is_file():
-        return Teacher(spec, ((path, 1.0),))
+        return Teacher(spec, ((path, 1.0, 1.0),))
     members = _ensemble_members(path)
     if members:
         return Teacher(spec, members)
     if (path / "best.pt").is_file():
-        return Teacher(spec, ((path / "best.pt", 1.0),))
+        return Teacher(spec, ((path / "best.pt", 1.0, 1.0),))
     raise FerbenchError(
         f"{KEY}: '{spec}' is not a finished run folder (best.pt), an ensemble folder, a "
         f"checkpoint file or a shipped tag ({', '.join(read_index()) or 'none shipped'})"
     )
 
 
-def _ensemble_members(path: Path) -> tuple[tuple[Path, float], ...]:
+def _ensemble_members(path: Path) -> tuple[tuple[Path, float, float], ...]:
     try:
         metrics = json.loads((path / "metrics.json").read_text())
     except (OSError, ValueError):
@@ -89,7 +97,8 @@ def _ensemble_members(path: Path) -> tuple[tuple[Path, float], ...]:
         checkpoint = shipped[name].verified_path() if name in shipped else Path(name) / "best.pt"
         if not checkpoint.is_file():
             raise FerbenchError(f"{KEY}: ensemble member {checkpoint} of {path} is not here")
-        members.append((checkpoint, float(member["weight"])))
+        temperature = float(member.get("temperature", 1.0))  # 1: built without --calibrate
+        members.append((checkpoint, float(member["weight"]), temperature))
     return tuple(members)
 
 
@@ -104,6 +113,7 @@ def teacher_probabilities(
     `data`, in their order; from the cache when this teacher has seen these faces.  Computing
     them costs each member one pass over the training faces with its test views (minutes for a
     ten-crop ensemble on a CPU), so `progress` hears of each member as it finishes."""
+    from ferbench.infer.calibration import tempered
     from ferbench.infer.predictor import Predictor
 
     key = hashlib.sha256(f"{teacher.identity}:{data.fingerprint()}".encode()).hexdigest()[:24]
@@ -117,7 +127,7 @@ def teacher_probabilities(
     started = time.perf_counter()
     train_labels = data.split("train")[1]
     total = None
-    for index, (checkpoint, weight) in enumerate(teacher.members, 1):
+    for index, (checkpoint, weight, temperature) in enumerate(teacher.members, 1):
         predictor = Predictor(checkpoint, amp="checkpoint")
         _check_classes(teacher, predictor.class_names, data.class_names)
         faces = data
@@ -126,14 +136,15 @@ def teacher_probabilities(
         images, labels = faces.split("train")
         if not np.array_equal(labels, train_labels):
             raise FerbenchError(f"{KEY}: the faces at {predictor.input_size} px do not line up")
-        probs = predictor.predict_arrays(images).astype(np.float32) * weight
+        probs = tempered(predictor.predict_arrays(images).astype(np.float32), temperature)
+        probs = probs * weight
         total = probs if total is None else total + probs
         progress(
             f"teacher member {index}/{len(teacher.members)} ({checkpoint.parent}, "
             f"{predictor.input_size} px, {predictor.tta} views) done at "
             f"{time.perf_counter() - started:.0f} s"
         )
-    total = total / sum(w for _, w in teacher.members)
+    total = total / sum(w for _, w, _ in teacher.members)
     try:
         with atomic_path(file) as tmp, open(tmp, "wb") as handle:
             np.save(handle, total)
@@ -146,25 +157,26 @@ class OnlineTeacher:
     """The teacher's members in memory, shown each batch exactly as the student sees it
     (`views: student`): the same crop, flip, erasing and mixup, so the teacher's target always
     describes the image the student is asked about ("consistent teaching", Beyer et al., 2022).
-    Costs each member one forward pass a step; a member listed twice runs once."""
+    Costs each member one forward pass a step; a member listed twice runs once.  A tempered
+    member's logits are divided by its temperature: on one view, the same p^(1/T)."""
 
     def __init__(self, teacher: Teacher, class_names, runtime, student: Preprocess):
         from ferbench.infer.predictor import Predictor
 
-        weights: dict[Path, float] = {}
-        for checkpoint, weight in teacher.members:
-            weights[checkpoint] = weights.get(checkpoint, 0.0) + weight
+        weights: dict[tuple[Path, float], float] = {}
+        for checkpoint, weight, temperature in teacher.members:
+            weights[checkpoint, temperature] = weights.get((checkpoint, temperature), 0.0) + weight
         total = sum(weights.values())
         self.student, self.runtime = student, runtime
         self.members = []
-        for checkpoint, weight in weights.items():
+        for (checkpoint, temperature), weight in weights.items():
             predictor = Predictor(checkpoint, device=str(runtime.device), amp=runtime.amp)
             _check_classes(teacher, predictor.class_names, class_names)
             model = _fold_batchnorm(predictor.model).to(memory_format=runtime.memory_format)
             preprocess = dataclasses.replace(
                 predictor.preprocess, channels_last=runtime.channels_last
             )
-            self.members.append((model, preprocess, weight / total))
+            self.members.append((model, preprocess, weight / total, temperature))
 
     def __call__(self, x):
         """The teacher's probabilities (float32, N × classes) for the student's input batch."""
@@ -174,14 +186,14 @@ class OnlineTeacher:
         with torch.inference_mode():
             gray = self.student.unnormalize(x)
             total = 0.0
-            for model, preprocess, weight in self.members:
+            for model, preprocess, weight, temperature in self.members:
                 size = preprocess.input_size
                 view = gray
                 if gray.shape[-1] != size:
                     view = F.interpolate(gray, size=(size, size), mode="bilinear", antialias=True)
                 with self.runtime.autocast():
                     logits = model(preprocess.normalize(view))
-                total = total + weight * torch.softmax(logits.float(), 1)
+                total = total + weight * torch.softmax(logits.float() / temperature, 1)
         return total.clone()  # an ordinary tensor: inference tensors cannot enter autograd
 
 

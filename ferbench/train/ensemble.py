@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,16 @@ class Member:
     labels: dict[str, np.ndarray]  # the splits' true labels (the same for every member)
     faces: DataSpec  # the faces it saw, at its input size
     metrics: dict  # its size and training time (a run's metrics.json), for the ensemble's totals
+    temperature: float = 1.0  # its probabilities were tempered so (fitted on validation)
+
+    def calibrated(self) -> Member:
+        """This member with its probabilities tempered by the T that minimises its own
+        validation log-loss: members trained with label smoothing and mixup are underconfident
+        by different amounts, so their plain average listens to each in the wrong measure."""
+        from ferbench.infer.calibration import fit_probability_temperature, tempered
+
+        t = fit_probability_temperature(self.val, self.labels["val"])
+        return replace(self, val=tempered(self.val, t), test=tempered(self.test, t), temperature=t)
 
 
 def split_candidates(paths: list[Path]) -> tuple[list[Path], list[PretrainedWeights]]:
@@ -260,11 +270,13 @@ def build_ensemble(
     selection: str = "greedy",
     replace: bool = False,
     scales: tuple[float, ...] | None = None,
+    calibrate: bool = False,
 ) -> dict:
     """Choose, evaluate and write the ensemble of the finished runs under `roots`:
     `selection` greedy (weights from validation) or all (every run, equal weights), each member
-    with its own test views (at each zoom of `scales` when given).  A folder holding another
-    result is written over only with `replace`."""
+    with its own test views (at each zoom of `scales` when given) and, with `calibrate`, its
+    probabilities tempered first (a temperature each, fitted on validation).  A folder holding
+    another result is written over only with `replace`."""
     if selection not in SELECTIONS:
         raise FerbenchError(f"--selection: '{selection}' is not one of {', '.join(SELECTIONS)}")
     from ferbench.data import load_dataset
@@ -291,6 +303,8 @@ def build_ensemble(
         raise FerbenchError("the runs were trained on different data; pass folders of one dataset")
     shipped = [shipped_member(w, _data_here(runs[0]), progress, scales) for w in tags]
     members = [member_probabilities(r, progress, scales) for r in runs] + shipped
+    if calibrate:
+        members = [m.calibrated() for m in members]
     labels = members[0].labels
     counts = (
         greedy_selection([m.val for m in members], labels["val"], max_members)
@@ -302,7 +316,7 @@ def build_ensemble(
     weighted = [(m, c / weight_sum) for m, c in chosen]
     if not replace:  # before the test split is evaluated
         _check_not_another_result(
-            Path(out), [(m.name, w) for m, w in weighted], views_label(scales)
+            Path(out), [(m.name, w, m.temperature) for m, w in weighted], views_label(scales)
         )
     val = sum(m.val * w for m, w in weighted)
     test = sum(m.test * w for m, w in weighted)  # evaluated once, here
@@ -325,6 +339,7 @@ def build_ensemble(
                 {
                     "run": m.name,
                     "weight": w,
+                    "temperature": round(m.temperature, 4),
                     "val_acc": float((m.val.argmax(1) == labels["val"]).mean()),
                     "test_acc": float((m.test.argmax(1) == labels["test"]).mean()),
                     # how often it disagrees with the other members (validation): what it adds
@@ -392,24 +407,27 @@ def _mean_off_diagonal(matrix: np.ndarray, i: int) -> float | None:
     return float(others.mean()) if len(others) else None
 
 
-def _check_not_another_result(out: Path, members: list[tuple[str, float]], views: str) -> None:
-    """Refuse to write over a result that is not this ensemble again (the same members, weights
-    and test views): a distillation teacher, a card or a benchmark row may name the folder."""
+def _check_not_another_result(
+    out: Path, members: list[tuple[str, float, float]], views: str
+) -> None:
+    """Refuse to write over a result that is not this ensemble again (the same members, weights,
+    temperatures and test views): a distillation teacher, a card or a benchmark row may name
+    the folder."""
     try:
         held_metrics = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
         return  # nothing finished there
     before = held_metrics.get("members") or []
-    same_members = [(m["run"], round(m["weight"], 6)) for m in before] == [
-        (run, round(weight, 6)) for run, weight in members
-    ]
+    same_members = [
+        (m["run"], round(m["weight"], 6), round(m.get("temperature", 1.0), 4)) for m in before
+    ] == [(run, round(weight, 6), round(t, 4)) for run, weight, t in members]
     if not (same_members and held_metrics.get("tta") == views):
         if not before:
             held = "another result"
         elif same_members:
             held = f"this ensemble with other test views ({held_metrics.get('tta')})"
         else:
-            held = f"an ensemble of {len(before)} other members"
+            held = f"an ensemble of {len(before)} members with other weights or temperatures"
         raise FerbenchError(
             f"--out {out} holds {held}; write to another folder, or pass --replace to write over it"
         )
