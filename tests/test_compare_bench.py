@@ -370,7 +370,7 @@ def test_a_shipped_model_joins_an_ensemble_of_its_own_data_by_its_tag(
         assert "cnn5.demo: cnn5.demo-predictions.npz of the cache" in again.output
         assert "evaluating cnn5.demo" not in again.output
         teacher = resolve_teacher(str(tmp_path / "e1"))
-        assert weights / "cnn5.demo.pt" in [path for path, _ in teacher.members]
+        assert weights / "cnn5.demo.pt" in [path for path, _, _ in teacher.members]
 
         unknown = runner.invoke(
             app,

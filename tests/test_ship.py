@@ -110,6 +110,7 @@ def test_a_distilled_models_card_names_its_teacher_and_members_without_machine_p
                     "checkpoint": "/home/me/results/members-fer2013/vggfer_s/size=44/seed=1/"
                     "best.pt",
                     "weight": 0.5,
+                    "temperature": 0.8512,  # an ensemble built with --calibrate
                 },  # fmt: skip
             ],
         },
@@ -117,7 +118,7 @@ def test_a_distilled_models_card_names_its_teacher_and_members_without_machine_p
     (line,) = _teacher_lines(config)
     assert "`members`" in line and "/home/me" not in line
     assert "`speedrun70/vggfer_s/size=48/seed=0` (0.50)" in line
-    assert "`members-fer2013/vggfer_s/size=44/seed=1` (0.50)" in line
+    assert "`members-fer2013/vggfer_s/size=44/seed=1` (0.50, T 0.85)" in line
     assert "0.7 T^2 KL" in line and "T = 3.0" in line
     assert "test views, computed once" in line
     config["train"]["distill"]["views"] = "student"
