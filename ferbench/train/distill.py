@@ -43,8 +43,8 @@ class Teacher:
         probabilities depend on (an untempered member's part as before temperatures existed)."""
         digest = hashlib.sha256()
         for path, weight, temperature in self.members:
-            tempered = "" if temperature == 1.0 else f"/T{temperature:.4f}"
-            digest.update(f"{sha256_file(path)}:{weight:.6f}{tempered};".encode())
+            scaled = "" if temperature == 1.0 else f"/T{temperature:.4f}"
+            digest.update(f"{sha256_file(path)}:{weight:.6f}{scaled};".encode())
         return digest.hexdigest()
 
     def describe(self) -> dict:
