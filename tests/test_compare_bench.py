@@ -635,6 +635,11 @@ def test_a_run_written_before_an_option_existed_groups_with_one_at_its_default()
     stride = ["model.args.stem_stride"]
     assert settings_label({"model.args.stem_stride": 2}, stride) == "args.stem_stride=2"
     assert settings_label({"model.name": "vggfer_s"}, stride) == ""
+    sizes = ["data.size", "model.input_size"]  # a grid over sizes sets both
+    assert settings_label({"data.size": 44, "model.input_size": 44}, sizes) == "size=44"
+    assert settings_label({"data.size": 48, "model.input_size": 40}, sizes) == (
+        "size=48 input_size=40"
+    )
 
 
 def test_merged_rows_replace_in_place_and_append_new_keys(tmp_path):

@@ -206,12 +206,18 @@ def differing_settings(frame: pd.DataFrame) -> list[str]:
 def settings_label(settings: dict, keys: list[str]) -> str:
     """`key=value` for the given keys, section prefixes dropped (``train.lr`` → ``lr=0.1``); a
     key the run leaves unset shows its default, or nothing where there is none (another
-    model's argument: ``channels=None`` would say what the run is not)."""
+    model's argument: ``channels=None`` would say what the run is not).  The model's input
+    size is left out where it is the data's size, which already says it (``size=44``)."""
     defaults = default_settings()
+
+    def value(key: str):
+        return settings[key] if key in settings else _cell(defaults.get(key))
+
+    same_size = "data.size" in keys and value("data.size") == value("model.input_size")
     return " ".join(
-        f"{k.split('.', 1)[-1]}={settings[k] if k in settings else _cell(defaults[k])}"
+        f"{k.split('.', 1)[-1]}={value(k)}"
         for k in keys
-        if k in settings or k in defaults
+        if (k in settings or k in defaults) and not (k == "model.input_size" and same_size)
     )
 
 
