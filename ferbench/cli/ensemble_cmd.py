@@ -66,10 +66,11 @@ def ensemble(
 
     With --calibrate each candidate's probabilities are tempered before they are selected and
     averaged (p^(1/T), renormalised; T fitted on its validation log-loss). Members trained
-    with label smoothing and mixup are underconfident, each by its own amount (T 0.79-0.94 on
-    FER2013). Greedy selection then kept all five FER2013 candidates (test 72.58%) where,
-    untempered, it dropped the best single run, the worst calibrated (71.91%). A distilled
-    student of the ensemble learns from the same tempered members.
+    with label smoothing and mixup are underconfident, each by its own amount (T 0.75-0.94 on
+    FER2013). Untempered, greedy selection dropped the best single run, the worst calibrated;
+    tempered, it keeps all seven FER2013 candidates: validation 71.02% against 70.35%,
+    PrivateTest 72.72% against 71.91%, ECE 0.039. A distilled student of the ensemble learns
+    from the same tempered members.
 
     Example:
       ferbench ensemble results/fast results/records --out results/ensembles/fer2013
