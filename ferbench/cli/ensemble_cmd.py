@@ -95,7 +95,7 @@ def ensemble(
         table.add_row(
             escape(m["run"]),
             f"{m['weight']:.2f}",
-            f"{m.get('temperature', 1.0):.2f}",
+            f"{m['temperature']:.2f}",
             f"{m['val_acc']:.4f}",
             f"{m['test_acc']:.4f}",
             "-" if disagrees is None else f"{disagrees:.1%}",
