@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 import ferbench
 from ferbench.cli import app
 from ferbench.device import cpu_isa
+from ferbench.report.benchmarks import _hardware_text, _machines
 from ferbench.report.leaderboard import time_to_target_cell
 from ferbench.report.plots import pareto_front
 
@@ -282,6 +283,28 @@ def test_exported_runs_leave_records_so_seeds_from_other_machines_add_up(results
     assert again.exit_code == 0, again.output
     assert " ".join(again.output.split()).count("finished elsewhere") == 4
     assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").rglob("*.pt"))
+
+
+def test_seeds_from_two_machines_keep_each_machines_bound():
+    """A mean of two machines' bounds describes neither: each machine keeps its own, and the
+    table pairs them without a pipe that would split its cell."""
+    runs = pd.DataFrame(
+        {
+            "hardware": ["AMD EPYC avx2 x2", "AMD EPYC avx512_bf16 x2", "AMD EPYC avx2 x2"],
+            "bound_img_s": [130.0, 767.0, 128.0],
+        }
+    )
+    both = _machines(runs)
+    assert both == {
+        "hardware": "AMD EPYC avx2 x2; AMD EPYC avx512_bf16 x2",
+        "bound_img_s": "129; 767",
+    }
+    assert _hardware_text(**both) == (
+        "AMD EPYC avx2 x2 (B 129 img/s); AMD EPYC avx512_bf16 x2 (B 767 img/s)"
+    )
+    assert _machines(runs.iloc[[0, 2]]) == {"hardware": "AMD EPYC avx2 x2", "bound_img_s": 129.0}
+    unmeasured = _machines(runs.assign(bound_img_s=[130.0, None, 128.0]))
+    assert _hardware_text(**unmeasured) == "AMD EPYC avx2 x2 (B 129 img/s); AMD EPYC avx512_bf16 x2"
 
 
 def test_an_ensemble_is_formed_again_from_run_records_without_checkpoints(results, tmp_path):

@@ -96,8 +96,7 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "wall_min_mean": round(
                         float(pd.to_numeric(runs["wall_time_s"]).mean()) / 60, 1
                     ),
-                    "hardware": " | ".join(sorted(set(runs["hardware"]))),
-                    "bound_img_s": _round_mean(runs.get("bound_img_s"), 0),
+                    **_machines(runs),
                     "trial_s_max": _round_max(runs.get("trial_s"), 1),
                     "teacher": first.get("teacher", "") or "",
                     "ferbench": " | ".join(sorted(set(runs["ferbench"]))),
@@ -122,6 +121,21 @@ def _ensemble_settings(run: pd.Series) -> str:
     are not the members' own (multi-scale), so that both rows stand side by side."""
     views = "" if run["tta"] == "members" else f" ({run['tta']})"
     return run["members"] + views
+
+
+def _machines(runs: pd.DataFrame) -> dict:
+    """The machines a row's runs trained on and each one's bound (img/s), in the same order,
+    "; " between them: seeds trained in sittings on two machines keep both bounds, since their
+    mean would describe neither machine."""
+    names = sorted(set(runs["hardware"]))
+    bounds = runs.get("bound_img_s", pd.Series(index=runs.index))
+    per_machine = [_round_mean(bounds[runs["hardware"] == name], 0) for name in names]
+    bound = (
+        per_machine[0]
+        if len(names) == 1
+        else "; ".join("-" if b == "" else f"{b:.0f}" for b in per_machine)
+    )
+    return {"hardware": "; ".join(names), "bound_img_s": bound}
 
 
 def _round_mean(values, digits: int):
@@ -210,8 +224,8 @@ def markdown(rows: pd.DataFrame) -> str:
                 f"{float(r.macro_f1_mean) * 100:.1f} | {r.worst_class} "
                 f"{float(r.worst_class_recall) * 100:.0f}% | {float(r.ece_mean):.3f} | "
                 f"{r.params_m} | {r.mflops} | "
-                f"{_text(r.train_cpu_min)} | {_text(getattr(r, 'trial_s_max', ''))} | {r.hardware}"
-                f"{_bound_text(getattr(r, 'bound_img_s', ''))} |"
+                f"{_text(r.train_cpu_min)} | {_text(getattr(r, 'trial_s_max', ''))} | "
+                f"{_hardware_text(r.hardware, getattr(r, 'bound_img_s', ''))} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -224,8 +238,16 @@ def _text(value) -> str:
     return "-" if value in ("", None) or pd.isna(value) else f"{value}"
 
 
+def _hardware_text(hardware: str, bound_img_s) -> str:
+    """Each machine with its bound, ``AMD EPYC avx2 x2 (B 130 img/s); ...``, where the rows
+    recorded it."""
+    names = str(hardware).split("; ")
+    bounds = str(bound_img_s).split("; ") if len(names) > 1 else [bound_img_s]
+    return "; ".join(f"{name}{_bound_text(b)}" for name, b in zip(names, bounds, strict=True))
+
+
 def _bound_text(value) -> str:
-    """`` (B 504 img/s)`` for rows that recorded their machine's bound."""
+    """`` (B 504 img/s)`` for a machine whose bound was recorded."""
     return "" if _text(value) == "-" else f" (B {float(value):,.0f} img/s)"
 
 
