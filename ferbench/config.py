@@ -79,7 +79,14 @@ class AugmentConfig:
     # Beta(alpha, alpha) share, 0 off; with both on, each batch takes one of them at random
     mixup: float = 0.0
     cutmix: float = 0.0
+    # common corruptions (data/corrupt.py): this share of the faces gets one of
+    # `corrupt_families` (empty: the robust default's trained families) at a severity drawn
+    # from 1..`corrupt_severity`, after the geometric augmentation
+    corrupt: float = 0.0
+    corrupt_families: tuple[str, ...] = ()
+    corrupt_severity: int = 5
     BATCH_MIXING = ("mixup", "cutmix")  # not fields: the settings applied to a batch as a whole
+    CORRUPTION = ("corrupt", "corrupt_families", "corrupt_severity")
 
     @classmethod
     def none(cls) -> "AugmentConfig":
@@ -87,15 +94,26 @@ class AugmentConfig:
 
     @property
     def active(self) -> bool:
-        return any(dataclasses.astuple(self))
+        return any(self.per_image().values()) or self.mixing or self.corrupt > 0
 
     @property
     def mixing(self) -> bool:
         return self.mixup > 0 or self.cutmix > 0
 
     def per_image(self) -> dict:
-        """The settings `augment_batch` applies to each face (the batch mixing is separate)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.BATCH_MIXING}
+        """The settings `augment_batch` applies to each face (the batch mixing and the
+        corruptions are separate)."""
+        skip = self.BATCH_MIXING + self.CORRUPTION
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+    @property
+    def corruption_families(self) -> tuple[str, ...]:
+        """The families drawn from in training; none when `corrupt` is 0."""
+        from ferbench.data.corrupt import TRAINED_FAMILIES
+
+        if self.corrupt <= 0:
+            return ()
+        return tuple(self.corrupt_families) or TRAINED_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -107,8 +125,10 @@ class DistillConfig:
     temperature: float = 1.0
     # test: the teacher's own test-time views of each clean training face, computed once and
     # cached; student: the teacher sees each augmented (and mixed) batch the student trains on,
-    # one forward pass per member a step ("consistent teaching"; slower, no cache)
-    views: Literal["test", "student"] = "test"
+    # one forward pass per member a step ("consistent teaching"; slower, no cache); clean: as
+    # student, but the teacher sees the face before `augment.corrupt` and the student after it
+    # (the clean face's answer taught for the corrupted face)
+    views: Literal["test", "student", "clean"] = "test"
 
 
 @dataclass(frozen=True)
@@ -461,6 +481,17 @@ def parse_augment(file: str, key: str, value: Any) -> AugmentConfig:
     for name in AugmentConfig.BATCH_MIXING:
         if checked.get(name, 0) < 0:
             raise error(file, f"{key}.{name}", f"{checked[name]} is below 0 (0 is off)")
+    if not 0 <= checked.get("corrupt", 0) <= 1:
+        raise error(file, f"{key}.corrupt", f"{checked['corrupt']} is not a share in [0, 1]")
+    if not 1 <= checked.get("corrupt_severity", 5) <= 5:
+        raise error(file, f"{key}.corrupt_severity", "a severity from 1 to 5")
+    if checked.get("corrupt_families"):
+        from ferbench.data.corrupt import resolve_families
+
+        try:
+            checked["corrupt_families"] = tuple(resolve_families(checked["corrupt_families"]))
+        except ValueError as exc:
+            raise error(file, f"{key}.corrupt_families", str(exc)) from None
     return dataclasses.replace(AugmentConfig.none(), **checked)
 
 

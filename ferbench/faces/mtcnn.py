@@ -75,7 +75,7 @@ class ONet(nn.Module):
         self.conv4, self.prelu4 = nn.Conv2d(64, 128, 2), nn.PReLU(128)
         self.dense5, self.prelu5 = nn.Linear(1152, 256), nn.PReLU(256)
         self.dense6_1, self.dense6_2 = nn.Linear(256, 2), nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)  # five landmarks (unused here)
+        self.dense6_3 = nn.Linear(256, 10)  # five landmarks: x0..x4, y0..y4 in the crop
 
     def forward(self, x):
         x = self.pool1(self.prelu1(self.conv1(x)))
@@ -83,7 +83,7 @@ class ONet(nn.Module):
         x = self.pool3(self.prelu3(self.conv3(x)))
         x = self.prelu4(self.conv4(x)).permute(0, 3, 2, 1).flatten(1)
         x = self.prelu5(self.dense5(x))
-        return self.dense6_2(x), F.softmax(self.dense6_1(x), dim=1)[:, 1]
+        return self.dense6_2(x), F.softmax(self.dense6_1(x), dim=1)[:, 1], self.dense6_3(x)
 
 
 @functools.lru_cache(maxsize=1)
@@ -109,7 +109,8 @@ FER_SIDE = 0.9
 class MtcnnDetector:
     """MTCNN on a frame downscaled to `detect_width` pixels wide (0: full size).  Returns
     squares framed like FER2013's crops; boxes whose final face score is below `min_score` are
-    dropped (the scores of the kept ones are in `last_scores`).
+    dropped (the scores of the kept ones are in `last_scores`, their five landmarks (eyes,
+    nose, mouth corners; N×5×2 frame pixels) in `last_landmarks`).
 
     Thresholds P-Net 0.5, R-Net 0.6, O-Net 0.7 (facenet-pytorch: 0.6 / 0.7 / 0.7, and 0.9 here
     before): the boxes the lower ones add are faces, blurred or half-turned (all 7 of those
@@ -130,6 +131,7 @@ class MtcnnDetector:
         self.thresholds = (*thresholds, min_score)
         self.detect_width = detect_width
         self.last_scores: list[float] = []
+        self.last_landmarks = np.zeros((0, 5, 2), np.float32)
 
     @torch.inference_mode()
     def __call__(self, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
@@ -141,7 +143,8 @@ class MtcnnDetector:
         boxes = self._refine(image, boxes, self.rnet, 24, self.thresholds[1], "union")
         boxes = self._refine(image, boxes, self.onet, 48, self.thresholds[2], "min")
         self.last_scores = boxes[:, 4].tolist()
-        return _fer_framed(boxes / torch.tensor([scale] * 4 + [1.0]))
+        self.last_landmarks = (boxes[:, 5:15].reshape(-1, 2, 5).transpose(1, 2) / scale).numpy()
+        return _fer_framed(boxes[:, :4] / scale)
 
     @torch.inference_mode()
     def verify(self, frame: np.ndarray, boxes: list) -> list:
@@ -158,7 +161,7 @@ class MtcnnDetector:
             side, cx, cy = h / FER_SIDE, x + w / 2, y + h / 2
             squares.append([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2, 0.0])
         squares = torch.tensor(squares)
-        reg, score = self.onet(_crops(bgr, squares, 48, bgr=True))  # only the crops converted
+        reg, score, _ = self.onet(_crops(bgr, squares, 48, bgr=True))  # only the crops converted
         framed = _fer_framed(_regress(torch.cat([squares[:, :4], score[:, None]], 1), reg))
         keep = self.thresholds[1]
         return [box if s >= keep else None for box, s in zip(framed, score.tolist())]
@@ -188,14 +191,20 @@ class MtcnnDetector:
         return _square(_regress(found[:, :5], found[:, 5:]))
 
     def _refine(self, image, boxes, net, size, threshold, overlap) -> torch.Tensor:
-        """Re-score `size`×`size` crops of the boxes with `net`, regress, suppress."""
+        """Re-score `size`×`size` crops of the boxes with `net`, regress, suppress.  O-Net's
+        boxes carry their five landmarks in columns 5-14 (x0..x4, y0..y4, frame pixels)."""
         if not len(boxes):
-            return boxes
+            return torch.zeros(0, 15 if isinstance(net, ONet) else 5)
         crops = _crops(image, boxes, size)
-        reg, score = net(crops)
+        reg, score, *marks = net(crops)
         keep = score >= threshold
-        boxes = torch.cat([boxes[keep, :4], score[keep, None]], 1)
-        boxes = _regress(boxes, reg[keep])
+        columns = [boxes[keep, :4], score[keep, None]]
+        if marks:  # relative to the square that was cropped, before the box regression
+            x0, y0 = boxes[keep, 0:1], boxes[keep, 1:2]
+            w, h = boxes[keep, 2:3] - x0, boxes[keep, 3:4] - y0
+            points = marks[0][keep]
+            columns += [x0 + w * points[:, :5], y0 + h * points[:, 5:]]
+        boxes = _regress(torch.cat(columns, 1), reg[keep])
         if overlap == "min":
             return boxes[_nms_min(boxes, 0.7)]
         return _square(boxes[batched_nms(boxes[:, :4], boxes[:, 4], torch.zeros(len(boxes)), 0.7)])

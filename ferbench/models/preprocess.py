@@ -60,11 +60,21 @@ class Preprocess:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """N×H×W or N×1×H×W uint8 → normalised float N×C×H×W (augmented when asked)."""
+        return self.normalize(self.gray(batch_u8, augment, generator))
+
+    @staticmethod
+    def gray(
+        batch_u8: torch.Tensor,
+        augment: dict | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """N×H×W or N×1×H×W uint8 → float N×1×H×W grey faces in [0, 1], augmented when asked
+        (the step before `normalize`, where corruptions apply)."""
         x = batch_u8.unsqueeze(1) if batch_u8.dim() == 3 else batch_u8
         x = x.float().div_(255.0)
         if augment:
             x = augment_batch(x, generator=generator, **augment)
-        return self.normalize(x)
+        return x
 
     def normalize(self, gray: torch.Tensor) -> torch.Tensor:
         """N×1×H×W grey faces in [0, 1] → the model's input (channels, statistics, layout)."""

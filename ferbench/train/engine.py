@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ferbench.config import TrainConfig
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.augment import mix_batch
+from ferbench.data.corrupt import random_corruptions
 from ferbench.device import Runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
@@ -286,6 +287,9 @@ class Trainer:
         torch.manual_seed(seed * 100003 + epoch)  # dropout: same stream after a resume
         order_gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
         aug_gen = torch.Generator().manual_seed(seed * 10007 + epoch)
+        corrupt_gen = torch.Generator().manual_seed(seed * 100019 + epoch + 7)
+        corruptions = cfg.augment.corruption_families
+        teach_clean = bool(cfg.distill and cfg.distill.views == "clean")
         order = torch.randperm(len(train), generator=order_gen).to(train.images.device)
         batch_size = cfg.batch_size
         steps = max(1, len(train) // batch_size)  # drop the last partial batch, as usual
@@ -306,9 +310,19 @@ class Trainer:
             index = order[step * batch_size : (step + 1) * batch_size]
             if flips is not None:
                 augment["flip_mask"] = flips[index.cpu()]
-            x = self.preprocess(
+            gray = self.preprocess.gray(
                 train.images[index].to(self.device, non_blocking=True), augment, aug_gen
             )
+            clean = gray
+            if corruptions:
+                gray = random_corruptions(
+                    gray,
+                    corruptions,
+                    cfg.augment.corrupt,
+                    cfg.augment.corrupt_severity,
+                    corrupt_gen,
+                )
+            x = self.preprocess.normalize(gray)
             y = train.labels[index].to(self.device, non_blocking=True)
             mix = None
             if mix_rng is not None:
@@ -329,7 +343,10 @@ class Trainer:
                     target = self.teacher_probs[index].to(self.device, non_blocking=True)
                     loss = distillation_loss(logits, loss, target, cfg.distill, mix)
                 elif self.teacher is not None:  # it saw the mixed batch: no mixing of targets
-                    loss = distillation_loss(logits, loss, self.teacher(x), cfg.distill)
+                    shown = x
+                    if teach_clean and mix is None:  # the clean face's answer for the corrupted
+                        shown = self.preprocess.normalize(clean)
+                    loss = distillation_loss(logits, loss, self.teacher(shown), cfg.distill)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

@@ -55,6 +55,8 @@ class Reporter:
     def batch(self, step: int, steps: int, loss: float, acc: float) -> None: ...
     def epoch_done(self, epoch: int, epochs: int, row: dict) -> None: ...
     def note(self, text: str) -> None: ...
+    def final_pass(self, split: str) -> None:
+        """The best checkpoint's one pass over `split` (test, then val) starts."""
 
 
 _DATA_MEMO: dict[tuple, FaceArrays] = {}
@@ -120,7 +122,7 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
     teacher, teacher_probs, online_teacher = None, None, None
     if cfg.distill:
         teacher = resolve_teacher(cfg.distill.teacher, Path(trial.base_dir))
-    if teacher and cfg.distill.views == "student":
+    if teacher and cfg.distill.views in ("student", "clean"):
         online_teacher = OnlineTeacher(teacher, data.class_names, runtime, preprocess)
         reporter.note(
             f"{trial.name}: the teacher ({len(online_teacher.members)} models) sees every "
@@ -243,7 +245,11 @@ def fit(
         )
     reporter.trial_started(trial, start_epoch, cfg.epochs)
     elapsed = history[-1]["elapsed_s"] if history else 0.0
-    for epoch in range(start_epoch, cfg.epochs):
+    end = cfg.epochs
+    if _patience_spent(cfg.early_stopping, start_epoch, best):  # killed after its stop
+        reporter.note(f"{trial.name}: stopped early after epoch {start_epoch}; testing")
+        end = start_epoch
+    for epoch in range(start_epoch, end):
         stats = trainer.train_epoch(train, epoch)
         eval_start = running_time()
         result = evaluate(trainer.eval_model, setup.preprocess, val, runtime, eval_cfg.batch_size)
@@ -282,16 +288,22 @@ def fit(
         )
         write_text(run.file("history.csv"), pd.DataFrame(history).to_csv(index=False))
         reporter.epoch_done(epoch + 1, cfg.epochs, row)
-        stale = epoch + 1 - best["epoch"]  # epochs since the best one: the early-stopping count
-        if cfg.early_stopping and stale >= cfg.early_stopping:
+        if _patience_spent(cfg.early_stopping, epoch + 1, best):
             reporter.note(
                 f"{trial.name}: early stop after epoch {epoch + 1} "
-                f"(no val improvement in {stale} epochs)"
+                f"(no val improvement in {epoch + 1 - best['epoch']} epochs)"
             )
             break
     return _finish(
-        trial, run, setup, data.class_names, history, best, setup_seconds, paused_at_start
+        trial, run, setup, data.class_names, history, best, setup_seconds, paused_at_start, reporter
     )
+
+
+def _patience_spent(patience: int | None, epochs_done: int, best: dict) -> bool:
+    """Whether early stopping ends the training after `epochs_done` epochs: checked after
+    each epoch and again on resume, so a run killed after its stopping epoch (or during its
+    test pass) does not train one more epoch that the uninterrupted run never trained."""
+    return bool(patience) and epochs_done - best["epoch"] >= patience
 
 
 def _resume(
@@ -328,6 +340,7 @@ def _finish(
     best: dict,
     setup_seconds: float = 0.0,
     paused_at_start: float = 0.0,
+    reporter: Reporter | None = None,
 ) -> dict:
     """Test the best checkpoint once; metrics with where the trial's time went (`phase_s`:
     data and model setup, training, validation passes, the test pass, the speed measurement)."""
@@ -352,10 +365,13 @@ def _finish(
             trial.eval.scales,
         )
 
+    reporter = reporter or Reporter()
+    reporter.final_pass("test")
     result = with_test_views(test)
     truth = test.labels.cpu().numpy()
     metrics = classification_metrics(truth, result.predictions, class_names, result.probs)
     if len(val):  # what `ferbench ensemble` would compute: a finished run is a candidate as is
+        reporter.final_pass("val")
         val_result = with_test_views(val)
         keep_predictions(
             run.file(PREDICTIONS),
