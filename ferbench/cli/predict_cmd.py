@@ -1,4 +1,4 @@
-"""`ferbench predict`: expressions of the faces in images or folders of images."""
+"""`ferbench predict`: expressions of the faces in images, videos, or folders of them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ferbench.cli import predict_videos as pv
 from ferbench.cli._common import (
     CheckpointOption,
     InferDeviceOption,
@@ -26,7 +27,7 @@ from ferbench.faces.defaults import FER_MARGIN
 
 @friendly_errors
 def predict(
-    paths: list[Path] = typer.Argument(..., help="Image files or folders."),
+    paths: list[Path] = typer.Argument(..., help="Image or video files, or folders of them."),
     model: ModelOption = None,
     checkpoint: CheckpointOption = None,
     no_detect: bool = typer.Option(False, "--no-detect", help="Each image is already a face crop."),
@@ -43,6 +44,17 @@ def predict(
     margin: MarginOption = FER_MARGIN,
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
+    out: Path = pv.OutOption,
+    fmt: str = pv.FormatOption,
+    every: int = pv.EveryOption,
+    fps: float = pv.FpsOption,
+    summary: bool = pv.SummaryOption,
+    jobs: int = pv.JobsOption,
+    ray: str = pv.RayOption,
+    fresh: bool = pv.FreshOption,
+    backend: str = pv.BackendOption,
+    detect_every: int = pv.DetectEveryOption,
+    smooth: float = pv.SmoothOption,
 ) -> None:
     """Detect faces (or take each image as a face with --no-detect) and classify them.
 
@@ -50,11 +62,23 @@ def predict(
       ferbench predict photo.jpg                  # the shipped vggfer_s.fer2013
       ferbench predict group.jpg --model cnn3     # your best finished cnn3 run
       ferbench predict faces/ --checkpoint results/quickstart/cnn3/seed=0/best.pt --no-detect --csv
+      ferbench predict sessions/ --out tables/    # a face table per video (resumable)
+      ferbench predict sessions/ --out tables/ --format parquet --fps 5 --summary --jobs 2
+      ferbench predict sessions/ --out /nfs/tables/ --ray auto   # on a Ray cluster
     """
     from ferbench.faces.detect import DETECTORS
     from ferbench.infer.images import expand_paths, predict_images
     from ferbench.infer.predictor import Predictor
 
+    videos, paths = pv.split_inputs(paths)
+    if videos:  # each video to a table in --out; then the images, if any were given too
+        paths = [p for p in paths if not p.is_dir() or expand_paths([p])]
+        expand_paths(paths)  # a missing file fails before any video is analysed
+        announce_default_model(model, checkpoint)
+        opts = (margin, fmt, every, fps, summary, jobs, ray, fresh, backend, detect_every, smooth)
+        pv.predict_videos(videos, out, model, checkpoint, results, device, detector, *opts)
+        if not paths:
+            return
     expand_paths(paths)  # a missing file fails before the model loads
     if detector not in DETECTORS:
         raise FerbenchError(f"unknown detector '{detector}'; use {', '.join(DETECTORS)}")

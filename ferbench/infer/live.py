@@ -4,7 +4,6 @@ on a worker thread."""
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from ferbench.errors import FerbenchError
 from ferbench.faces.defaults import COAST, DETECT_EVERY, FER_MARGIN
 from ferbench.faces.detect import crop_faces
 from ferbench.infer.ahead import RunAhead
+from ferbench.infer.facetable import FaceLog
 from ferbench.infer.overlay import draw_face, draw_fps
 from ferbench.infer.predictor import Predictor
 from ferbench.infer.tracking import FaceTracker, ProbabilitySmoother
@@ -125,31 +125,66 @@ class FaceLocator:
         self.stats = stats if stats is not None else LiveStats()
         self.index = 0
         self._previous = None
+        self.landmarks: dict = {}  # id -> five points, for the faces detected on this frame
 
     def __call__(self, frame: np.ndarray) -> tuple[list[int], list]:
         tracker, index = self.tracker, self.index
-        # shrink first: the colour conversion then touches 576 pixels, not the whole frame
-        thumb = cv2.cvtColor(cv2.resize(frame, (32, 18)), cv2.COLOR_BGR2GRAY)
+        thumb = thumbnail(frame)
         cut = self._previous is not None and _is_cut(self._previous, thumb)
         self._previous = thumb
         if cut:  # a new scene: boxes of the old one must not linger or coast onto it
             tracker.reset()
             self.stats.cuts += 1
         t0 = time.perf_counter()
-        detected = cut or index % self.detect_every == 0
+        detected = needs_detection(index, self.detect_every, cut)
+        self.landmarks = {}
         if detected:
-            tracker.update(self.detector(frame), index)
+            self._detect(frame, index)
         ids, boxes = tracker.uncertain(index) if self.verify else ([], [])
         if ids:  # carried boxes that are guesses: still on a face?
             checked = self.verify(frame, boxes)
             if None in checked and not detected:  # one lost its face: search the frame again
-                tracker.update(self.detector(frame), index)
+                self._detect(frame, index)
                 tracker.forget_unseen([i for i, box in zip(ids, checked) if box is None], index)
             else:
                 tracker.refresh(ids, checked, index)
         self.stats.detect_s += time.perf_counter() - t0
         self.index += 1
         return _in_frame(*tracker.active(index), frame.shape)
+
+    def _detect(self, frame: np.ndarray, index: int) -> None:
+        ids = self.tracker.update(self.detector(frame), index)
+        marks = getattr(self.detector, "last_landmarks", None)  # where a detector gives them
+        self.landmarks = dict(zip(ids, marks)) if marks is not None else {}
+
+    def snapshot(self) -> dict:
+        """The state after the last frame, as JSON, so that a long video's analysis continues
+        from it exactly as if never stopped (`ids` must then be a `recordings.IdCounter`)."""
+        return {
+            "index": self.index,
+            "previous": None if self._previous is None else self._previous.tolist(),
+            "tracks": {str(k): dict(v) for k, v in self.tracker.tracks.items()},
+            "next_id": self.tracker._ids.next,
+            "cuts": self.stats.cuts,
+        }
+
+    def restore(self, state: dict) -> None:
+        self.index, self.stats.cuts = state["index"], state["cuts"]
+        previous = state["previous"]
+        self._previous = None if previous is None else np.array(previous, dtype=np.uint8)
+        self.tracker.tracks = {int(k): v for k, v in state["tracks"].items()}
+        self.tracker._ids.next = state["next_id"]
+
+
+def thumbnail(frame: np.ndarray) -> np.ndarray:
+    """The 32×18 gray thumbnail scene cuts are told from (shrunk first: the colour conversion
+    then touches 576 pixels, not the whole frame)."""
+    return cv2.cvtColor(cv2.resize(frame, (32, 18)), cv2.COLOR_BGR2GRAY)
+
+
+def needs_detection(locator_index: int, detect_every: int, cut: bool) -> bool:
+    """Whether the locator runs a full detection on this frame (before any re-check)."""
+    return cut or locator_index % max(detect_every, 1) == 0
 
 
 class Annotator:
@@ -170,16 +205,16 @@ class Annotator:
         self.output, self.fps = output, fps
         self.stats = stats if stats is not None else LiveStats()
         self._writer = None
-        self._log = open(log, "w", newline="") if log else None
-        self._rows = csv.writer(self._log) if self._log else None
-        if self._rows:
-            names = predictor.class_names
-            self._rows.writerow(
-                ["frame", "time_s", "face", "x", "y", "w", "h", "label", "probability", *names]
-            )
+        self._log = FaceLog(log, predictor.class_names) if log else None
 
     def __call__(
-        self, frame: np.ndarray, ids: list[int], boxes: list, smoother, time_s: float
+        self,
+        frame: np.ndarray,
+        ids: list[int],
+        boxes: list,
+        smoother,
+        time_s: float,
+        landmarks: dict | None = None,
     ) -> list[dict]:
         """Draws on `frame` in place; returns its faces (id, box, label, probabilities)."""
         stats, names = self.stats, self.predictor.class_names
@@ -202,15 +237,8 @@ class Annotator:
             if (frame.shape[1], frame.shape[0]) != self._size:  # another tab, another size
                 frame = cv2.resize(frame, self._size)
             self._writer.write(frame)
-        if self._rows:
-            for face, box, p in zip(faces, boxes, probs):
-                top = int(np.argmax(p))
-                self._rows.writerow(
-                    [stats.frames - 1, f"{time_s:.3f}", face["id"], *box, names[top],
-                     f"{p[top]:.4f}", *[f"{v:.4f}" for v in p]]
-                )  # fmt: skip
-            if boxes:
-                self._log.flush()  # a log being watched (tail -f) shows each face at once
+        if self._log:
+            self._log.write(stats.frames - 1, time_s, ids, boxes, probs, landmarks)
         return faces
 
     def close(self) -> None:
@@ -255,10 +283,10 @@ def run_live(
     restore_threads = _one_thread_per_op(predictor.model) if overlap else (lambda: None)
     start = time.perf_counter()
     try:
-        for frame, ids, boxes in located:
+        for frame, ids, boxes, landmarks in located:
             stats.seconds = time.perf_counter() - start
             now = stats.seconds if source.isdigit() else stats.frames / fps_in
-            annotate(frame, ids, boxes, smoother, now)
+            annotate(frame, ids, boxes, smoother, now, landmarks)
             stats.seconds = time.perf_counter() - start
             if show:
                 if stats.frames == 1:  # open at the frame's size (capped), not Qt's default
@@ -281,12 +309,12 @@ def run_live(
 
 
 def _read_and_locate(capture, locator: FaceLocator, max_frames: int | None):
-    """Each frame of the capture with its faces' ids and boxes."""
+    """Each frame of the capture with its faces' ids, boxes and landmarks."""
     while max_frames is None or locator.index < max_frames:
         ok, frame = capture.read()
         if not ok:
             return
-        yield (frame, *locator(frame))
+        yield (frame, *locator(frame), locator.landmarks)
 
 
 def _one_thread_per_op(model):
