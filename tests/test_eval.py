@@ -55,6 +55,10 @@ def test_eval_matches_classes_by_name_and_counts_the_rest(tmp_path, checkpoint):
     assert metrics["images"] == 8  # happy + sad (case-insensitive), on the test split
     assert metrics["left_out"] == {"classes": ["joy"], "images": 4}
     assert sum(map(sum, metrics["confusion"])) == 8
+    # issue 55: the accuracy carries its 95% interval, in the JSON and on the terminal
+    low, high = metrics["accuracy_ci95"]
+    assert low <= metrics["accuracy"] <= high and metrics["faces"] == 8
+    assert f"95% CI {low:.4f}–{high:.4f}" in result.output
     assert metrics["scales"] == [1.0] and "single view," in result.output
     zooms = runner.invoke(
         app,

@@ -62,6 +62,7 @@ def test_ship_writes_file_card_and_index(small_run, tmp_path):
     )
     card = (out / "vggfer_s.demo.md").read_text()
     assert f"{row['metrics']['test_acc']:.2%}" in card and row["sha256"] in card
+    assert "test accuracy** (95% CI " in card and "| 95% CI (Wilson) |" in card  # issue 55
     assert str(small_run.parents[3]) not in card  # no path of the training machine
     latency = row["metrics"]["latency_ms"]  # the deployment path's figures, in card and index
     assert set(latency) == {"torch_fp32", "onnx_fp32", "onnx_int8"}

@@ -126,3 +126,11 @@ def test_accuracy_carries_its_interval():
     assert metrics["accuracy"] == pytest.approx(0.8)
     assert metrics["accuracy_ci95"] == pytest.approx(list(wilson_interval(80, 100)))
     assert metrics["faces"] == 100
+
+
+def test_a_model_card_gives_its_accuracy_an_interval():
+    from ferbench.report.model_card import _interval
+
+    assert _interval({"accuracy": 0.731123, "images": 3589}) == "71.6–74.5%"
+    confusion = [[40, 10], [10, 40]]  # the faces counted from the confusion matrix
+    assert _interval({"accuracy": 0.8, "confusion": confusion}) == "71.1–86.7%"

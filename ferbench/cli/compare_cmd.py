@@ -51,6 +51,17 @@ def compare(
         "--readme",
         help="With --export: refresh the table between <!-- benchmarks:NAME --> markers.",
     ),
+    paired: bool = typer.Option(
+        False,
+        "--paired",
+        help="Two runs (run directories or records) on the same test faces: their accuracy "
+        "difference with its paired-bootstrap 95% interval and McNemar's exact p.",
+    ),
+    records_dir: Path = typer.Option(
+        Path("benchmarks/runs"),
+        "--records",
+        help="With --paired: where the records of an ensemble's members are kept.",
+    ),
 ) -> None:
     """Leaderboards, per-class views and plots from run directories.
 
@@ -65,7 +76,12 @@ def compare(
       ferbench compare results/quickstart
       ferbench compare results/ --metric macro_f1 --filter model='resnet*' --out report/
       ferbench compare results/baseline --export benchmarks/results-fer2013.csv --readme README.md
+      ferbench compare benchmarks/runs/ensemble/long9-calibrated \\
+        benchmarks/runs/ensemble/long8-calibrated --paired
     """
+    if paired:
+        _paired(paths, records_dir, out)
+        return
     from ferbench.report.leaderboard import (
         collect_runs,
         display_table,
@@ -137,6 +153,46 @@ def compare(
         if kept:
             console.print(f"[green]kept[/] {kept} run record(s) in {records}")
         refresh_readme_table(readme, export)
+
+
+def _paired(paths: list[Path], records: Path, out: Path | None) -> None:
+    """Print (and with --out, write as paired.json) the paired comparison of two runs."""
+    from ferbench.report.paired import paired_comparison
+    from ferbench.report.stats import BOOTSTRAP_SAMPLES, interval_text
+    from ferbench.utils.fileio import write_json
+
+    if len(paths) != 2:
+        raise typer.BadParameter("--paired compares exactly two runs: RUN_A RUN_B")
+    a, b, result = paired_comparison(paths[0], paths[1], records)
+    table = Table(title=f"paired on the same {result.faces:,} test faces", header_style="bold")
+    for column in ("run", "test acc %", "95% CI (Wilson)", "right where the other is wrong"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for verdicts, accuracy, interval, only in (
+        (a, result.accuracy_a, result.interval_a, result.only_a),
+        (b, result.accuracy_b, result.interval_b, result.only_b),
+    ):
+        table.add_row(
+            escape(verdicts.name),
+            f"{accuracy * 100:.2f}",
+            interval_text(*interval, digits=2),
+            f"{only:,}",
+        )
+    console.print(table)
+    low, high = result.difference_interval
+    verdict = "the interval excludes 0" if low > 0 or high < 0 else "the interval includes 0"
+    console.print(
+        f"A − B: [bold]{result.difference * 100:+.2f}[/] points, 95% CI "
+        f"{low * 100:+.2f} to {high * 100:+.2f} (paired bootstrap over the test faces, "
+        f"{BOOTSTRAP_SAMPLES:,} resamples; {verdict})"
+    )
+    console.print(
+        f"McNemar's exact test: {result.only_a:,} faces only A gets right, {result.only_b:,} "
+        f"only B: p = [bold]{result.p_value:.3g}[/]"
+    )
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "paired.json", {"a": a.name, "b": b.name, **result.as_dict()})
+        console.print(f"[green]wrote[/] {out / 'paired.json'}")
 
 
 def _default_target(runs) -> float:

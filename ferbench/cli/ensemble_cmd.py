@@ -102,6 +102,8 @@ def ensemble(
         )
     console.print(table)
     console.print(
-        f"test views: {metrics['tta']}; validation {metrics['best_val_acc']:.4f} (selection), "
+        f"test views: {metrics['tta']}; validation {metrics['best_val_acc']:.4f} (held out: "
+        f"chosen on one half, scored on the other), "
+        f"{metrics['best_val_acc_in_sample']:.4f} in-sample (the faces that chose it); "
         f"test [bold]{metrics['accuracy']:.4f}[/] (evaluated once); wrote {escape(str(out))}"
     )

@@ -114,17 +114,29 @@ def evaluate(
             str(row["support"]),
         )
     console.print(table)
+    low, high = metrics["accuracy_ci95"]  # 95% Wilson interval over the faces scored
     console.print(
-        f"accuracy [bold]{metrics['accuracy']:.4f}[/]  balanced accuracy "
-        f"{metrics['balanced_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-        f"ECE {metrics['ece']:.4f}"
+        f"accuracy [bold]{metrics['accuracy']:.4f}[/] (95% CI {low:.4f}–{high:.4f}, "
+        f"{metrics['faces']:,} faces)  balanced accuracy {metrics['balanced_accuracy']:.4f}  "
+        f"macro-F1 {metrics['macro_f1']:.4f} (classes present)  ECE {metrics['ece']:.4f}"
     )
     if "leaked" in metrics:
         console.print(
             f"{metrics['leaked']:,} of these faces were also trained on (near-duplicates in the "
-            f"training split): accuracy without them [bold]{metrics['accuracy_clean']:.4f}[/], "
+            f"training split): accuracy without them [bold]{metrics['accuracy_clean']:.4f}[/]"
+            f"{clean_interval(metrics)}, "
             f"on them {metrics['accuracy_leaked']:.4f}  (ferbench data leaks)"
         )
     if out:
         write_json(out, metrics)
         console.print(f"[green]wrote[/] {out}")
+
+
+def clean_interval(metrics: dict) -> str:
+    """`` (95% CI 0.6900–0.7200)`` of the accuracy without the leaked faces."""
+    from ferbench.report.stats import accuracy_interval, interval_text
+
+    kept = metrics["faces"] - metrics["leaked"]
+    if kept <= 0:
+        return ""
+    return f" (95% CI {interval_text(*accuracy_interval(metrics['accuracy_clean'], kept), 1, 4)})"

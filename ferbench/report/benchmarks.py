@@ -16,6 +16,7 @@ import pandas as pd
 from ferbench.errors import FerbenchError
 from ferbench.report.leaderboard import differing_settings, settings_label
 from ferbench.report.records import records_folder
+from ferbench.report.stats import interval_text
 from ferbench.utils.fileio import write_text
 
 KEY = ["dataset", "model", "recipe", "settings"]
@@ -27,6 +28,9 @@ COLUMNS = [
     "seeds",
     "test_acc_mean",
     "test_acc_std",
+    "test_acc_lo",  # a single run's 95% Wilson interval over its test faces (seeds: std)
+    "test_acc_hi",
+    "test_faces",
     "test_acc_clean",
     "macro_f1_mean",
     "balanced_acc_mean",
@@ -81,6 +85,9 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "seeds": int(entry.n),
                     "test_acc_mean": round(entry.accuracy_mean, FRACTION_DIGITS),
                     "test_acc_std": round(entry.accuracy_std, FRACTION_DIGITS),
+                    "test_acc_lo": _rounded(entry.accuracy_lo),
+                    "test_acc_hi": _rounded(entry.accuracy_hi),
+                    "test_faces": entry.test_faces if entry.test_faces else "",
                     "test_acc_clean": _round_mean(runs.get("accuracy_clean"), FRACTION_DIGITS),
                     "macro_f1_mean": round(entry.macro_f1_mean, FRACTION_DIGITS),
                     "balanced_acc_mean": round(entry.balanced_accuracy_mean, FRACTION_DIGITS),
@@ -88,7 +95,7 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "worst_class_recall": round(entry.worst_class_recall_mean, FRACTION_DIGITS),
                     "ece_mean": round(entry.ece_mean, FRACTION_DIGITS),
                     "val_acc_mean": round(entry.best_val_acc_mean, FRACTION_DIGITS),
-                    "selection": "validation",
+                    "selection": _selection(first),
                     "tta": first["tta"],
                     "params_m": round(entry.parameters_mean / 1e6, 3),
                     "mflops": round(entry.flops_mean / 1e6, 1),
@@ -106,6 +113,53 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                 }
             )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+ENSEMBLE_IN_SAMPLE = "validation (ensemble val acc in-sample)"
+ENSEMBLE_HELD_OUT = "validation (ensemble val acc held out, 2-fold)"
+
+
+def _selection(run: pd.Series) -> str:
+    """How the row was chosen, and for an ensemble whether its validation accuracy is held out
+    (chosen on one half, scored on the other) or in-sample (scored on the faces that chose its
+    weights and temperatures, as every ensemble before issue 55 was)."""
+    if not run["members"]:
+        return "validation"
+    return ENSEMBLE_HELD_OUT if run.get("val_acc_method") else ENSEMBLE_IN_SAMPLE
+
+
+def _rounded(value, digits: int = FRACTION_DIGITS):
+    return "" if value is None or pd.isna(value) else round(float(value), digits)
+
+
+def with_intervals(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows (as text) exported before issue 55 brought up to date: an older ensemble's
+    validation accuracy named in-sample, and a single run without an interval given the Wilson
+    interval of its accuracy over the test faces of its dataset, counted by any row of the same
+    data (its runs may no longer be here).  Seed rows keep their std; a row of a dataset no row
+    counted the faces of keeps none."""
+    from ferbench.report.stats import accuracy_interval
+
+    rows = rows.copy()
+    older = (rows["recipe"] == "ferbench ensemble") & (rows["selection"] == "validation")
+    rows.loc[older, "selection"] = ENSEMBLE_IN_SAMPLE  # exported before held-out figures
+    for column in ("test_acc_lo", "test_acc_hi", "test_faces"):
+        if column not in rows:
+            rows[column] = ""
+    counted = {}
+    for dataset, faces in zip(rows["dataset"], rows["test_faces"]):
+        if faces not in ("", None):
+            counted.setdefault(dataset, int(float(faces)))
+    for i in rows.index:
+        faces = counted.get(rows.at[i, "dataset"])
+        if faces and rows.at[i, "test_faces"] == "":
+            rows.at[i, "test_faces"] = str(faces)
+        if rows.at[i, "test_acc_lo"] != "" or rows.at[i, "seeds"] != "1" or not faces:
+            continue
+        low, high = accuracy_interval(float(rows.at[i, "test_acc_mean"]), faces)
+        rows.at[i, "test_acc_lo"] = str(round(low, FRACTION_DIGITS))
+        rows.at[i, "test_acc_hi"] = str(round(high, FRACTION_DIGITS))
+    return rows
 
 
 def _cpu_minutes(runs: pd.DataFrame, threads: pd.Series) -> float:
@@ -191,7 +245,7 @@ def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
     if path.suffix != ".csv":
         raise FerbenchError(f"--export {path}: the file name must end in .csv")
     records = f"{records_folder(path)}/"
-    rows = merged(rows, path, KEY, lambda run: run.removeprefix(records))
+    rows = with_intervals(merged(rows, path, KEY, lambda run: run.removeprefix(records)))
     rows = rows[[c for c in COLUMNS if c in rows] + [c for c in rows if c not in COLUMNS]]
     rows["_acc"] = pd.to_numeric(rows["test_acc_mean"], errors="coerce")
     rows = rows.sort_values(["dataset", "_acc"], ascending=[True, False]).drop(columns="_acc")
@@ -202,9 +256,11 @@ def export(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 
 def markdown(rows: pd.DataFrame) -> str:
-    """The human table: accuracy mean ± std over n seeds, calibration (ECE: how far the
-    confidence shown is from the accuracy delivered), and what produced it."""
-    header = ["model", "recipe", "settings", "test acc %", "without leaked %", "macro-F1 %"]
+    """The human table: accuracy mean ± std over n seeds (a single run's with its 95% interval),
+    calibration (ECE: how far the confidence shown is from the accuracy delivered), and what
+    produced it."""
+    header = ["model", "recipe", "settings", "test acc % (95% CI)", "without leaked %"]
+    header += ["macro-F1 %"]
     header += ["worst class", "ECE"]
     header += ["params M", "MFLOPs", "train CPU-min", "trial s (max)", "hardware (bound B)"]
     text_columns = {"model", "recipe", "settings", "worst class", "hardware (bound B)"}
@@ -218,6 +274,8 @@ def markdown(rows: pd.DataFrame) -> str:
             acc = f"{float(r.test_acc_mean) * 100:.1f}"
             if int(r.seeds) > 1:
                 acc += f" ± {float(r.test_acc_std) * 100:.1f} (n={r.seeds})"
+            elif _text(getattr(r, "test_acc_lo", "")) != "-":
+                acc += f" ({interval_text(float(r.test_acc_lo), float(r.test_acc_hi))})"
             lines.append(
                 f"| {r.model} | `{r.recipe}` | {r.settings or '-'} | {acc} | "
                 f"{_percent(getattr(r, 'test_acc_clean', ''))} | "

@@ -151,6 +151,8 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
+        row["test_faces"] = test_faces(run.metrics)
+        row["val_acc_method"] = run.metrics.get("val_acc_method", "")  # an ensemble's
         # a trained run records its time to eval.target_acc (None: not reached); a run that
         # trained nothing (an ensemble) records none, and has no time to reach it in
         row["target_tracked"] = "time_to_target_s" in run.metrics
@@ -272,6 +274,9 @@ def leaderboards(
                 values = pd.to_numeric(group[m], errors="coerce")
                 row[f"{m}_mean"] = values.mean()
                 row[f"{m}_std"] = values.std(ddof=1) if values.count() > 1 else 0.0
+            # a single run's 95% Wilson interval over its test faces; seeds keep mean ± std (n)
+            row["accuracy_lo"], row["accuracy_hi"] = _single_interval(group)
+            row["test_faces"] = _one_count(group["test_faces"])
             # the mean time-to-target covers only the runs that got there; say how many did
             row["target_reached"] = int(pd.to_numeric(group["time_to_target_s"]).notna().sum())
             row["target_tracked"] = int(group["target_tracked"].sum())
@@ -287,6 +292,45 @@ def leaderboards(
             f"{metric}_mean", ascending=ascending, na_position="last"
         ).reset_index(drop=True)
     return boards
+
+
+def test_faces(metrics: dict) -> int | None:
+    """How many test faces a run's accuracy counts: recorded since issue 55, else the sum of
+    its confusion matrix (or per-class supports), which every run has kept."""
+    if metrics.get("faces"):
+        return int(metrics["faces"])
+    if metrics.get("confusion"):
+        return int(sum(map(sum, metrics["confusion"])))
+    supports = [c.get("support", 0) for c in (metrics.get("per_class") or {}).values()]
+    return int(sum(supports)) or None
+
+
+def _one_count(values: pd.Series) -> int | None:
+    counts = set(pd.to_numeric(values, errors="coerce").dropna().astype(int))
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _single_interval(group: pd.DataFrame) -> tuple[float, float]:
+    """A one-run entry's 95% Wilson interval of its test accuracy (NaN for seeds, whose spread
+    is their std, and where the count of test faces is unknown)."""
+    from ferbench.report.stats import accuracy_interval
+
+    faces = _one_count(group["test_faces"])
+    accuracy = pd.to_numeric(group["accuracy"], errors="coerce")
+    if len(group) != 1 or not faces or accuracy.isna().all():
+        return float("nan"), float("nan")
+    return accuracy_interval(float(accuracy.iloc[0]), faces)
+
+
+def accuracy_cell(mean, std, low, high, n: int) -> str:
+    """A test accuracy as tables show it: seeds as mean ± std (n runs beside it), a single run
+    with its 95% interval over the test faces, ``73.1 (71.7–74.6)``."""
+    from ferbench.report.stats import interval_text
+
+    cell = fmt_pm(mean, std, 100)
+    if n == 1 and cell != "-" and interval_text(low, high) != "-":
+        cell += f" ({interval_text(low, high)})"
+    return cell
 
 
 def leader_is_uncertain(board: pd.DataFrame, metric: str = "accuracy") -> bool:
@@ -324,8 +368,15 @@ def display_table(board: pd.DataFrame) -> pd.DataFrame:
             "model": board["model"],
             "settings": board["config"],
             "n": board["n"],
-            "test acc %": [
-                fmt_pm(m, s, 100) for m, s in zip(board["accuracy_mean"], board["accuracy_std"])
+            "test acc % (95% CI)": [
+                accuracy_cell(m, s, lo, hi, n)
+                for m, s, lo, hi, n in zip(
+                    board["accuracy_mean"],
+                    board["accuracy_std"],
+                    board["accuracy_lo"],
+                    board["accuracy_hi"],
+                    board["n"],
+                )
             ],
             "w/o leaked %": [
                 fmt_pm(m, s, 100) if not pd.isna(m) else "-"
@@ -397,8 +448,9 @@ def write_outputs(
         written.append(out / "comparison.csv")
     unfinished = [r for r in runs if r.status != "done"]
     md = [
-        f"# ferbench comparison\n\nSorted by {metric}; mean ± std over seeds (n runs). "
-        "Test split evaluated once per run with the checkpoint chosen on validation.\n"
+        f"# ferbench comparison\n\nSorted by {metric}; mean ± std over seeds (n runs), a single "
+        "run's test accuracy with its 95% Wilson interval over the test faces. Test split "
+        "evaluated once per run with the checkpoint chosen on validation.\n"
     ]
     html_sections = []
     by_run = {str(r.path): r for r in runs}

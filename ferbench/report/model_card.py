@@ -18,6 +18,18 @@ def _file_name(path: str | None) -> str:
     return str(path).replace("\\", "/").rstrip("/").split("/")[-1] if path else "PATH"
 
 
+def _interval(evaluation: dict) -> str:
+    """The 95% Wilson interval of an evaluation's accuracy over the faces it scored
+    (``69.9–72.9%``): a card's figure moves by this much with the draw of test faces alone."""
+    from ferbench.report.leaderboard import test_faces
+    from ferbench.report.stats import accuracy_interval, interval_text
+
+    faces = test_faces(evaluation) or evaluation.get("images")
+    if not faces:
+        return "-"
+    return f"{interval_text(*accuracy_interval(evaluation['accuracy'], int(faces)))}%"
+
+
 def render_card(
     name: str,
     run: RunDir,
@@ -53,8 +65,8 @@ def render_card(
         f"# `{name}`",
         "",
         f"`{config.get('model', {}).get('name')}` trained by ferbench on {dataset}: "
-        f"**{test['accuracy']:.2%} test accuracy** ({test['split']} split, {tta}), chosen on the "
-        f"validation split ({val['accuracy']:.2%}).",
+        f"**{test['accuracy']:.2%} test accuracy** (95% CI {_interval(test)}; "
+        f"{test['split']} split, {tta}), chosen on the validation split ({val['accuracy']:.2%}).",
         "",
         "```python",
         "from ferbench.models import create_model",
@@ -98,10 +110,11 @@ def render_card(
         "",
         "## Results (the shipped file)",
         "",
-        "| split | accuracy | balanced accuracy | macro-F1 | ECE |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| split | accuracy | 95% CI (Wilson) | balanced accuracy | macro-F1 | ECE |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
         *[
-            f"| {e['split']} | {e['accuracy']:.4f} | {e['balanced_accuracy']:.4f} | "
+            f"| {e['split']} | {e['accuracy']:.4f} | {_interval(e)} | "
+            f"{e['balanced_accuracy']:.4f} | "
             f"{e['macro_f1']:.4f} | {e['ece']:.4f} |"
             for e in (val, test)
         ],
