@@ -126,3 +126,12 @@ def test_ray_tables_equal_local(tmp_path, checkpoint, folder):
         if job.status == "done":
             rel = job.table.relative_to(tmp_path / "local")
             assert (tmp_path / "ray" / rel).read_bytes() == job.table.read_bytes()
+
+
+@pytest.mark.slow  # two fresh processes load torch: minutes on a busy machine
+def test_bench_recording_beside_live(checkpoint, astronaut_video):
+    from ferbench.bench.recording_speed import bench_recording
+
+    live, predict = bench_recording(astronaut_video[0], str(checkpoint), backend="torch")
+    assert live["frames"] == predict["frames"] == astronaut_video[1]
+    assert predict["same_table_as_live"] and predict["peak_rss_mb"] > 0 and predict["fps"] > 0

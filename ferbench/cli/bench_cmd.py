@@ -48,7 +48,10 @@ def bench(
         help="Memory layout of the ferbench path and bound: auto (on where it pays), on or off.",
     ),
     video: Path = typer.Option(
-        None, "--video", help="Also time the live loop against the reference loop on this clip."
+        None,
+        "--video",
+        help="Also time the live loop against the reference loop on this clip, and `predict` "
+        "on it (the recordings path) beside `live --no-window --log`: frames/s, cores, memory.",
     ),
     truth: Path = typer.Option(
         None,
@@ -150,12 +153,41 @@ def bench(
                 f"{r['classify_ms_per_face']:.2f}",
             )
         console.print(live)
-        frame = pd.concat([frame, pd.DataFrame(live_rows)], ignore_index=True)
+        frame = pd.concat([frame, pd.DataFrame(live_rows), _bench_recording(video, checkpoint)])
+        frame = frame.reset_index(drop=True)
     if backends:
         backend_rows = _bench_backends(names, checkpoint, dataset)
         frame = pd.concat([frame, pd.DataFrame(backend_rows)], ignore_index=True)
     write_text(out, frame.to_csv(index=False))
     console.print(f"[green]wrote[/] {out}")
+
+
+def _bench_recording(video: Path, checkpoint: str | None):
+    """`predict` on the video (the recordings path) beside `live --no-window --log`, each in its
+    own process: frames/s, cores busy, peak memory, and whether the two tables are equal."""
+    import pandas as pd
+
+    from ferbench.bench.recording_speed import bench_recording
+    from ferbench.infer.predictor import resolve_source
+
+    checkpoint = checkpoint or str(resolve_source(None, None, "results"))
+    with working(f"timing live and predict on {video.name}"):
+        rows = bench_recording(video, checkpoint)
+    table = Table(title=f"recordings: predict vs live on {video.name}", header_style="bold")
+    for column in ("loop", "frames/s", "cores busy", "peak MB", "faces", "vs live"):
+        table.add_column(column, justify="left" if column == "loop" else "right")
+    for r in rows:
+        vs = f"{r['vs_live']:.2f}x" + ("" if r["same_table_as_live"] else " (tables differ)")
+        table.add_row(
+            r["loop"],
+            f"{r['fps']:.1f}",
+            f"{r['cpu_cores']:.2f}",
+            f"{r['peak_rss_mb']:,.0f}",
+            str(r["faces"]),
+            vs if "vs_live" in r else "",
+        )
+    console.print(table)
+    return pd.DataFrame(rows)
 
 
 def _live_accuracy(video: Path, truth: Path, checkpoint: str | None, model: str, out: Path):
