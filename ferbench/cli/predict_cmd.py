@@ -67,7 +67,7 @@ def predict(
       ferbench predict sessions/ --out /nfs/tables/ --ray auto   # on a Ray cluster
     """
     from ferbench.faces.detect import DETECTORS
-    from ferbench.infer.images import expand_paths, predict_images
+    from ferbench.infer.images import annotation_targets, expand_paths, predict_images
     from ferbench.infer.predictor import Predictor
 
     videos, paths = pv.split_inputs(paths)
@@ -80,6 +80,8 @@ def predict(
         if not paths:
             return
     expand_paths(paths)  # a missing file fails before the model loads
+    if annotate is not None:
+        annotation_targets(paths, annotate)  # so does an --annotate over the originals
     if detector not in DETECTORS:
         raise FerbenchError(f"unknown detector '{detector}'; use {', '.join(DETECTORS)}")
     announce_default_model(model, checkpoint)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -54,8 +56,12 @@ def cached(
     if file.exists():
         try:
             return _load(file)
-        except (OSError, ValueError, KeyError):
-            file.unlink(missing_ok=True)  # a damaged entry is rebuilt, never trusted
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # a truncated or damaged entry (a full disk, a copy cut short) is rebuilt, never
+            # trusted, and said so: the rebuild takes as long as the first decode
+            why = type(exc).__name__
+            sys.stderr.write(f"note: rebuilding the damaged data cache entry {file} ({why})\n")
+            file.unlink(missing_ok=True)
     data = build()
     try:
         _save(file, data)

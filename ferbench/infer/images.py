@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,35 @@ def expand_paths(paths: list[Path]) -> list[Path]:
     return files
 
 
+def annotation_targets(paths: list[Path], out: Path) -> dict[Path, Path]:
+    """Where `--annotate OUT` writes each image: its path below the inputs' common folder,
+    mirrored under OUT, so same-named files of two folders stay apart.  Refused when OUT is an
+    input folder or inside one, or would replace an input: the originals are never written."""
+    out = Path(out)
+    folders = [Path(os.path.abspath(p)) for p in paths if p.is_dir()]
+    for folder in folders:
+        for there, inside in ((out, folder), (out.resolve(), folder.resolve())):
+            there = Path(os.path.abspath(there))
+            if there == inside or inside in there.parents:
+                raise FerbenchError(
+                    f"--annotate {out} is inside the input folder {folder}: the annotated "
+                    "copies would mix with the originals; write them to another folder"
+                )
+    files = expand_paths(paths)
+    roots = folders + [Path(os.path.abspath(p)).parent for p in paths if not p.is_dir()]
+    common = Path(os.path.commonpath(roots)) if roots else Path.cwd()
+    sources = {f.resolve() for f in files}
+    targets = {}
+    for file in files:
+        target = out / Path(os.path.abspath(file)).relative_to(common)
+        if target.resolve() in sources:
+            raise FerbenchError(
+                f"--annotate {out} would write over the input {file}; write to another folder"
+            )
+        targets[file] = target
+    return targets
+
+
 def predict_images(
     predictor: Predictor,
     paths: list[Path],
@@ -37,6 +67,7 @@ def predict_images(
     detector_kind: str = "mtcnn",
 ):
     """One row per face: file, box (None for a whole-image crop), label, probability, all probs."""
+    targets = annotation_targets(paths, annotate) if annotate is not None else {}
     detector = still_detector(detector_kind) if detect else None
     rows, skipped = [], []
     pending: list[tuple[Path, tuple | None, np.ndarray]] = []
@@ -76,8 +107,8 @@ def predict_images(
             for row in rows[start:]:
                 probs = np.array([row["probabilities"][c] for c in predictor.class_names])
                 draw_face(annotated, tuple(row["box"]), probs, predictor.class_names)
-            annotate.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(annotate / file.name), annotated)
+            targets[file].parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(targets[file]), annotated)
     if pending:
         flush()
     return rows, skipped
