@@ -244,26 +244,104 @@ def iter_runs(root: Path | str) -> Iterator[RunDir]:
         yield RunDir(path)
 
 
-def best_run(model_name: str, results: Path | str) -> RunDir:
-    """The finished run of `model_name` under `results` with the best validation accuracy."""
+@dataclass(frozen=True)
+class Choice:
+    """The run `--model NAME` stands for, with the one line that says which and why."""
+
+    run: RunDir
+    line: str
+
+
+def best_run(model_name: str, results: Path | str, data: str | Path | None = None) -> RunDir:
+    """The finished run of `model_name` under `results` that `--model` means (`choose_run`)."""
+    return choose_run(model_name, results, data).run
+
+
+def choose_run(model_name: str, results: Path | str, data: str | Path | None = None) -> Choice:
+    """The finished run of `model_name` that `--model NAME` means, by one rule: runs on real
+    faces first (synthetic ones only where there is no other); among them the runs on `data`
+    when given and some trained on that file, else the runs on the data of the newest finished
+    one; of those, the best validation accuracy.  Validation accuracies are compared only on
+    the same validation faces: a synthetic run's 99% says nothing against FER2013's 65%."""
     results = Path(results)
-    candidates, available = [], set()
-    runs = iter_runs(results) if results.exists() else iter([])
-    for run in runs:
+    runs, available = [], set()
+    for run in iter_runs(results) if results.exists() else ():
         if not run.finished:
             continue
-        name = run.model_name
-        available.add(name)
-        if name == model_name:
-            candidates.append((run.metrics().get("best_val_acc", 0.0), str(run.path)))
-    if not candidates:
+        available.add(run.model_name)
+        if run.model_name == model_name:
+            runs.append(run)
+    if not runs:
         have = ", ".join(sorted(available)) or "none"
         raise FerbenchError(
             f"no finished run of '{model_name}' under {results} (finished models: "
             f"{have}); train one with `ferbench run experiments/quickstart.yaml` "
             "or pass --checkpoint PATH"
         )
-    return RunDir(Path(max(candidates)[1]))
+    real = [r for r in runs if not _synthetic(r)]
+    pool = real or runs
+    passed = (
+        [f"{len(runs) - len(real)} on synthetic faces"] if real and len(real) < len(runs) else []
+    )
+    given = [r for r in pool if data is not None and _same_file(r, data)]
+    if given:
+        same, why = given, f"on {data}"
+    else:
+        newest = max(pool, key=_finished_at)
+        same = [r for r in pool if _data_key(r) == _data_key(newest)]
+        why = "on the data of the newest finished run"
+        if data is not None:
+            why += f" (none trained on {data})"
+    if len(same) < len(pool):
+        passed.append(f"{len(pool) - len(same)} on other data")
+    best = max(same, key=lambda r: (_val_acc(r), _finished_at(r)))
+    config, metrics = best.config(), best.metrics()
+    test = metrics.get("accuracy")
+    line = (
+        f"--model {model_name}: {best.path}, trained on "
+        f"{config.get('dataset') or config.get('data_source') or 'unrecorded data'} "
+        f"(data {str(config.get('data_fingerprint') or '?')[:8]}), val acc {_val_acc(best):.1%}"
+        + (f", test acc {test:.1%}" if isinstance(test, (int, float)) else "")
+        + f"; best on validation of {len(same)} finished {model_name} run(s) {why}"
+        + (f", passed over {' and '.join(passed)}" if passed else "")
+        + " (--checkpoint picks another)"
+    )
+    return Choice(best, line)
+
+
+def _synthetic(run: RunDir) -> bool:
+    return (run.config().get("data") or {}).get("kind") == "synthetic"
+
+
+def _data_key(run: RunDir) -> str:
+    """Which faces and splits a run trained and validated on, at any size."""
+    config = run.config()
+    return str(
+        config.get("data_identity") or config.get("data_fingerprint") or config.get("data_source")
+    )
+
+
+def _same_file(run: RunDir, data: str | Path) -> bool:
+    path = (run.config().get("data") or {}).get("path")
+    try:
+        return bool(path) and os.path.samefile(Path(path).expanduser(), Path(data).expanduser())
+    except OSError:
+        return False
+
+
+def _finished_at(run: RunDir) -> str:
+    """When the run last wrote its status (ISO time; the file's time for older runs)."""
+    updated = run.status().get("updated")
+    if updated:
+        return str(updated)
+    path = run.file("status.json")
+    path = path if path.exists() else run.best_checkpoint
+    return dt.datetime.fromtimestamp(path.stat().st_mtime).isoformat(timespec="seconds")
+
+
+def _val_acc(run: RunDir) -> float:
+    value = run.metrics().get("best_val_acc")
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def time_left(epoch_seconds, epochs_left: int) -> str:

@@ -11,6 +11,8 @@ from ferbench.cli import app
 from ferbench.data import load_dataset
 from ferbench.data.leaks import aligned_nearest, leak_report, perceptual_hashes, shifted
 from ferbench.data.synthetic import make_synthetic
+from ferbench.models.checkpoint import load_checkpoint, save_checkpoint
+from ferbench.models.factory import model_from_checkpoint
 from ferbench.utils.opencv import cv2
 
 cli = CliRunner()
@@ -66,13 +68,20 @@ def test_leaks_finds_the_copied_faces_and_eval_reports_clean_accuracy(tmp_path, 
     assert json.loads((tmp_path / "l.json").read_text())["test"]["leaked"] == sorted(leaked)
 
     out = tmp_path / "eval.json"
+    # leak figures are for a model trained on these very faces (data/identity.py)
+    own = tmp_path / "own.pt"
+    payload = load_checkpoint(checkpoint)
+    faces = load_dataset({"kind": "folder", "path": str(root), "size": 32})
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "format")}
+    save_checkpoint(own, model_from_checkpoint(payload), {**meta,
+                    "data_fingerprint": faces.fingerprint()})  # fmt: skip
     evaluated = cli.invoke(
         app,
         [
             "eval",
             str(root),
             "--checkpoint",
-            str(checkpoint),
+            str(own),
             "--split",
             "test",
             "--out",

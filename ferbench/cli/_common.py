@@ -48,8 +48,9 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="A model name (its best finished run under --results) or a shipped model such as "
-        "vggfer_s.fer2013 (default: the shipped vggfer_s.fer2013).",
+        help="A model name (its finished run under --results with the best validation accuracy "
+        "on real data: the data given, else the newest run's; one line names it) or a shipped "
+        "model such as vggfer_s.fer2013 (default: the shipped vggfer_s.fer2013).",
     ),
 ]
 CheckpointOption = Annotated[
@@ -122,6 +123,11 @@ def announce_default_model(model: str | None, checkpoint: str | None) -> None:
     note = default_model_note(model, checkpoint)
     if note:
         err_console.print(f"[cyan]{escape(note)}[/]", highlight=False)
+
+
+def announce_choice(line: str) -> None:
+    """Say on stderr (so --json output stays clean) which run `--model NAME` took, and why."""
+    err_console.print(f"[cyan]{escape(line)}[/]", highlight=False, soft_wrap=True)
 
 
 def refresh_readme_table(readme: Path | None, csv_path: Path) -> None:

@@ -141,8 +141,9 @@ def leaks(
 ) -> None:
     """Validation and test faces that were also trained on: a near-duplicate in the training
     split (candidates by perceptual hash at the best of 25 alignments, robust to re-encoding
-    and a 2-px shift, confirmed by a correlation of 0.9 or more), exact copies among them.
-    `ferbench eval` reports the accuracy without them.
+    and a 2-px shift, confirmed by a correlation of 0.9 or more), exact copies among them;
+    and test faces with a near-duplicate in validation, which chooses checkpoints.
+    `ferbench eval` reports the accuracy without the trained-on ones.
 
     Example:  ferbench data leaks fer2013.csv.gz --out leaks.json
     """
@@ -162,15 +163,25 @@ def leaks(
             f"{split}: [bold]{len(part['leaked']):,}[/] of {part['faces']:,} faces ({share:.1%}) "
             f"have a near-duplicate in train, {part['exact']:,} of them pixel-identical"
         )
-        for q, t, d, sim in list(
-            zip(part["leaked"], part["match"], part["distance"], part["similarity"])
-        )[:show]:
-            console.print(
-                f"  face {q} ~ train face {t} ({d} bits, similarity {sim:.2f})", style="dim"
-            )
+        _show_pairs(part, "train", show)
+    part = report["val_test"]
+    share = len(part["leaked"]) / max(part["faces"], 1)
+    console.print(
+        f"val ↔ test: [bold]{len(part['leaked']):,}[/] of {part['faces']:,} test faces "
+        f"({share:.1%}) have a near-duplicate in validation, {part['exact']:,} of them "
+        "pixel-identical (validation chooses checkpoints, temperatures and ensembles)"
+    )
+    _show_pairs(part, "val", show)
     if out:
         write_json(out, report)
         console.print(f"[green]wrote[/] {out}")
+
+
+def _show_pairs(part: dict, pool: str, show: int) -> None:
+    """The first `show` duplicates of a leak report's part, one dim line each."""
+    pairs = zip(part["leaked"], part["match"], part["distance"], part["similarity"])
+    for q, t, d, sim in list(pairs)[:show]:
+        console.print(f"  face {q} ~ {pool} face {t} ({d} bits, similarity {sim:.2f})", style="dim")
 
 
 def _print_json(data, problems: dict, seconds: float) -> None:

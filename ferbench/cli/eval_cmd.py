@@ -14,6 +14,7 @@ from ferbench.cli._common import (
     ModelOption,
     ResultsOption,
     ScalesOption,
+    announce_choice,
     announce_default_model,
     console,
     friendly_errors,
@@ -72,7 +73,9 @@ def evaluate(
     from ferbench.utils.fileio import write_json
 
     announce_default_model(model, checkpoint)
-    predictor = Predictor.from_cli(model, checkpoint, results, device, amp="checkpoint")
+    predictor = Predictor.from_cli(
+        model, checkpoint, results, device, amp="checkpoint", data=data, announce=announce_choice
+    )
     spec = parse_data("--kind", "data", {"kind": kind, "path": data, "labels": labels})
     if data == "synthetic":
         spec = DataSpec()
@@ -122,8 +125,9 @@ def evaluate(
     )
     if "leaked" in metrics:
         console.print(
-            f"{metrics['leaked']:,} of these faces were also trained on (near-duplicates in the "
-            f"training split): accuracy without them [bold]{metrics['accuracy_clean']:.4f}[/]"
+            f"{metrics['leaked']:,} of these faces were also trained on ("
+            f"{metrics.get('leak_kind', 'near-duplicates')}, in the model's training split): "
+            f"accuracy without them [bold]{metrics['accuracy_clean']:.4f}[/]"
             f"{clean_interval(metrics)}, "
             f"on them {metrics['accuracy_leaked']:.4f}  (ferbench data leaks)"
         )

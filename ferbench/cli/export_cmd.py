@@ -12,6 +12,7 @@ from ferbench.cli._common import (
     CheckpointOption,
     ModelOption,
     ResultsOption,
+    announce_choice,
     console,
     friendly_errors,
     working,
@@ -50,7 +51,9 @@ def export(
     from ferbench.infer.export import export_checkpoint
     from ferbench.infer.predictor import resolve_source
 
-    source = resolve_source(model, checkpoint, results, default=False)
+    source = resolve_source(
+        model, checkpoint, results, default=False, data=data, announce=announce_choice
+    )
     spec = parse_data("--data", "data", {"kind": kind, "path": data}) if data else None
     with working("exporting") as update:
         report = export_checkpoint(source, out, int8, opset, spec, progress=update)

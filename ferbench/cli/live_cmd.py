@@ -14,6 +14,7 @@ from ferbench.cli._common import (
     MarginOption,
     ModelOption,
     ResultsOption,
+    announce_choice,
     announce_default_model,
     console,
     friendly_errors,
@@ -137,7 +138,7 @@ def live(
 
         check_display()  # before minutes of model loading, not after
     announce_default_model(model, checkpoint)
-    source_path = resolve_source(model, checkpoint, results)
+    source_path = resolve_source(model, checkpoint, results, announce=announce_choice)
     with working("loading the model") as update:
         predictor, choice = predictor_for(source_path, backend, device, update)
     console.print(

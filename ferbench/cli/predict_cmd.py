@@ -16,6 +16,7 @@ from ferbench.cli._common import (
     MarginOption,
     ModelOption,
     ResultsOption,
+    announce_choice,
     announce_default_model,
     console,
     err_console,
@@ -85,7 +86,7 @@ def predict(
     if detector not in DETECTORS:
         raise FerbenchError(f"unknown detector '{detector}'; use {', '.join(DETECTORS)}")
     announce_default_model(model, checkpoint)
-    predictor = Predictor.from_cli(model, checkpoint, results, device)
+    predictor = Predictor.from_cli(model, checkpoint, results, device, announce=announce_choice)
     rows, skipped = predict_images(
         predictor,
         paths,

@@ -109,8 +109,10 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 def leak_report(data: FaceArrays, cache: bool = True) -> dict:
     """Per evaluation split: the indices (into `data`) of faces with a near-duplicate in the
     training split, the training face each matches, its hash distance and similarity, and how
-    many are pixel-identical."""
-    key = f"{data.fingerprint()}-{CANDIDATE_BITS}-{MIN_SIMILARITY}-{SHIFT}"
+    many are pixel-identical.  `val_test`: the test faces with a near-duplicate in the
+    validation split, found the same way (validation chooses checkpoints, temperatures and
+    ensemble members, so a face in both is a test face that helped choose)."""
+    key = f"{data.fingerprint()}-{CANDIDATE_BITS}-{MIN_SIMILARITY}-{SHIFT}-v2"
     file = cache_dir() / f"leaks-{key}.json"
     if cache:
         try:
@@ -118,33 +120,43 @@ def leak_report(data: FaceArrays, cache: bool = True) -> dict:
         except (OSError, ValueError):
             pass
     train = np.flatnonzero(data.splits == 0)
-    train_hashes = perceptual_hashes(data.images[train])
     report: dict = {"train": int(len(train)), "candidate_bits": CANDIDATE_BITS,
                     "min_similarity": MIN_SIMILARITY, "shift": SHIFT}  # fmt: skip
     for code, split in enumerate(SPLITS[1:], 1):
-        idx = np.flatnonzero(data.splits == code)
-        found: list[tuple[int, int, int, float]] = []
-        if len(idx) and len(train):
-            distance, match = aligned_nearest(train_hashes, data.images[idx])
-            for q, t, d in zip(idx, train[match], distance):
-                if d <= CANDIDATE_BITS:
-                    score = similarity(data.images[q], data.images[t])
-                    if score >= MIN_SIMILARITY:
-                        found.append((int(q), int(t), int(d), round(score, 4)))
-        report[split] = {
-            "faces": int(len(idx)),
-            "leaked": [f[0] for f in found],
-            "match": [f[1] for f in found],
-            "distance": [f[2] for f in found],
-            "similarity": [f[3] for f in found],
-            "exact": sum(_same_pixels(data.images[q], data.images[t]) for q, t, _, _ in found),
-        }
+        report[split] = _duplicates(data, np.flatnonzero(data.splits == code), train)
+    report["val_test"] = _duplicates(
+        data, np.flatnonzero(data.splits == 2), np.flatnonzero(data.splits == 1)
+    )
     if cache:
         try:
             write_json(file, report)
         except OSError:
             pass
     return report
+
+
+def _duplicates(data: FaceArrays, queries: np.ndarray, pool: np.ndarray) -> dict:
+    """The faces of `queries` (indices into `data`) with a near-duplicate among those of
+    `pool`: the face each matches, its hash distance and similarity, and how many are
+    pixel-identical."""
+    found: list[tuple[int, int, int, float]] = []
+    if len(queries) and len(pool):
+        distance, match = aligned_nearest(
+            perceptual_hashes(data.images[pool]), data.images[queries]
+        )
+        for q, t, d in zip(queries, pool[match], distance):
+            if d <= CANDIDATE_BITS:
+                score = similarity(data.images[q], data.images[t])
+                if score >= MIN_SIMILARITY:
+                    found.append((int(q), int(t), int(d), round(score, 4)))
+    return {
+        "faces": int(len(queries)),
+        "leaked": [f[0] for f in found],
+        "match": [f[1] for f in found],
+        "distance": [f[2] for f in found],
+        "similarity": [f[3] for f in found],
+        "exact": sum(_same_pixels(data.images[q], data.images[t]) for q, t, _, _ in found),
+    }
 
 
 def leaked_mask(data: FaceArrays, split: str, cache: bool = True) -> np.ndarray:
@@ -160,13 +172,20 @@ def _same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
     return hashlib.blake2b(a.tobytes()).digest() == hashlib.blake2b(b.tobytes()).digest()
 
 
-def clean_accuracy(data: FaceArrays, split: str, correct: np.ndarray, kept=None) -> dict:
+def clean_accuracy(
+    data: FaceArrays, split: str, correct: np.ndarray, kept=None, leaked=None
+) -> dict:
     """`leaked` (faces of `split` also trained on), `accuracy_clean` without them and
     `accuracy_leaked` on them, for per-face `correct` flags of that split in its order (`kept`:
-    which of the split's faces were evaluated); empty without a training split."""
-    if split not in ("val", "test") or not (data.splits == 0).any() or not len(correct):
+    which of the split's faces were evaluated); empty without a training split.  `leaked`: which
+    faces of the split the model trained on, where known otherwise (data/identity.py); by
+    default the near-duplicates of the data's own training split."""
+    if split not in ("val", "test") or not len(correct):
         return {}
-    leaked = leaked_mask(data, split)
+    if leaked is None:
+        if not (data.splits == 0).any():
+            return {}
+        leaked = leaked_mask(data, split)
     leaked = leaked[kept] if kept is not None else leaked
     return {
         "leaked": int(leaked.sum()),

@@ -16,8 +16,8 @@ from ferbench.config import DataSpec
 from ferbench.data import SPLITS, FaceArrays, load_dataset
 from ferbench.data.classes import canonical
 from ferbench.data.folder import class_folders, has_split_folders, synonym_note
+from ferbench.data.identity import leak_figures, trained_on
 from ferbench.data.images import list_images, resize_square, to_gray
-from ferbench.data.leaks import clean_accuracy
 from ferbench.errors import FerbenchError
 from ferbench.faces.defaults import FER_MARGIN
 from ferbench.faces.detect import crop_faces
@@ -142,7 +142,9 @@ def evaluate_checkpoint(
     probs = predictor.predict_arrays(faces.images, tta=tta, scales=scales)
     metrics = classification_metrics(faces.labels, probs.argmax(1), predictor.class_names, probs)
     correct = probs.argmax(1) == faces.labels
-    metrics.update(clean_accuracy(data, split, correct, faces.known))
+    if detector is None:  # leak figures only where the model's own faces can be told apart
+        model = trained_on(str(predictor.path), predictor.payload, predictor.path)
+        metrics.update(leak_figures(model, data_spec, data, split, correct, faces.known))
     metrics.update(
         {
             "split": split,

@@ -1,9 +1,10 @@
 """ONNX: export a checkpoint with everything a predictor needs in its metadata, quantize it to
 int8 with ONNX Runtime, and run it behind the same interface as a torch model.
 
-An exported file carries the model name and arguments, class names, preprocessing, the TTA its
-accuracy used, the source checkpoint's sha256, the ferbench version and, once measured, its
-parity figures; so a ``.onnx`` file works wherever a checkpoint does (live, predict, eval,
+An exported file carries the model name and arguments, class names, preprocessing, the test
+views its accuracy used (ten-crop or flip, at each of its zooms), its data fingerprint, the source
+checkpoint's sha256, the ferbench version and, once measured, its parity figures; so a ``.onnx``
+file works wherever a checkpoint does, with the same figures (live, predict, eval,
 bench).  onnx and onnxruntime come with the optional extra ``ferbench[onnx]``.
 """
 
@@ -19,12 +20,13 @@ import torch
 
 from ferbench import __version__
 from ferbench.errors import FerbenchError
-from ferbench.models.checkpoint import test_views
+from ferbench.models.checkpoint import test_views, test_zooms
 from ferbench.models.preprocess import Preprocess
 from ferbench.utils.fileio import atomic_path
 
 FORMAT = "ferbench-onnx-v1"
-JSON_KEYS = ("model_args", "class_names", "preprocess", "parity")  # stored as JSON strings
+# stored as JSON strings
+JSON_KEYS = ("model_args", "class_names", "preprocess", "parity", "tta_scales")
 INPUT, OUTPUT = "input", "logits"
 
 
@@ -75,6 +77,11 @@ def export_onnx(payload: dict, out: Path, source_sha256: str = "", opset: int = 
             "preprocess": payload["preprocess"],
             "tta_shift": int(payload.get("tta_shift", 0)),
             "tta": test_views(payload),
+            # every test view the run's accuracy used: the zooms too (eval.scales), so `eval` of
+            # the file takes the passes its checkpoint takes
+            "tta_scales": list(test_zooms(payload)),
+            # the faces it was trained on: eval's leak figures and teacher checks need them
+            "data_fingerprint": str(payload.get("data_fingerprint") or ""),
             "source_sha256": source_sha256,
             "ferbench_version": __version__,
             "quantization": "none",

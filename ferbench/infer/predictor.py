@@ -12,18 +12,24 @@ from ferbench.data.images import resize_square, to_gray
 from ferbench.device import cpu_has_native_bf16, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import measure_speed, predict_logits
-from ferbench.models.checkpoint import load_checkpoint, test_views
+from ferbench.models.checkpoint import load_checkpoint, test_views, test_zooms
 from ferbench.models.factory import model_from_checkpoint
 from ferbench.models.preprocess import Preprocess
 from ferbench.models.pretrained import DEFAULT_TAG, read_index
-from ferbench.runs import best_run, checkpoint_path
+from ferbench.runs import checkpoint_path, choose_run
 
 
 def resolve_source(
-    model: str | None, checkpoint: str | None, results: str | Path, default: bool = True
+    model: str | None,
+    checkpoint: str | None,
+    results: str | Path,
+    default: bool = True,
+    data: str | Path | None = None,
+    announce=None,
 ) -> Path:
     """--checkpoint PATH, --model with a shipped tag (``vggfer_s.fer2013``: the file inside the
-    package) or a model name (its best finished run under `results`), or, given neither, the
+    package) or a model name (the finished run `runs.choose_run` picks under `results`, the
+    runs on `data` first; `announce` hears the one line naming it), or, given neither, the
     shipped default model when `default`."""
     if model and checkpoint:
         raise FerbenchError("give one of --model NAME or --checkpoint PATH, not both")
@@ -36,11 +42,14 @@ def resolve_source(
     if model in read_index():
         return read_index()[model].verified_path()
     try:
-        return best_run(model, results).best_checkpoint
+        choice = choose_run(model, results, data)
     except FerbenchError as exc:
         shipped = ", ".join(read_index())
         hint = f"; shipped models work without training: {shipped}" if shipped else ""
         raise FerbenchError(f"{exc}{hint} (plain `ferbench live` uses {DEFAULT_TAG})") from None
+    if announce is not None:
+        announce(choice.line)
+    return choice.run.best_checkpoint
 
 
 def default_model_note(model: str | None, checkpoint: str | None) -> str | None:
@@ -101,7 +110,7 @@ class Predictor:
         self.preprocess = Preprocess.from_dict(payload["preprocess"])
         self.tta_shift = int(payload.get("tta_shift", 0))  # what the run's test accuracy used
         self.tta = test_views(payload)
-        self.scales = tuple(payload.get("tta_scales") or (1.0,))  # zooms of the run's test pass
+        self.scales = test_zooms(payload)  # zooms of the run's test pass (.pt or .onnx)
         if model is None:
             model = model_from_checkpoint(payload, path)
             if quantize:
@@ -121,8 +130,11 @@ class Predictor:
         device: str = "cpu",
         quantize: bool = False,
         amp: str = "auto",
+        data: str | Path | None = None,
+        announce=None,
     ) -> "Predictor":
-        return cls(resolve_source(model, checkpoint, results), device, quantize, amp)
+        source = resolve_source(model, checkpoint, results, data=data, announce=announce)
+        return cls(source, device, quantize, amp)
 
     @property
     def input_size(self) -> int:

@@ -46,6 +46,12 @@ def test_views(meta: dict) -> str:
     return meta.get("tta") or ("tencrop" if meta.get("tta_shift") else "none")
 
 
+def test_zooms(meta: dict) -> tuple[float, ...]:
+    """The zooms those views were taken at (eval.scales; 1 alone where none were recorded):
+    with `test_views`, every pass a checkpoint's test accuracy took, which an export keeps."""
+    return tuple(float(z) for z in meta.get("tta_scales") or (1.0,))
+
+
 def describe_views(tta: str, shift: int, scales=(1.0,)) -> str:
     views = {"tencrop": f"ten-crop ±{shift} px", "flip": "face and mirror"}.get(tta, "single view")
     return with_zooms(views, scales)

@@ -94,6 +94,15 @@ def resolve_weights(model: str, pretrained: bool | str) -> PretrainedWeights:
     return index[name]
 
 
+def check_start(name: str, spec, data, base_dir: Path | None = None) -> str:
+    """A fine-tuning start checked against the run's splits (data/identity.py): shipped weights
+    that trained on the run's validation or test faces are refused in one line (they would
+    bring those faces into training, and validation chooses the checkpoint)."""
+    from ferbench.data.identity import refuse_seen, trained_on_tag
+
+    return refuse_seen(trained_on_tag(name), "model.pretrained", spec, data, base_dir)
+
+
 def _shipped() -> str:
     return ", ".join(read_index()) or "none in this install"
 

@@ -83,6 +83,28 @@ def resolve_teacher(spec: str, base_dir: Path = Path(".")) -> Teacher:
     )
 
 
+def check_teacher(
+    teacher: Teacher, spec: DataSpec, data: FaceArrays, base_dir: Path = Path(".")
+) -> list[str]:
+    """Each member checked against the student's splits (data/identity.py): a teacher that
+    trained on the student's validation or test faces is refused in one line, since it would
+    teach them; one line per member says what was found."""
+    from ferbench.data.identity import refuse_seen, trained_on_checkpoint, trained_on_tag
+    from ferbench.models.pretrained import read_index
+
+    tags = {w.path.resolve(): name for name, w in read_index().items()}
+    lines = []
+    for checkpoint, _, _ in dict.fromkeys(teacher.members):
+        tag = tags.get(Path(checkpoint).resolve())
+        if tag:
+            model = trained_on_tag(tag)
+        else:
+            name = checkpoint.parent if checkpoint.name == "best.pt" else checkpoint
+            model = trained_on_checkpoint(str(name), checkpoint)
+        lines.append(refuse_seen(model, KEY, spec, data, base_dir))
+    return lines
+
+
 def _ensemble_members(path: Path) -> tuple[tuple[Path, float, float], ...]:
     try:
         metrics = json.loads((path / "metrics.json").read_text())

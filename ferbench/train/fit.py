@@ -29,6 +29,7 @@ from ferbench.train.budget import machine_bound
 from ferbench.train.distill import (
     OnlineTeacher,
     Teacher,
+    check_teacher,
     resolve_teacher,
     teacher_probabilities,
     vote_targets,
@@ -85,6 +86,7 @@ class _Setup:
     parameters: int
     flops: int
     teacher: Teacher | None  # train.distill's teacher, resolved once
+    checks: tuple[str, ...] = ()  # teacher and start checked against the splits (config.yaml)
 
 
 def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter) -> _Setup:
@@ -120,8 +122,16 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         dirac_init(model)
     net = torch.compile(model) if cfg.compile else model
     teacher, teacher_probs, online_teacher = None, None, None
+    checks = []  # a teacher or start that trained on our val/test faces is refused here
     if cfg.distill:
         teacher = resolve_teacher(cfg.distill.teacher, Path(trial.base_dir))
+        checks += check_teacher(teacher, trial.data, data, Path(trial.base_dir))
+    if trial.model.pretrained:
+        from ferbench.models.pretrained import check_start
+
+        checks.append(check_start(trial.model.pretrained, trial.data, data, Path(trial.base_dir)))
+    for line in checks:
+        reporter.note(f"{trial.name}: {line}")
     if teacher and cfg.distill.views in ("student", "clean"):
         online_teacher = OnlineTeacher(teacher, data.class_names, runtime, preprocess)
         reporter.note(
@@ -167,7 +177,17 @@ def _setup(trial: Trial, data: FaceArrays, device_name: str, reporter: Reporter)
         data_fingerprint=data.fingerprint(),
     )
     return _Setup(
-        model, net, preprocess, runtime, trainer, splits, meta, parameters, flops, teacher
+        model,
+        net,
+        preprocess,
+        runtime,
+        trainer,
+        splits,
+        meta,
+        parameters,
+        flops,
+        teacher,
+        checks=tuple(checks),
     )
 
 
@@ -180,7 +200,12 @@ def _pretrained_args(pretrained: str | None) -> dict:
 
 
 def _write_config(
-    run: RunDir, trial: Trial, data: FaceArrays, runtime: Runtime, teacher: Teacher | None
+    run: RunDir,
+    trial: Trial,
+    data: FaceArrays,
+    runtime: Runtime,
+    teacher: Teacher | None,
+    checks: tuple[str, ...] = (),
 ) -> None:
     counts = data.counts()
     write_yaml(
@@ -200,6 +225,7 @@ def _write_config(
             "bound_img_s": round(machine_bound(runtime.device), 1),
             **runtime.describe(),
             **({"teacher": teacher.describe()} if teacher else {}),
+            **({"data_checks": list(checks)} if checks else {}),
         },
     )
 
@@ -232,7 +258,7 @@ def fit(
     setup_seconds = running_time() - setup_start
     train, val, test = setup.splits
     trainer, runtime = setup.trainer, setup.runtime
-    _write_config(run, trial, data, runtime, setup.teacher)
+    _write_config(run, trial, data, runtime, setup.teacher, setup.checks)
     run.write_status(
         "running", trial.name, trial.config_hash(), data_fingerprint=data.fingerprint()
     )
