@@ -17,6 +17,7 @@ from ferbench.cli._common import (
     announce_choice,
     announce_default_model,
     console,
+    err_console,
     friendly_errors,
     working,
 )
@@ -102,7 +103,15 @@ def live(
         "with --source browser, the page that sends the browser's camera (default 8000).",
     ),
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="With --serve: the address to bind (0.0.0.0 for the network)."
+        "127.0.0.1",
+        "--host",
+        help="With --serve: the address to bind (0.0.0.0 for the network: the page then wants "
+        "the random token in the printed URL).",
+    ),
+    no_token: bool = typer.Option(
+        False,
+        "--no-token",
+        help="With --host beyond localhost: no token; anyone who reaches the port sees the camera.",
     ),
 ) -> None:
     """Detect faces, classify each, draw label, probability and a bar chart; q or Esc quits.
@@ -133,6 +142,14 @@ def live(
         serve = 8000 if serve is None else serve
     else:
         check_source(source)
+    if no_token and serve is not None:
+        from ferbench.infer.http_guard import is_loopback
+
+        if not is_loopback(host):
+            err_console.print(
+                f"[yellow]warning: --no-token with --host {host}: anyone who reaches the port "
+                "sees the camera[/]"
+            )
     if not no_window and serve is None:
         from ferbench.infer.live import check_display
 
@@ -165,6 +182,7 @@ def live(
             margin=margin,
             max_frames=max_frames,
             announce=_announce_browser_page,
+            token=not no_token,
         )
         console.print("stopped")
         _print_summary(stats)
@@ -174,8 +192,11 @@ def live(
     if serve is not None:
         from ferbench.infer.serve import FrameServer
 
-        server = FrameServer(host, serve, predictor.class_names).start()
-        console.print(f"serving the annotated stream on [bold]{server.url}[/] (Ctrl-C stops)")
+        server = FrameServer(host, serve, predictor.class_names, token=not no_token).start()
+        console.print(
+            f"serving the annotated stream on [bold]{server.link}[/] (Ctrl-C stops)",
+            soft_wrap=True,
+        )
     try:
         stop_on_sigterm = contextlib.nullcontext()
         if server is not None:
@@ -201,7 +222,7 @@ def live(
             )
             _print_summary(stats)
             if server is not None and not source.isdigit():
-                console.print(f"the video ended; still serving its last frame on {server.url}")
+                console.print(f"the video ended; still serving its last frame on {server.link}")
                 while True:  # a camera ends only with Ctrl-C; a file stays on screen until then
                     time.sleep(0.5)
     except KeyboardInterrupt:
@@ -215,10 +236,15 @@ def live(
 
 
 def _announce_browser_page(url: str) -> None:
-    port = url.rstrip("/").rsplit(":", 1)[1]
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    query = f"?{parts.query}" if parts.query else ""
     console.print(
         f"open [bold]{url}[/] in the browser whose camera to use; from another machine: "
-        f"ssh -L {port}:127.0.0.1:{port} HOST, then open http://localhost:{port}/ (Ctrl-C stops)"
+        f"ssh -L {parts.port}:127.0.0.1:{parts.port} HOST, then open "
+        f"http://localhost:{parts.port}/{query} (Ctrl-C stops)",
+        soft_wrap=True,  # one line, whatever its length: the URL is copied and grepped
     )
 
 

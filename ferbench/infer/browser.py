@@ -7,9 +7,10 @@ flight at a time (a slow server never builds a queue), and draws the faces it ge
 the video.  Each browser tab is a session with its own face locator and smoother; every
 session shares the classifier and the outputs (`--log`, `--output`, `--summary`).
 
-Bounded: a body that is not a JPEG of sane size, a request of a session that is still busy or
-comes faster than MAX_RATE, and sessions beyond MAX_SESSIONS get a 4xx; a tab silent for
-SESSION_TIMEOUT_S is forgotten.  Nothing grows with the length of a session.
+Bounded: a body that is not a JPEG of sane size (its dimensions are read from its header: a
+1.3 MB JPEG can hold 15000×15000 pixels, refused undecoded), a request of a session that is
+still busy or comes faster than MAX_RATE, and sessions beyond MAX_SESSIONS get a 4xx; a tab
+silent for SESSION_TIMEOUT_S is forgotten.  Nothing grows with the length of a session.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ferbench.faces.defaults import COAST, DETECT_EVERY, FER_MARGIN
+from ferbench.infer.http_guard import Refused, jpeg_size
 from ferbench.infer.live import Annotator, FaceLocator, LiveStats
 from ferbench.infer.overlay import PALETTE
-from ferbench.infer.serve import FrameServer, Refused, sigterm_as_ctrl_c
+from ferbench.infer.serve import FrameServer, sigterm_as_ctrl_c
 from ferbench.infer.tracking import ProbabilitySmoother
 from ferbench.utils.opencv import cv2
 
@@ -78,8 +80,8 @@ class BrowserSessions:
         """The faces of one JPEG frame of `session_id`; raises Refused for a bad request."""
         if not SESSION_ID.fullmatch(session_id or ""):
             raise Refused(400, "a session id of 8-64 letters, digits, - or _ is required")
-        if body[:3] != b"\xff\xd8\xff":
-            raise Refused(415, "the body must be a JPEG image")
+        if max(jpeg_size(body)) > MAX_SIDE:  # refused undecoded: 1.3 MB can hold 15000×15000
+            raise Refused(413, f"frames may be at most {MAX_SIDE} pixels on a side")
         session = self._session(session_id)
         if not session.busy.acquire(blocking=False):
             raise Refused(429, "this session's previous frame is still being processed")
@@ -161,9 +163,11 @@ def serve_browser(
     margin: float = FER_MARGIN,
     max_frames: int | None = None,
     announce: Callable[[str], None] = print,
+    token: bool = True,
 ) -> LiveStats:
     """Serve the camera page until Ctrl-C (or `max_frames` frames from all browsers), running
-    the live pipeline on each frame the browsers send; `announce` gets the page's URL."""
+    the live pipeline on each frame the browsers send; `announce` gets the page's URL (with its
+    token beyond localhost; `token=False`: none, --no-token)."""
     stats = LiveStats()
     annotate = Annotator(predictor, margin, output, log, SEND_RATE, None, stats)
     sessions = BrowserSessions(
@@ -171,10 +175,10 @@ def serve_browser(
         lambda ids: FaceLocator(detector, detect_every, coast, verify, stats, ids),
         smooth,
     )
-    server = FrameServer(host, port, predictor.class_names, sessions)
+    server = FrameServer(host, port, predictor.class_names, sessions, token)
     annotate.server = server  # /stream and /frame.jpg show the latest browser frame too
     server.start()
-    announce(server.url)
+    announce(server.link)
     try:
         with sigterm_as_ctrl_c():
             while max_frames is None or stats.frames < max_frames:

@@ -278,8 +278,8 @@ def run_live(
     annotate = Annotator(predictor, margin, output, log, fps_in, server, stats)
     smoother = ProbabilitySmoother(smooth)
     located = _read_and_locate(capture, locator, max_frames)
-    if overlap:
-        located = RunAhead(located)
+    if overlap:  # the worker releases the capture after its last read, never during one
+        located = RunAhead(located, release=capture.release)
     restore_threads = _one_thread_per_op(predictor.model) if overlap else (lambda: None)
     start = time.perf_counter()
     try:
@@ -301,7 +301,8 @@ def run_live(
         stats.seconds = time.perf_counter() - start
         located.close()  # the worker stops before the capture it reads goes
         restore_threads()
-        capture.release()
+        if not overlap:
+            capture.release()
         annotate.close()
         if show:
             cv2.destroyAllWindows()

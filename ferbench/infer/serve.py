@@ -7,7 +7,9 @@ Standard library only (``http.server`` in a thread).  Endpoints:
 With browser sessions (``--source browser``, see infer/browser.py) ``/`` is the camera page
 instead, ``POST /frame?session=ID`` takes a JPEG and answers its faces as JSON, and
 ``POST /close?session=ID`` ends a session.
-Binds to 127.0.0.1 unless told otherwise; a JPEG is encoded only when someone asks for a frame.
+Binds to 127.0.0.1 unless told otherwise; every request passes http_guard.Guard first (this
+server's own Host, same-origin POSTs, the token beyond localhost).  A JPEG is encoded only when
+someone asks for a frame, and outside the lock that the live loop publishes under.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from ferbench.errors import FerbenchError
+from ferbench.infer.http_guard import Guard, Refused, content_length
 from ferbench.utils.opencv import cv2
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>ferbench live</title>
@@ -56,14 +59,6 @@ stats();
 """
 
 
-class Refused(Exception):
-    """A request answered with a 4xx status and a one-line reason."""
-
-    def __init__(self, status: int, reason: str):
-        super().__init__(reason)
-        self.status = status
-
-
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
     """SIGTERM (`docker stop`, a notebook's stop button) stops a server as Ctrl-C does."""
@@ -81,16 +76,28 @@ def sigterm_as_ctrl_c():
 class FrameServer:
     """Holds the latest annotated frame and serves it over HTTP."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8000, class_names=(), sessions=None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        class_names=(),
+        sessions=None,
+        token: bool | str = True,
+    ):
         """`sessions`: a BrowserSessions (infer/browser.py), whose browsers send the frames; its
-        `page` is then the page, and its `frame` and `close` answer POST /frame and /close."""
+        `page` is then the page, and its `frame` and `close` answer POST /frame and /close.
+        `token`: beyond localhost, True requires a random token (`link` carries it), False
+        none (--no-token), a string that one."""
         self.class_names = list(class_names)
         self.sessions = sessions
         self._lock = threading.Condition()
+        self._encoding = threading.Lock()  # one encoder per frame, apart from publish's lock
         self._frame: np.ndarray | None = None
         self._sequence = 0
         self._jpeg: tuple[int, bytes] = (-1, b"")
         self._stats: dict = {"fps": 0.0, "faces": [], "classes": self.class_names}
+        self._closed = threading.Event()
+        self._streams: set[threading.Thread] = set()
         try:
             self._http = ThreadingHTTPServer((host, port), _handler(self))
         except OSError as exc:
@@ -98,12 +105,18 @@ class FrameServer:
                 f"--serve: cannot listen on {host}:{port} ({exc.strerror})"
             ) from None
         self._http.daemon_threads = True
+        self.guard = Guard(host, self._http.server_address[1], token)
         self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self._http.server_address[:2]
         return f"http://{host}:{port}/"
+
+    @property
+    def link(self) -> str:
+        """The URL to open: with `?token=...` when the server wants one."""
+        return self.url + self.guard.query
 
     def start(self) -> "FrameServer":
         self._thread.start()
@@ -122,31 +135,68 @@ class FrameServer:
         """The latest frame as JPEG (encoded once per frame), waiting for one newer than
         `after`; None when none arrives in time."""
         with self._lock:
-            if not self._lock.wait_for(
-                lambda: self._frame is not None and self._sequence > after, timeout
-            ):
+            ready = self._lock.wait_for(
+                lambda: (
+                    self._closed.is_set() or (self._frame is not None and self._sequence > after)
+                ),
+                timeout,
+            )
+            if not ready or self._closed.is_set():
                 return None
-            if self._jpeg[0] != self._sequence:
-                ok, buffer = cv2.imencode(".jpg", self._frame, [cv2.IMWRITE_JPEG_QUALITY, 80])
-                self._jpeg = (self._sequence, buffer.tobytes() if ok else b"")
+            sequence, frame = self._sequence, self._frame  # publish replaces, never writes in
+            if self._jpeg[0] == sequence:
+                return self._jpeg
+        with self._encoding:  # not under self._lock: publish never waits for an encoder
+            if self._jpeg[0] >= sequence:  # another viewer encoded it (or a newer one) meanwhile
+                return self._jpeg
+            ok, buffer = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            self._jpeg = (sequence, buffer.tobytes() if ok else b"")
             return self._jpeg
 
     def stats(self) -> dict:
         with self._lock:
             return dict(self._stats)
 
-    def close(self) -> None:
-        self._http.shutdown()
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop listening and end every /stream (their viewers see the stream end)."""
+        with self._lock:
+            self._closed.set()
+            self._lock.notify_all()
+        if self._thread.is_alive():  # shutdown() would wait for good on a server never started
+            self._http.shutdown()
         self._http.server_close()
+        deadline = time.monotonic() + timeout
+        for thread in list(self._streams):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        _extra: list[tuple[str, str]] = []  # headers the guard adds (the token's cookie)
+
         def log_message(self, *args) -> None:  # keep the terminal for ferbench's own lines
             pass
 
+        def _allowed(self) -> bool:
+            """The guard's checks; False when the request was answered with its refusal."""
+            try:
+                self._extra = server.guard.check(self.command, self.path, self.headers)
+                return True
+            except Refused as refused:
+                if self.command == "POST":
+                    with contextlib.suppress(Refused):
+                        self._drain(content_length(self.headers))
+                self._send(f"{refused}\n".encode(), "text/plain; charset=utf-8", refused.status)
+                return False
+
         def _send(self, body: bytes, content_type: str, status: int = 200) -> None:
             self.send_response(status)
+            for header in self._extra:
+                self.send_header(*header)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
@@ -157,6 +207,8 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
                 pass  # the page went away before its answer
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if not self._allowed():
+                return
             path = self.path.split("?", 1)[0]
             if path == "/":
                 page = PAGE if server.sessions is None else server.sessions.page
@@ -175,6 +227,8 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            if not self._allowed():
+                return
             path, _, query = self.path.partition("?")
             session = parse_qs(query).get("session", [""])[0]
             if server.sessions is None or path not in ("/frame", "/close"):
@@ -196,30 +250,38 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
 
         def _body(self) -> bytes:
             """The request body, refused before it is read when missing or too large."""
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
+            try:
+                size, limit = content_length(self.headers), server.sessions.max_bytes
+            except Refused:
                 self.close_connection = True
-                raise Refused(411, "a Content-Length is required")
-            size, limit = int(length), server.sessions.max_bytes
+                raise
             if size > limit:
-                left = size if size <= 8 * limit else 0  # drained, so the client sees the 413
-                while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
-                    left -= len(chunk)
-                self.close_connection = True  # an unread body must not be parsed as a request
+                self._drain(size)
                 raise Refused(413, f"frames may be at most {limit >> 20} MB")
             return self.rfile.read(size)
 
+        def _drain(self, size: int) -> None:
+            """Read a refused body (up to 16 MB) so the client sees the answer rather than a
+            reset; the connection then closes: an unread body must not be parsed as a request."""
+            left = size if size <= 16 << 20 else 0
+            while left > 0 and (chunk := self.rfile.read(min(1 << 16, left))):
+                left -= len(chunk)
+            self.close_connection = True
+
         def _stream(self) -> None:
+            """MJPEG until the viewer goes or the server closes."""
+            server._streams.add(threading.current_thread())
             self.send_response(200)
+            for header in self._extra:
+                self.send_header(*header)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
             sequence = -1
             try:
-                while True:
+                while not server.closed:
                     frame = server.jpeg(after=sequence, timeout=1.0)
                     if frame is None:
-                        time.sleep(0.05)
                         continue
                     sequence, body = frame
                     self.wfile.write(
@@ -230,5 +292,8 @@ def _handler(server: FrameServer) -> type[BaseHTTPRequestHandler]:
                     )
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the viewer went away
+            finally:
+                self.close_connection = True
+                server._streams.discard(threading.current_thread())
 
     return Handler
