@@ -78,9 +78,12 @@ def test_changed_setting_runs_beside_the_finished_result(tmp_path):
     assert compare.exit_code == 0, compare.output
     rows = pd.read_csv(tmp_path / "c" / "comparison.csv")
     assert len(rows) == 2
-    # only --fresh deletes
-    run(file, results, "--fresh")
-    assert sha256(home / "best.pt") != kept["best.pt"] or (home / "status.json").exists()
+    # only --fresh deletes: the trial trains again (a new best.pt; the same figures: seeded)
+    written = (home / "best.pt").stat().st_mtime_ns
+    accuracy = json.loads((home / "metrics.json").read_text())["accuracy"]
+    fresh = run(file, results, "--fresh")
+    assert "skipped" not in fresh.output and (home / "best.pt").stat().st_mtime_ns > written
+    assert json.loads((home / "metrics.json").read_text())["accuracy"] == accuracy
 
 
 def test_changed_data_runs_beside_the_finished_result(tmp_path):
@@ -115,9 +118,11 @@ def test_runtime_keys_and_new_defaults_keep_the_hash(tmp_path):
 
 
 class Kill(Reporter):
-    """Stops the process (KeyboardInterrupt, as Ctrl-C or a kill would) at one point."""
+    """Stops the process (KeyboardInterrupt, as Ctrl-C or a kill would) at one point: after an
+    epoch, at a step of an epoch, or as the best checkpoint's final pass over a split starts
+    (`epoch` "test" or "val")."""
 
-    def __init__(self, epoch: int, step: int | None = None):
+    def __init__(self, epoch: int | str, step: int | None = None):
         self.epoch, self.step, self.current = epoch, step, 1
 
     def trial_started(self, trial, start_epoch, epochs):
@@ -130,6 +135,10 @@ class Kill(Reporter):
     def epoch_done(self, epoch, epochs, row):
         self.current = epoch + 1
         if self.step is None and epoch == self.epoch:
+            raise KeyboardInterrupt
+
+    def final_pass(self, split):
+        if split == self.epoch:
             raise KeyboardInterrupt
 
 
@@ -164,10 +173,11 @@ def straight(tmp_path_factory):
     return history, metrics, best
 
 
-def kill_points(history_len: int) -> list[tuple[int, int | None]]:
-    """Inside the early-stopping patience (after and during its epochs), and the first epoch."""
+def kill_points(history_len: int) -> list[tuple[int | str, int | None]]:
+    """Inside the early-stopping patience (after and during its epochs), the first epoch, right
+    after the stopping epoch, and inside the final evaluation (its test pass done)."""
     last = history_len
-    return [(last - 1, None), (last, 2), (1, None)]
+    return [(last - 1, None), (last, 2), (1, None), (last, None), ("val", None)]
 
 
 def test_kill_inside_the_patience_resumes_exactly(tmp_path, straight):

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,6 +17,8 @@ from helpers import empty_folder
 from typer.testing import CliRunner
 
 from ferbench.cli import app
+from ferbench.data import load_dataset
+from ferbench.report.metrics import expected_calibration_error
 from ferbench.runs import OUTPUT_FILES, RunDir
 from ferbench.train import experiment
 from ferbench.train.fit import Reporter
@@ -50,19 +53,21 @@ def tiny_experiment(tmp_path: Path, **train) -> Path:
 def test_grid_writes_every_file_then_skips(tmp_path):
     file = tiny_experiment(tmp_path)
     results = tmp_path / "results"
-    started = time.perf_counter()
     first = runner.invoke(app, ["run", str(file), "--results", str(results)])
-    elapsed = time.perf_counter() - started
     assert first.exit_code == 0, first.output
-    trial_seconds = 0.0
+    truth = load_dataset({"kind": "synthetic", "n_per_class": 12, "size": 16}).split("test")[1]
     for seed in (0, 1):
         run_dir = results / "tiny" / "cnn5" / "size=16" / f"seed={seed}"
         for name in RUN_FILES:
             assert (run_dir / name).is_file(), name
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion"]) == 7
-        assert 0 <= metrics["ece"] <= 1
-        assert sum(map(sum, metrics["confusion"])) == 7 * 2  # the test split, evaluated once
+        # the figures are those of the test probabilities the run kept, against the truth
+        probs = np.load(run_dir / "predictions.npz")["test"]
+        confusion = np.array(metrics["confusion"])
+        assert confusion.shape == (7, 7) and confusion.sum() == 7 * 2 == len(truth)  # once
+        assert metrics["accuracy"] == pytest.approx((probs.argmax(1) == truth).mean())
+        assert metrics["accuracy"] == pytest.approx(confusion.trace() / confusion.sum())
+        assert metrics["ece"] == pytest.approx(expected_calibration_error(probs, truth))
         phases = metrics["phase_s"]  # where the whole trial's time went
         assert set(phases) == {"setup", "train", "validate", "test", "speed"}
         history = pd.read_csv(run_dir / "history.csv")
@@ -73,10 +78,13 @@ def test_grid_writes_every_file_then_skips(tmp_path):
         # CPU time, every thread, pauses excluded: what train CPU-minutes are made of
         assert (history["train_cpu_s"] > 0).all()
         assert metrics["train_cpu_s"] == pytest.approx(history["train_cpu_s"].sum())
-        trial_seconds += metrics["trial_s"]
+        # the trial's time is its phases', the epochs' part as history.csv recorded it
+        assert metrics["trial_s"] == pytest.approx(sum(phases.values()), abs=0.03)
+        epochs_s = phases["train"] + phases["validate"]
+        assert epochs_s == pytest.approx(history["elapsed_s"].iloc[-1], abs=0.03)
+        assert phases["setup"] > 0 and phases["test"] > 0
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         assert config["data_fingerprint"] and config["versions"]["torch"]
-    assert trial_seconds <= elapsed  # the trials' own clocks fit in the command's wall time
     start = time.perf_counter()
     second = runner.invoke(app, ["run", str(file), "--results", str(results)])
     assert second.exit_code == 0
