@@ -49,6 +49,7 @@ RUNTIME_KEYS = frozenset(
         "train.data_on_device",
         "train.deterministic",
         "eval.speed",
+        "eval.corruptions",
         "eval.batch_size",
         "eval.target_acc",
         "data.cache",
@@ -173,6 +174,9 @@ class EvalConfig:
     tta: Literal["none", "flip", "tencrop"] = "none"  # flip: the face and its mirror
     # the test pass's views again at each zoom (multi-scale TTA; validation stays at zoom 1)
     scales: tuple[float, ...] = (1.0,)
+    # the robustness suite on the test split once trained (data/corrupt.py): 'all', groups or
+    # families; its figures go to metrics.json, compare and the card (README: Robustness)
+    corruptions: tuple[str, ...] = ()
     batch_size: int = 512
     target_acc: float = 0.65
     speed: bool = True

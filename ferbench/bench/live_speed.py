@@ -140,15 +140,18 @@ def bench_live(
         if truth is None:
             clip = tmp_path / "clip.mp4"
             resize_clip(video, clip)
-            loops = [("haar", DETECT_EVERY, "torch", None, True)]
-            loops += [("mtcnn", DETECT_EVERY, "torch", None, True)]
-            loops += [("mtcnn", DETECT_EVERY, "torch-int8", None, True)]
-        else:  # (detector, detect every, classifier backend, width (None: default), overlap)
+            loops = [("haar", DETECT_EVERY, "torch", None, True, True)]
+            loops += [("mtcnn", DETECT_EVERY, "torch", None, True, True)]
+            loops += [("mtcnn", DETECT_EVERY, "torch-int8", None, True, True)]
+        else:  # (detector, detect every, classifier backend, width (None: default), overlap,
+            # crops aligned by the landmarks)
             expected = read_truth(truth)
-            loops = [("haar", DETECT_EVERY, "torch", None, True), ("mtcnn", 1, "torch", None, True)]
-            loops += [("mtcnn", DETECT_EVERY, "torch", None, True)]
-            loops += [("mtcnn", DETECT_EVERY, "auto", None, False)]  # one thread: the before
-            loops += [("mtcnn", DETECT_EVERY, "auto", None, True)]  # the `ferbench live` default
+            loops = [("haar", DETECT_EVERY, "torch", None, True, True)]
+            loops += [("mtcnn", 1, "torch", None, True, True)]
+            loops += [("mtcnn", DETECT_EVERY, "torch", None, True, True)]
+            loops += [("mtcnn", DETECT_EVERY, "auto", None, False, True)]  # one thread: the before
+            loops += [("mtcnn", DETECT_EVERY, "auto", None, True, False)]  # box crops: the before
+            loops += [("mtcnn", DETECT_EVERY, "auto", None, True, True)]  # `ferbench live`
         found: list = []
         path = speed_checkpoint(checkpoint, model_name, tmp_path)
         base = Predictor(path)
@@ -157,7 +160,7 @@ def bench_live(
             columns = ["frame", "x", "y", "w", "h", "label"]
             rows[0].update(score_both(pd.DataFrame(found, columns=columns), expected))
         predictors = {"torch": (base, "torch fp32")}
-        for kind, every, backend, width, overlap in loops:
+        for kind, every, backend, width, overlap, align in loops:
             if backend not in predictors:  # auto: what `ferbench live` picks by measurement
                 predictor, choice = predictor_for(path, backend)
                 name = choice.split(":")[0].split(";")[0].replace("-int8", " int8")
@@ -175,12 +178,14 @@ def bench_live(
                 detect_every=every,
                 coast=COAST,
                 overlap=overlap,
+                align=align,
             )
             summary = stats.summary()
             row = {
                 "loop": f"ferbench ({backend_name}, batched, "
                 f"{_describe(detector)}, every {every} frame{'s' if every > 1 else ''}, "
-                f"coast {COAST}{', overlapped' if overlap else ''})",
+                f"coast {COAST}{', overlapped' if overlap else ''}"
+                f"{', aligned crops' if align else ', box crops'})",
                 "frames": summary["frames"],
                 "frames_with_face": summary["frames_with_face"],
                 "faces": summary["faces"],

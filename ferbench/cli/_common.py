@@ -71,6 +71,15 @@ MarginOption = Annotated[
     ),
 ]
 
+AlignOption = Annotated[
+    bool,
+    typer.Option(
+        "--align/--no-align",
+        help="Crop each detected face aligned by its five landmarks to the framing of the "
+        "model's training faces (rotation, scale, shift); --no-align: the detector's box.",
+    ),
+]
+
 ScalesOption = Annotated[
     Optional[str],
     typer.Option(

@@ -100,6 +100,58 @@ def synth(
     console.print(f"[green]wrote[/] {len(data):,} synthetic faces to {target}")
 
 
+@app.command("corrupt")
+@friendly_errors
+def corrupt(
+    source: str = typer.Argument(
+        ..., help="FER2013 CSV or folders, a face folder, or 'synthetic'."
+    ),
+    out: Path = typer.Argument(..., help="Folder to write OUT/<family>/<severity>/<class>/*.png."),
+    corruptions: str = typer.Option(
+        "all", "--corruptions", help="all, held-out, a group or families, comma separated."
+    ),
+    severities: str = typer.Option("1,2,3,4,5", "--severities", help="Which severities."),
+    split: str = typer.Option("test", "--split", help="Which split's faces (all: every face)."),
+    kind: str = typer.Option("auto", help="auto, fer2013, ferplus, folder, rafdb, ..."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same corrupted faces."),
+) -> None:
+    """Write a split's faces under common corruptions as class folders, for other tools.
+
+    The very faces `ferbench eval DATA --corruptions` scores (48 px, the same seed), one folder
+    per family and severity, plus clean/: each is a face folder that `ferbench eval`, or any
+    tool that reads class folders, takes as it is.  README: Robustness.
+
+    Example:  ferbench data corrupt fer2013.csv.gz corrupted/ --corruptions noise,blur
+    """
+    from ferbench.cli.eval_cmd import parse_suite
+    from ferbench.config import DataSpec, parse_data
+    from ferbench.data import load_dataset
+    from ferbench.data.corrupt import REFERENCE_SIDE, corrupt_faces
+    from ferbench.data.export import write_class_folder
+    from ferbench.infer.cross_eval import matched_split
+
+    families, levels = parse_suite(corruptions, severities)
+    spec = (
+        DataSpec()
+        if source == "synthetic"
+        else parse_data("--kind", "data", {"kind": kind, "path": source})
+    )
+    data = load_dataset(spec.replace(size=REFERENCE_SIDE))
+    faces = matched_split(data, split, list(data.class_names))
+    stems = [f"{i:06d}" for i in range(len(faces.labels))]
+    write_class_folder(faces.images, faces.labels, data.class_names, out / "clean", stems)
+    for family in families:
+        for level in levels:
+            corrupted = corrupt_faces(faces.images, family, level, seed)
+            write_class_folder(
+                corrupted, faces.labels, data.class_names, out / family / str(level), stems
+            )
+    console.print(
+        f"[green]wrote[/] {len(stems):,} {split} faces of {data.source} clean and under "
+        f"{len(families)} corruptions x {len(levels)} severities to {out}"
+    )
+
+
 @app.command("video")
 @friendly_errors
 def video(

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ferbench.cli._common import (
+    AlignOption,
     CheckpointOption,
     InferDeviceOption,
     ModelOption,
@@ -20,6 +21,7 @@ from ferbench.cli._common import (
     friendly_errors,
     parse_scales,
 )
+from ferbench.errors import FerbenchError
 
 
 @friendly_errors
@@ -51,6 +53,25 @@ def evaluate(
         "first (images with no face are counted).",
     ),
     detector: str = typer.Option("mtcnn", "--detector", help="With --detect: mtcnn or haar."),
+    align: AlignOption = True,
+    corruptions: str = typer.Option(
+        None,
+        "--corruptions",
+        help="Also score the split's faces under common corruptions at severities 1-5: 'all', "
+        "'held-out' (the families the robust default never trained on), a group (light, "
+        "noise, blur, digital, framing) or families, comma separated (README: Robustness). "
+        "Prints accuracy per family and severity, mCA and the drift toward one class.",
+    ),
+    severities: str = typer.Option(
+        "1,2,3,4,5", "--severities", help="With --corruptions: which severities, e.g. 3."
+    ),
+    framing: bool = typer.Option(
+        False,
+        "--framing",
+        help="Also score the split's faces as live mode frames them: each found by the detector "
+        "in a larger frame, then box-cropped and aligned by its landmarks; prints the accuracy "
+        "each framing costs against the dataset's own crops (the framing gap).",
+    ),
     out: Path = typer.Option(None, "--out", help="Write the metrics as JSON."),
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
@@ -65,6 +86,7 @@ def evaluate(
       ferbench eval my_faces/ --model resnet18 --split test --out eval.json
       ferbench eval portraits/ --detect          # anger/, sadness/, ...: whole photos
       ferbench eval fer2013.csv.gz --scales 0.9,1,1.1   # multi-scale test views
+      ferbench eval fer2013.csv.gz --corruptions all     # the robustness suite
     """
     from ferbench.config import DataSpec, parse_data
     from ferbench.infer.cross_eval import evaluate_checkpoint
@@ -72,6 +94,9 @@ def evaluate(
     from ferbench.models.checkpoint import describe_views
     from ferbench.utils.fileio import write_json
 
+    if corruptions and detect:
+        raise FerbenchError("--corruptions scores face crops: it does not combine with --detect")
+    families, levels = parse_suite(corruptions, severities) if corruptions else ([], ())
     announce_default_model(model, checkpoint)
     predictor = Predictor.from_cli(
         model, checkpoint, results, device, amp="checkpoint", data=data, announce=announce_choice
@@ -85,7 +110,13 @@ def evaluate(
 
         finder = still_detector(detector)
     metrics = evaluate_checkpoint(
-        predictor, spec, split, tta=tta, detector=finder, scales=parse_scales(scales)
+        predictor,
+        spec,
+        split,
+        tta=tta,
+        detector=finder,
+        scales=parse_scales(scales),
+        align=align,
     )
     how = describe_views(metrics["tta"], metrics["tta_shift"], metrics["scales"])
     precision = metrics["amp"] if metrics["amp"] != "off" else "fp32"
@@ -131,9 +162,66 @@ def evaluate(
             f"{clean_interval(metrics)}, "
             f"on them {metrics['accuracy_leaked']:.4f}  (ferbench data leaks)"
         )
+    if families:
+        from ferbench.infer.cross_eval import robustness_of
+
+        with console.status("robustness suite") as status:
+            metrics["robustness"] = robustness_of(
+                predictor,
+                spec,
+                metrics["split"],
+                families,
+                levels,
+                progress=lambda text: status.update(f"robustness suite: {text}"),
+            )
+        print_robustness(metrics["robustness"])
+    if framing:
+        from ferbench.infer.cross_eval import framing_of
+
+        with console.status("framing gap") as status:
+            gap = framing_of(
+                predictor,
+                spec,
+                metrics["split"],
+                progress=lambda text: status.update(f"framing gap: {text}"),
+            )
+        metrics["framing"] = gap
+        print_framing(gap)
     if out:
         write_json(out, metrics)
         console.print(f"[green]wrote[/] {out}")
+
+
+def parse_suite(corruptions: str, severities: str) -> tuple[list[str], tuple[int, ...]]:
+    """--corruptions and --severities, checked before any model or data loads."""
+    from ferbench.data.corrupt import SEVERITIES, resolve_families
+
+    try:
+        families = resolve_families(corruptions)
+        levels = tuple(int(s) for s in severities.split(","))
+    except ValueError as exc:
+        raise FerbenchError(f"--corruptions/--severities: {exc}") from None
+    if not set(levels) <= set(SEVERITIES):
+        raise FerbenchError(f"--severities: choose among 1-5, not {severities}")
+    return families, levels
+
+
+def print_robustness(result: dict) -> None:
+    """The suite as a table (families × severities, trained families marked) and one line."""
+    from ferbench.infer.robustness import family_table, headline
+
+    table = Table(header_style="bold", title="accuracy under corruption (one view per face)")
+    table.add_column("family")
+    table.add_column("group")
+    for s in result["severities"]:
+        table.add_column(f"s{s}", justify="right")
+    table.add_column("mean", justify="right")
+    for row in family_table(result):
+        name = row["family"] + ("" if row["trained"] else " [dim](held out)[/]")
+        cells = [f"{row[f's{s}']:.1%}" for s in result["severities"]]
+        table.add_row(name, row["group"], *cells, f"[bold]{row['mean']:.1%}[/]")
+    console.print(table)
+    console.print(headline(result))
 
 
 def clean_interval(metrics: dict) -> str:
@@ -144,3 +232,12 @@ def clean_interval(metrics: dict) -> str:
     if kept <= 0:
         return ""
     return f" (95% CI {interval_text(*accuracy_interval(metrics['accuracy_clean'], kept), 1, 4)})"
+
+
+def print_framing(gap: dict) -> None:
+    console.print(
+        f"framing: the detector found {gap['detected']:,} of {gap['faces']:,} faces; on them, "
+        f"dataset crops {gap['clean_detected']:.1%}, box crops {gap['box']['accuracy']:.1%} "
+        f"({-gap['box']['gap'] * 100:+.1f} points), aligned crops "
+        f"{gap['aligned']['accuracy']:.1%} ({-gap['aligned']['gap'] * 100:+.1f} points)"
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from ferbench.cli._common import (
+    AlignOption,
     CheckpointOption,
     InferDeviceOption,
     MarginOption,
@@ -82,6 +83,7 @@ def live(
     ),
     detector_model: str = typer.Option(None, "--detector-model", help="YuNet .onnx file."),
     margin: MarginOption = FER_MARGIN,
+    align: AlignOption = True,
     backend: str = typer.Option(
         "auto",
         "--backend",
@@ -180,6 +182,7 @@ def live(
             verify=verify,
             smooth=smooth,
             margin=margin,
+            align=align,
             max_frames=max_frames,
             announce=_announce_browser_page,
             token=not no_token,
@@ -215,6 +218,7 @@ def live(
                 smooth=smooth,
                 coast=coast,
                 margin=margin,
+                align=align,
                 max_frames=max_frames,
                 server=server,
                 verify=verify,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ferbench.cli import predict_videos as pv
 from ferbench.cli._common import (
+    AlignOption,
     CheckpointOption,
     InferDeviceOption,
     MarginOption,
@@ -43,6 +44,7 @@ def predict(
         "mtcnn", "--detector", help="mtcnn (CNN, shipped; default) or haar (OpenCV cascade)."
     ),
     margin: MarginOption = FER_MARGIN,
+    align: AlignOption = True,
     results: ResultsOption = Path("results"),
     device: InferDeviceOption = "cpu",
     out: Path = pv.OutOption,
@@ -77,6 +79,7 @@ def predict(
         expand_paths(paths)  # a missing file fails before any video is analysed
         announce_default_model(model, checkpoint)
         opts = (margin, fmt, every, fps, summary, jobs, ray, fresh, backend, detect_every, smooth)
+        opts += (align,)
         pv.predict_videos(videos, out, model, checkpoint, results, device, detector, *opts)
         if not paths:
             return
@@ -94,6 +97,7 @@ def predict(
         margin=margin,
         annotate=annotate,
         detector_kind=detector,
+        align=align,
     )
     for path, reason in skipped:
         err_console.print(f"[yellow]skipped[/] {path}: {reason}")

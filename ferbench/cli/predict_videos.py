@@ -74,6 +74,7 @@ def predict_videos(
     backend: str,
     detect_every: int,
     smooth: float,
+    align: bool = True,
 ) -> None:
     from ferbench.faces.detect import DETECTORS
     from ferbench.infer.backend import predictor_for
@@ -107,6 +108,7 @@ def predict_videos(
         detect_every=detect_every,
         smooth=smooth,
         margin=margin,
+        align=align,
         every=every,
         fps=fps,
         format=fmt,

@@ -32,6 +32,12 @@ def ship(
         "prediction unchanged.",
     ),
     scales: ScalesOption = None,
+    robustness: bool = typer.Option(
+        False,
+        "--robustness",
+        help="Also measure the corruption suite and the framing gap on the test split for the "
+        "card and the index (README: Robustness; minutes on a CPU).",
+    ),
 ) -> None:
     """Write a run's best checkpoint into the package as fp16 weights with a measured card.
 
@@ -64,6 +70,7 @@ def ship(
         progress=lambda step: console.print(f"[dim]{escape(step)}[/]"),
         calibrate=calibrate,
         scales=parse_scales(scales),
+        robustness=robustness,
     )
     m = weights.metrics
     temperature = f", temperature {m['temperature']:.3f}" if calibrate else ""

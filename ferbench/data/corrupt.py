@@ -1,7 +1,7 @@
 """Common corruptions of face crops, batched on tensors: what a webcam, a film or a face detector
 does to a face that FER2013 never showed the model.
 
-Fifteen families in five groups (light, noise, blur, digital, framing), each at severities 1-5,
+Sixteen families in five groups (light, noise, blur, digital, framing), each at severities 1-5,
 after ImageNet-C (Hendrycks & Dietterich, 2019) with parameters set for 48×48 grey faces
 (spatial parameters scale with the face's side).  The same functions serve three jobs:
 
@@ -213,10 +213,10 @@ FAMILIES: dict[str, Family] = {
         Family("shot_noise", "noise", (120, 60, 30, 15, 8), "photons at white", _shot_noise),
         Family("salt_pepper", "noise", (0.01, 0.02, 0.04, 0.07, 0.1), "share", _salt_pepper),
         Family("gaussian_blur", "blur", (0.6, 0.9, 1.2, 1.6, 2.0), "σ (px)", _gaussian_blur, True),
-        Family("defocus_blur", "blur", (1, 1.5, 2, 2.5, 3), "disk radius (px)", _defocus_blur, True),
+        Family("defocus_blur", "blur", (1, 1.5, 2, 2.5, 3), "radius (px)", _defocus_blur, True),
         Family("motion_blur", "blur", (3, 5, 7, 9, 11), "length (px)", _motion_blur, True),
         Family("jpeg", "digital", (40, 25, 15, 10, 6), "JPEG quality", _jpeg),
-        Family("low_resolution", "digital", (0.75, 0.6, 0.45, 0.35, 0.25), "side kept", _low_resolution),
+        Family("low_resolution", "digital", (0.75, 0.6, 0.45, 0.35, 0.25), "side", _low_resolution),
         Family("occlusion", "digital", (0.05, 0.1, 0.15, 0.22, 0.3), "area covered", _occlusion),
         Family("tighter", "framing", (1.06, 1.12, 1.18, 1.25, 1.33), "zoom in", _tighter),
         Family("looser", "framing", (1.06, 1.12, 1.18, 1.25, 1.33), "zoom out", _looser),

@@ -37,3 +37,15 @@ def write_folders(data: FaceArrays, root: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / f"{USAGE[split]}_{index:06d}.png"), image)
     return root
+
+
+def write_class_folder(
+    images, labels, class_names: list[str], root: Path, stems: list[str]
+) -> Path:
+    """``root/<class>/<stem>.png``: one split's faces as the class folders any tool reads
+    (PNG, lossless, so what is written is exactly the faces that were scored)."""
+    for image, label, stem in zip(images, labels, stems):
+        folder = root / class_names[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{stem}.png"), image)
+    return root

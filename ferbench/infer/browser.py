@@ -161,6 +161,7 @@ def serve_browser(
     verify: bool = True,
     smooth: float = 0.0,
     margin: float = FER_MARGIN,
+    align: bool = True,
     max_frames: int | None = None,
     announce: Callable[[str], None] = print,
     token: bool = True,
@@ -169,7 +170,7 @@ def serve_browser(
     the live pipeline on each frame the browsers send; `announce` gets the page's URL (with its
     token beyond localhost; `token=False`: none, --no-token)."""
     stats = LiveStats()
-    annotate = Annotator(predictor, margin, output, log, SEND_RATE, None, stats)
+    annotate = Annotator(predictor, margin, output, log, SEND_RATE, None, stats, align)
     sessions = BrowserSessions(
         annotate,
         lambda ids: FaceLocator(detector, detect_every, coast, verify, stats, ids),

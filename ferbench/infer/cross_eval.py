@@ -19,8 +19,8 @@ from ferbench.data.folder import class_folders, has_split_folders, synonym_note
 from ferbench.data.identity import leak_figures, trained_on
 from ferbench.data.images import list_images, resize_square, to_gray
 from ferbench.errors import FerbenchError
+from ferbench.faces.align import FaceFramer
 from ferbench.faces.defaults import FER_MARGIN
-from ferbench.faces.detect import crop_faces
 from ferbench.infer.predictor import Predictor
 from ferbench.report.metrics import classification_metrics
 from ferbench.utils.opencv import cv2
@@ -72,9 +72,13 @@ def unsplit_folder(spec: DataSpec) -> bool:
     return path.is_dir() and detect_kind(path) == "folder" and not has_split_folders(path)
 
 
-def detected_faces(root: Path, size: int, detector, margin: float = FER_MARGIN) -> FaceArrays:
+def detected_faces(
+    root: Path, size: int, detector, margin: float = FER_MARGIN, template=None
+) -> FaceArrays:
     """A folder of portraits (``<class>/*``) as face crops: the largest face the detector finds
-    in each image, framed like FER2013 and resized; images with no face are counted, not used."""
+    in each image, framed like FER2013 (aligned to `template` by its landmarks where given, as
+    live mode crops) and resized; images with no face are counted, not used."""
+    framer = FaceFramer(template, size, margin)
     class_dirs, class_names = class_folders(root)
     images, labels, no_face, corrupt = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
@@ -87,8 +91,10 @@ def detected_faces(root: Path, size: int, detector, margin: float = FER_MARGIN) 
             if not boxes:
                 no_face.append(str(file))
                 continue
-            largest = max(boxes, key=lambda b: b[2] * b[3])
-            crop = crop_faces(image, [largest], margin)[0]
+            largest = int(np.argmax([b[2] * b[3] for b in boxes]))
+            marks = getattr(detector, "last_landmarks", None)
+            points = {0: marks[largest]} if marks is not None and len(marks) > largest else None
+            crop = framer(image, [0], [boxes[largest]], points)[0]
             images.append(resize_square(to_gray(crop), size))
             labels.append(label)
     if not images:
@@ -120,6 +126,7 @@ def evaluate_checkpoint(
     tta: bool = True,
     detector=None,
     scales: tuple[float, ...] | None = None,
+    align: bool = True,
 ) -> dict:
     """Metrics of `predictor` on one split, evaluated as the run evaluated its own test split
     (same resize, preprocessing, TTA, zooms and precision; `scales` other zooms), on the
@@ -133,7 +140,9 @@ def evaluate_checkpoint(
         if has_split_folders(root):
             split = "test" if split == "auto" else split
             root = root / split
-        data, split = detected_faces(root, predictor.input_size, detector), "all"
+        template = predictor.face_template if align else None
+        data = detected_faces(root, predictor.input_size, detector, template=template)
+        split = "all"
     else:
         if split == "auto":
             split = "all" if unsplit_folder(data_spec) else "test"
@@ -164,6 +173,67 @@ def evaluate_checkpoint(
         }
     )
     return metrics
+
+
+def robustness_of(
+    predictor: Predictor,
+    data_spec: DataSpec,
+    split: str,
+    families: list[str],
+    severities: tuple[int, ...],
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda text: None,
+    base_dir: Path = Path("."),
+) -> dict:
+    """The robustness suite (infer/robustness.py) on one split's faces, corrupted at 48 px (the
+    size the corruption parameters are set for) and then resized to the model's input."""
+    from ferbench.data.corrupt import REFERENCE_SIDE
+    from ferbench.infer.robustness import robustness_suite
+
+    data = load_dataset(data_spec.replace(size=REFERENCE_SIDE), base_dir=base_dir)
+    faces = matched_split(data, split, predictor.class_names)
+    return robustness_suite(
+        lambda images: predictor.predict_arrays(images, tta=False),
+        faces.images,
+        faces.labels,
+        predictor.class_names,
+        predictor.input_size,
+        families,
+        severities,
+        seed,
+        progress,
+    )
+
+
+def framing_of(
+    predictor: Predictor,
+    data_spec: DataSpec,
+    split: str,
+    detector_kind: str = "mtcnn",
+    progress: Callable[[str], None] = lambda text: None,
+) -> dict:
+    """The framing gap (infer/robustness.py) on one split: its faces found by live mode's
+    detector in a larger frame, box-cropped and aligned, against the dataset's own crops."""
+    from ferbench.faces.detect import make_detector
+    from ferbench.infer.robustness import framing_gap
+
+    data = load_dataset(data_spec.replace(size=predictor.input_size), base_dir=Path("."))
+    faces = matched_split(data, split, predictor.class_names)
+
+    def in_batches(crops):
+        parts = [predictor.predict(crops[i : i + 512]) for i in range(0, len(crops), 512)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(predictor.class_names)))
+
+    return framing_gap(
+        in_batches,
+        lambda images: predictor.predict_arrays(images, tta=False),
+        faces.images,
+        faces.labels,
+        make_detector(detector_kind),
+        predictor.face_template,
+        predictor.input_size,
+        progress,
+    )
 
 
 def cross_dataset_matrix(

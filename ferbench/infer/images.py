@@ -9,8 +9,9 @@ import numpy as np
 
 from ferbench.data.images import IMAGE_SUFFIXES
 from ferbench.errors import FerbenchError
+from ferbench.faces.align import FaceFramer
 from ferbench.faces.defaults import FER_MARGIN
-from ferbench.faces.detect import crop_faces, still_detector
+from ferbench.faces.detect import still_detector
 from ferbench.infer.overlay import draw_face
 from ferbench.infer.predictor import Predictor
 from ferbench.utils.opencv import cv2
@@ -65,8 +66,11 @@ def predict_images(
     annotate: Path | None = None,
     batch: int = 256,
     detector_kind: str = "mtcnn",
+    align: bool = True,
 ):
-    """One row per face: file, box (None for a whole-image crop), label, probability, all probs."""
+    """One row per face: file, box (None for a whole-image crop), label, probability, all probs.
+    With `align`, each detected face is cropped aligned to the model's template by its
+    landmarks (faces/align.py), as live mode crops it."""
     targets = annotation_targets(paths, annotate) if annotate is not None else {}
     detector = still_detector(detector_kind) if detect else None
     rows, skipped = [], []
@@ -96,7 +100,14 @@ def predict_images(
         if detector and not boxes:
             skipped.append((file, "no face found (use --no-detect for face crops)"))
             continue
-        crops = crop_faces(image, boxes, margin) if detector else [image]
+        crops = [image]
+        if detector:
+            framer = FaceFramer(
+                predictor.face_template if align else None, predictor.input_size, margin
+            )
+            marks = getattr(detector, "last_landmarks", None)
+            ids = list(range(len(boxes)))
+            crops = framer(image, ids, boxes, dict(zip(ids, marks)) if marks is not None else None)
         start = len(rows) + len(pending)
         pending += [(file, box, crop) for box, crop in zip(boxes, crops)]
         if len(pending) >= batch:

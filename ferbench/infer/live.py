@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from ferbench.errors import FerbenchError
+from ferbench.faces.align import FaceFramer
 from ferbench.faces.defaults import COAST, DETECT_EVERY, FER_MARGIN
-from ferbench.faces.detect import crop_faces
 from ferbench.infer.ahead import RunAhead
 from ferbench.infer.facetable import FaceLog
 from ferbench.infer.overlay import draw_face, draw_fps
@@ -200,8 +200,12 @@ class Annotator:
         fps: float = 30.0,
         server=None,
         stats: LiveStats | None = None,
+        align: bool = True,
     ):
         self.predictor, self.margin, self.server = predictor, margin, server
+        # each face's crop framed like the training faces by its landmarks (faces/align.py)
+        template = predictor.face_template if align else None
+        self.framer = FaceFramer(template, predictor.input_size, margin)
         self.output, self.fps = output, fps
         self.stats = stats if stats is not None else LiveStats()
         self._writer = None
@@ -219,7 +223,9 @@ class Annotator:
         """Draws on `frame` in place; returns its faces (id, box, label, probabilities)."""
         stats, names = self.stats, self.predictor.class_names
         t0 = time.perf_counter()
-        probs = smoother(ids, self.predictor.predict(crop_faces(frame, boxes, self.margin)))
+        crops = self.framer(frame, ids, boxes, landmarks)
+        self.framer.forget(ids)
+        probs = smoother(ids, self.predictor.predict(crops))
         stats.classify_s += time.perf_counter() - t0
         for box, p in zip(boxes, probs):
             draw_face(frame, box, p, names)
@@ -263,6 +269,7 @@ def run_live(
     server=None,
     verify: bool = True,
     overlap: bool = True,
+    align: bool = True,
 ) -> LiveStats:
     """Run until the source ends, `max_frames`, or q/Esc in the window.  `server` (a
     FrameServer) receives every annotated frame with its faces for the browser view.  With
@@ -275,7 +282,7 @@ def run_live(
     fps_in = capture.get(cv2.CAP_PROP_FPS) or 30.0
     stats = LiveStats()
     locator = FaceLocator(detector, detect_every, coast, verify, stats)
-    annotate = Annotator(predictor, margin, output, log, fps_in, server, stats)
+    annotate = Annotator(predictor, margin, output, log, fps_in, server, stats, align)
     smoother = ProbabilitySmoother(smooth)
     located = _read_and_locate(capture, locator, max_frames)
     if overlap:  # the worker releases the capture after its last read, never during one

@@ -11,6 +11,7 @@ import torch.nn as nn
 from ferbench.data.images import resize_square, to_gray
 from ferbench.device import cpu_has_native_bf16, resolve_runtime, select_device
 from ferbench.errors import FerbenchError
+from ferbench.faces.align import FER2013_TEMPLATE
 from ferbench.infer.batched import measure_speed, predict_logits
 from ferbench.models.checkpoint import load_checkpoint, test_views, test_zooms
 from ferbench.models.factory import model_from_checkpoint
@@ -111,6 +112,9 @@ class Predictor:
         self.tta_shift = int(payload.get("tta_shift", 0))  # what the run's test accuracy used
         self.tta = test_views(payload)
         self.scales = test_zooms(payload)  # zooms of the run's test pass (.pt or .onnx)
+        # where a detected face's landmarks go in the crop (faces/align.py): the checkpoint's
+        # own, else FER2013's, whose crops every shipped model trained on
+        self.face_template = tuple(map(tuple, payload.get("face_template") or FER2013_TEMPLATE))
         if model is None:
             model = model_from_checkpoint(payload, path)
             if quantize:

@@ -51,6 +51,7 @@ class Settings:
     verify: bool = True
     smooth: float = 0.0
     margin: float = FER_MARGIN
+    align: bool = True  # crops aligned by the landmarks to the model's template (faces/align.py)
     every: int = 1  # analyse every Nth frame
     fps: float | None = None  # or about this many frames a second
     format: str = "csv"
@@ -213,6 +214,7 @@ def part_dir(table: Path) -> Path:
 def analyse_video(video: Path, table: Path, settings: Settings, progress=None) -> dict:
     """Analyse `video` into `table` (continuing an interrupted run of the same settings);
     `progress(frames)` is told of each batch of frames done.  Returns the video's figures."""
+    from ferbench.faces.align import FaceFramer
     from ferbench.infer.live import FaceLocator, LiveStats, _one_thread_per_op, open_source
     from ferbench.infer.tracking import ProbabilitySmoother
 
@@ -236,8 +238,14 @@ def analyse_video(video: Path, table: Path, settings: Settings, progress=None) -
         smoother = ProbabilitySmoother(settings.smooth)
         summary = Summary(list(names))
         chunks, start_frame, done_before = 0, 0, 0
+        framer = FaceFramer(
+            predictor.face_template if settings.align else None,
+            predictor.input_size,
+            settings.margin,
+        )
         if state is not None:
             locator.restore(state["locator"])
+            framer.restore(state.get("framer", {}))
             smoother.last = {int(k): np.array(v, np.float32) for k, v in state["smooth"].items()}
             summary.people, summary.bins = state["summary"]["people"], state["summary"]["bins"]
             summary.width = state["summary"]["width"]
@@ -253,7 +261,9 @@ def analyse_video(video: Path, table: Path, settings: Settings, progress=None) -
         restore_threads = _one_thread_per_op(predictor.model)
         start = time.perf_counter()
         frames_done = 0
-        items = _stages(capture, locator, detector, ahead_detector, settings, step, start_frame)
+        items = _stages(
+            capture, locator, framer, detector, ahead_detector, settings, step, start_frame
+        )
         try:
             pending, rows = [], []
             for item in items:
@@ -319,7 +329,7 @@ def cv2_prop(name: str) -> int:
     return getattr(cv2, name)
 
 
-def _stages(capture, locator, detector, ahead_detector, settings, step, start_frame):
+def _stages(capture, locator, framer, detector, ahead_detector, settings, step, start_frame):
     """Stages 1 and 2 (on their threads with `pipeline`): per analysed frame, (frame number,
     ids, boxes, crops, landmarks, locator state at a chunk boundary or None)."""
     from ferbench.infer.ahead import RunAhead
@@ -329,7 +339,7 @@ def _stages(capture, locator, detector, ahead_detector, settings, step, start_fr
     )
     if settings.pipeline:
         decoded = RunAhead(decoded, depth=8, name="ferbench-decode")
-    located = _locate(decoded, locator, detector, settings)
+    located = _locate(decoded, locator, framer, detector, settings)
     if settings.pipeline:
         located = RunAhead(located, depth=16, name="ferbench-locate")
     return _Closing(located, decoded)
@@ -374,19 +384,23 @@ def _decode_and_detect(capture, detector, detect_every, step, frame_no, locator)
         frame_no += 1
 
 
-def _locate(decoded, locator, detector: _Precomputed, settings: Settings):
-    """Stage 2: live's locator on each frame; the crops are copied so the frame can go."""
-    from ferbench.faces.detect import crop_faces
-
+def _locate(decoded, locator, framer, detector: _Precomputed, settings: Settings):
+    """Stage 2: live's locator and crops on each frame; the crops are copied so the frame can
+    go."""
     count = locator.index
     for frame_no, frame, found in decoded:
         detector.pending = found
         ids, boxes = locator(frame)
-        crops = [np.ascontiguousarray(c) for c in crop_faces(frame, boxes, settings.margin)]
+        crops = [np.ascontiguousarray(c) for c in framer(frame, ids, boxes, locator.landmarks)]
+        framer.forget(ids)
         count += 1
         boundary = None
         if count % settings.chunk_frames == 0:
-            boundary = {"locator": locator.snapshot(), "next_frame": frame_no + 1}
+            boundary = {
+                "locator": locator.snapshot(),
+                "framer": framer.snapshot(),
+                "next_frame": frame_no + 1,
+            }
         yield frame_no, ids, boxes, crops, dict(locator.landmarks), boundary
 
 
@@ -424,6 +438,7 @@ def _write_state(parts, identity, chunks, boundary, smoother, summary, frames, f
         "chunks": chunks,
         "next_frame": boundary["next_frame"],
         "locator": boundary["locator"],
+        "framer": boundary["framer"],
         "smooth": {str(k): np.asarray(v, np.float64).tolist() for k, v in smoother.last.items()},
         "summary": summary.state(),
         "frames": frames,

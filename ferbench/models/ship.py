@@ -35,12 +35,15 @@ def ship(
     progress: Callable[[str], None] = lambda text: None,
     calibrate: bool = False,
     scales: tuple[float, ...] | None = None,
+    robustness: bool = False,
 ) -> PretrainedWeights:
     """Write `<model>.<tag>.pt` (fp16), its card and its index entry into `weights_dir`.
     With `calibrate`, the output layer is first divided by the temperature that minimises the
     validation log-loss (infer/calibration.py): honest probabilities, a single view's prediction
-    unchanged.  `scales` replaces the run's test zooms (multi-scale test views) in the shipped
-    file: `ferbench eval` and the card then take them, and a calibration is fitted on them.
+    unchanged.  With `robustness`, the card and index also carry the corruption suite and the
+    framing gap on the test split (infer/robustness.py; minutes).  `scales` replaces the run's
+    test zooms (multi-scale test views) in the shipped file: `ferbench eval` and the card then
+    take them, and a calibration is fitted on them.
 
     Everything is made and checked in a staging folder first (size, loading, evaluation, the
     sha256 of the bytes that will be installed); only then are the files renamed into place, so
@@ -59,7 +62,9 @@ def ship(
     weights_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=weights_dir))
     try:
-        staged = _stage(run, payload, name, data, license_text, weights_dir, staging, progress)
+        staged = _stage(
+            run, payload, name, data, license_text, weights_dir, staging, progress, robustness
+        )
         for file in (f"{name}.pt", f"{name}.md", INDEX.name):  # the index last: it names them
             os.replace(staging / file, weights_dir / file)
     finally:
@@ -77,6 +82,7 @@ def _stage(
     weights_dir: Path,
     staging: Path,
     progress: Callable[[str], None],
+    robustness: bool = False,
 ) -> PretrainedWeights:
     """The fp16 file, card and index of a ship, written and checked in `staging`."""
     from ferbench.infer.cross_eval import evaluate_checkpoint
@@ -100,6 +106,14 @@ def _stage(
     extra = {**_onnx_figures(path, data), "latency": _latency(shipped)}
     if payload.get("calibration"):
         extra["calibration"] = payload["calibration"]
+    if robustness:
+        from ferbench.data.corrupt import FAMILIES, SEVERITIES
+        from ferbench.infer.cross_eval import framing_of, robustness_of
+
+        progress("robustness suite on the test split")
+        extra["robustness"] = robustness_of(shipped, data, "test", list(FAMILIES), SEVERITIES)
+        progress("framing gap on the test split")
+        extra["framing"] = framing_of(shipped, data, "test")
     if sha256_file(path) != sha:
         raise FerbenchError(f"{name}: the staged file changed while it was measured; not shipped")
     siblings = _seed_runs(run)
@@ -122,6 +136,7 @@ def _stage(
             "balanced_accuracy": test["balanced_accuracy"],
             "ece": test["ece"],
             "temperature": (payload.get("calibration") or {}).get("temperature", 1.0),
+            **_robustness_figures(extra),
             "test_acc_seeds": [s["test_acc"] for s in siblings],
             # what training it cost, for the totals of an ensemble it joins
             **{k: run.metrics().get(k) for k in ("train_time_s", "train_cpu_s", "wall_time_s")},
@@ -192,6 +207,24 @@ def _calibrated(checkpoint: Path, payload: dict, data: DataSpec) -> dict:
         "val_ece": [ece_before, ece_after],
     }
     return {**payload, "state_dict": state, "calibration": calibration}
+
+
+def _robustness_figures(extra: dict) -> dict:
+    """The index's robustness figures: mCA overall and at severity 3, the drift and the
+    framing gaps (absent where not measured)."""
+    suite, framing = extra.get("robustness"), extra.get("framing")
+    out = {}
+    if suite:
+        out.update(
+            test_acc_corrupt=suite["mca"],
+            test_acc_corrupt_s3=suite["mca_by_severity"].get("3"),
+            test_acc_clean_one_view=suite["clean"]["accuracy"],
+            drift_s3=suite["drift"],
+        )
+    if framing:
+        out["framing"] = {k: framing[k]["accuracy"] for k in ("box", "aligned")}
+        out["framing"]["dataset_crops"] = framing["clean_detected"]
+    return out
 
 
 def _run_data(run: RunDir) -> DataSpec:

@@ -37,6 +37,8 @@ COLUMNS = [
     "worst_class",
     "worst_class_recall",
     "ece_mean",
+    "test_acc_corrupt",  # mCA: mean accuracy over the robustness suite (one view per face)
+    "most_predicted",  # the class predicted most often: its share / its share of the truth
     "val_acc_mean",
     "selection",
     "tta",
@@ -94,6 +96,8 @@ def benchmark_rows(boards: dict[str, pd.DataFrame], frame: pd.DataFrame) -> pd.D
                     "worst_class": entry.worst_class,
                     "worst_class_recall": round(entry.worst_class_recall_mean, FRACTION_DIGITS),
                     "ece_mean": round(entry.ece_mean, FRACTION_DIGITS),
+                    "test_acc_corrupt": _rounded(entry.accuracy_corrupt_mean),
+                    "most_predicted": _drift_text(entry),
                     "val_acc_mean": round(entry.best_val_acc_mean, FRACTION_DIGITS),
                     "selection": _selection(first),
                     "tta": first["tta"],
@@ -126,6 +130,15 @@ def _selection(run: pd.Series) -> str:
     if not run["members"]:
         return "validation"
     return ENSEMBLE_HELD_OUT if run.get("val_acc_method") else ENSEMBLE_IN_SAMPLE
+
+
+def _drift_text(entry) -> str:
+    """``sad 0.192/0.165``: the most predicted class, its share of the predictions and of the
+    truth (CSV: plain fractions)."""
+    if not entry.most_predicted or pd.isna(entry.most_predicted_share):
+        return ""
+    share, truth = entry.most_predicted_share, entry.most_predicted_truth
+    return f"{entry.most_predicted} {share:.3f}/{truth:.3f}"
 
 
 def _rounded(value, digits: int = FRACTION_DIGITS):
@@ -261,9 +274,10 @@ def markdown(rows: pd.DataFrame) -> str:
     produced it."""
     header = ["model", "recipe", "settings", "test acc % (95% CI)", "without leaked %"]
     header += ["macro-F1 %"]
-    header += ["worst class", "ECE"]
+    header += ["worst class", "ECE", "mCA %", "most predicted (truth)"]
     header += ["params M", "MFLOPs", "train CPU-min", "trial s (max)", "hardware (bound B)"]
     text_columns = {"model", "recipe", "settings", "worst class", "hardware (bound B)"}
+    text_columns.add("most predicted (truth)")
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join(" --- " if c in text_columns else " ---: " for c in header) + "|",
@@ -281,11 +295,22 @@ def markdown(rows: pd.DataFrame) -> str:
                 f"{_percent(getattr(r, 'test_acc_clean', ''))} | "
                 f"{float(r.macro_f1_mean) * 100:.1f} | {r.worst_class} "
                 f"{float(r.worst_class_recall) * 100:.0f}% | {float(r.ece_mean):.3f} | "
+                f"{_percent(getattr(r, 'test_acc_corrupt', ''))} | "
+                f"{_drift_markdown(getattr(r, 'most_predicted', ''))} | "
                 f"{r.params_m} | {r.mflops} | "
                 f"{_text(r.train_cpu_min)} | {_text(getattr(r, 'trial_s_max', ''))} | "
                 f"{_hardware_text(r.hardware, getattr(r, 'bound_img_s', ''))} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _drift_markdown(value) -> str:
+    """``sad 0.192/0.165`` → ``sad 19% (17%)``."""
+    if _text(value) == "-":
+        return "-"
+    name, shares = str(value).rsplit(" ", 1)
+    share, truth = (float(v) for v in shares.split("/"))
+    return f"{name} {share:.0%} ({truth:.0%})"
 
 
 def _percent(value) -> str:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ferbench.config import RUNTIME_KEYS, default_settings, is_default, with_zooms
@@ -27,6 +28,8 @@ METRICS = {
     "balanced_accuracy": "higher",
     "macro_f1": "higher",
     "ece": "lower",
+    # mean accuracy over the robustness suite's corruptions (infer/robustness.py), one view
+    "accuracy_corrupt": "higher",
     "worst_class_recall": "higher",
     "best_val_acc": "higher",
     "parameters": "lower",
@@ -151,6 +154,9 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
         }
         for metric in METRICS:
             row[metric] = run.metrics.get(metric)
+        suite = robustness_of_run(run)
+        row["accuracy_corrupt"] = suite.get("mca")
+        row["pred_shares"], row["truth_shares"] = prediction_shares(run.metrics)
         row["test_faces"] = test_faces(run.metrics)
         row["val_acc_method"] = run.metrics.get("val_acc_method", "")  # an ensemble's
         # a trained run records its time to eval.target_acc (None: not reached); a run that
@@ -280,6 +286,13 @@ def leaderboards(
             # the mean time-to-target covers only the runs that got there; say how many did
             row["target_reached"] = int(pd.to_numeric(group["time_to_target_s"]).notna().sum())
             row["target_tracked"] = int(group["target_tracked"].sum())
+            # the class the model calls most often, against its share of the truth (drift)
+            shares = pd.DataFrame(list(group["pred_shares"])).mean()
+            truth = pd.DataFrame(list(group["truth_shares"])).mean()
+            top = shares.idxmax() if len(shares) else ""
+            row["most_predicted"] = top
+            row["most_predicted_share"] = shares.max() if len(shares) else float("nan")
+            row["most_predicted_truth"] = truth.get(top, float("nan")) if top else float("nan")
             recall = pd.DataFrame(list(group["recall"])).mean()  # per class, over seeds
             row["worst_class"] = recall.idxmin() if len(recall) else ""
             row["worst_class_recall_mean"] = recall.min() if len(recall) else float("nan")
@@ -292,6 +305,28 @@ def leaderboards(
             f"{metric}_mean", ascending=ascending, na_position="last"
         ).reset_index(drop=True)
     return boards
+
+
+def robustness_of_run(run: Run) -> dict:
+    """The run's robustness suite: from metrics.json (eval.corruptions), or from the eval JSON
+    `ferbench eval DATA --corruptions all --out RUN/robustness.json` wrote beside it."""
+    suite = run.metrics.get("robustness")
+    if suite is None and run.directory is not None:
+        path = Path(run.directory) / "robustness.json"
+        if path.is_file():
+            suite = json.loads(path.read_text()).get("robustness")
+    return suite or {}
+
+
+def prediction_shares(metrics: dict) -> tuple[dict, dict]:
+    """Each class's share of the test predictions and of the truth, from the confusion matrix
+    (rows true, columns predicted): the drift toward one class shows here."""
+    confusion, names = metrics.get("confusion"), metrics.get("class_names")
+    if not confusion or not names:
+        return {}, {}
+    matrix = np.asarray(confusion, dtype=float)
+    total = max(matrix.sum(), 1.0)
+    return dict(zip(names, matrix.sum(0) / total)), dict(zip(names, matrix.sum(1) / total))
 
 
 def test_faces(metrics: dict) -> int | None:
@@ -342,6 +377,13 @@ def leader_is_uncertain(board: pd.DataFrame, metric: str = "accuracy") -> bool:
     return abs(first[f"{metric}_mean"] - second[f"{metric}_mean"]) <= spread
 
 
+def drift_cell(name, share, truth) -> str:
+    """``sad 19% (17%)``: the class predicted most often, its share, and its share of the truth."""
+    if not name or pd.isna(share):
+        return "-"
+    return f"{name} {share:.0%} ({truth:.0%})"
+
+
 def fmt_pm(mean, std, scale=1.0, digits=1) -> str:
     if mean is None or pd.isna(mean):
         return "-"
@@ -390,6 +432,18 @@ def display_table(board: pd.DataFrame) -> pd.DataFrame:
                 fmt_pm(m, s, 100) for m, s in zip(board["macro_f1_mean"], board["macro_f1_std"])
             ],
             "ECE %": [fmt_pm(m, s, 100) for m, s in zip(board["ece_mean"], board["ece_std"])],
+            "mCA %": [
+                fmt_pm(m, s, 100) if not pd.isna(m) else "-"
+                for m, s in zip(board["accuracy_corrupt_mean"], board["accuracy_corrupt_std"])
+            ],
+            "most predicted (truth)": [
+                drift_cell(c, s, t)
+                for c, s, t in zip(
+                    board["most_predicted"],
+                    board["most_predicted_share"],
+                    board["most_predicted_truth"],
+                )
+            ],
             "worst class": [
                 f"{c} {r * 100:.0f}%" if c and not pd.isna(r) else "-"
                 for c, r in zip(board["worst_class"], board["worst_class_recall_mean"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from ferbench.models.checkpoint import describe_views
 from ferbench.runs import RunDir
 
@@ -135,6 +137,7 @@ def render_card(
             for c, row in zip(classes, test["confusion"])
         ],
         "",
+        *robustness_lines(extra.get("robustness"), extra.get("framing"), test),
         "## Deployment",
         "",
         _int8_line(int8, name),
@@ -165,6 +168,60 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def robustness_lines(suite: dict | None, framing: dict | None, test: dict) -> list[str]:
+    """The card's robustness section: the predicted-class shares against the truth (the drift
+    a user would otherwise discover), and where measured, accuracy under the corruption suite
+    (families × severities, mCA, held-out families, worst family) and the framing gap."""
+    from ferbench.infer.robustness import family_table, headline
+
+    classes = list(test["per_class"])
+    confusion = np.asarray(test["confusion"], dtype=float)
+    predicted, truth = confusion.sum(0) / confusion.sum(), confusion.sum(1) / confusion.sum()
+    lines = [
+        "## Robustness",
+        "",
+        "Share of the test predictions per class against the truth (clean faces):",
+        "",
+        "| | " + " | ".join(classes) + " |",
+        "| --- |" + " ---: |" * len(classes),
+        "| predicted | " + " | ".join(f"{v:.1%}" for v in predicted) + " |",
+        "| truth | " + " | ".join(f"{v:.1%}" for v in truth) + " |",
+        "",
+    ]
+    if suite:
+        severities = suite["severities"]
+        lines += [
+            "Accuracy under common corruptions of the test faces (`ferbench eval DATA "
+            "--corruptions all`; one view per face, the clean figure too; held-out families "
+            "were never seen in training):",
+            "",
+            "| family | group | " + " | ".join(f"s{s}" for s in severities) + " | mean |",
+            "| --- | --- |" + " ---: |" * (len(severities) + 1),
+            *[
+                f"| {r['family']}{'' if r['trained'] else ' (held out)'} | {r['group']} | "
+                + " | ".join(f"{r[f's{s}']:.1%}" for s in severities)
+                + f" | {r['mean']:.1%} |"
+                for r in family_table(suite)
+            ],
+            "",
+            f"- {headline(suite)}.",
+        ]
+        at3 = suite["mca_by_severity"].get("3")
+        if at3 is not None:
+            lines.append(
+                f"- Severity 3: mCA {at3:.1%}, {(suite['clean']['accuracy'] - at3) * 100:.1f} "
+                "points under clean."
+            )
+    if framing:
+        lines.append(
+            f"- Framing gap (test faces found by live mode's detector in a larger frame, "
+            f"{framing['detected']:,} of {framing['faces']:,}): dataset crops "
+            f"{framing['clean_detected']:.1%}, box crops {framing['box']['accuracy']:.1%}, "
+            f"aligned crops (the default) {framing['aligned']['accuracy']:.1%}."
+        )
+    return [*lines, ""]
 
 
 def _teacher_lines(config: dict) -> list[str]:

@@ -116,6 +116,13 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
     evaluation = EvalConfig(**parse_section(EvalConfig, file, "eval.", raw.get("eval")))
     if zoom_problem(evaluation.scales):
         raise error(file, "eval.scales", zoom_problem(evaluation.scales))
+    if evaluation.corruptions:
+        from ferbench.data.corrupt import resolve_families
+
+        try:
+            resolve_families(evaluation.corruptions)
+        except ValueError as exc:
+            raise error(file, "eval.corruptions", str(exc)) from None
     trials = []
     for index, model in enumerate(models):
         for data_index, data in enumerate(datasets):

@@ -357,6 +357,29 @@ def _resume(
     return epoch, dict(payload["best"]), history
 
 
+def _robustness(trial: Trial, run: RunDir, reporter: Reporter) -> dict:
+    """eval.corruptions: the robustness suite on the test split with the best checkpoint, as
+    `ferbench eval DATA --corruptions` scores it (one view per face, the same seeded faces)."""
+    from ferbench.data.corrupt import resolve_families
+    from ferbench.infer.cross_eval import robustness_of
+    from ferbench.infer.predictor import Predictor
+    from ferbench.infer.robustness import headline
+
+    start = running_time()
+    reporter.note(f"{trial.name}: robustness suite ({', '.join(trial.eval.corruptions)})")
+    result = robustness_of(
+        Predictor(run.best_checkpoint, amp="checkpoint"),
+        trial.data,
+        "test",
+        resolve_families(trial.eval.corruptions),
+        (1, 2, 3, 4, 5),
+        base_dir=Path(trial.base_dir),
+    )
+    result["seconds"] = round(running_time() - start, 1)
+    reporter.note(f"{trial.name}: {headline(result)}")
+    return result
+
+
 def _finish(
     trial: Trial,
     run: RunDir,
@@ -446,6 +469,9 @@ def _finish(
         "test": test_seconds,
         "speed": running_time() - speed_start,
     }
+    if eval_cfg.corruptions:
+        metrics["robustness"] = _robustness(trial, run, reporter)
+        phases["robustness"] = metrics["robustness"]["seconds"]
     metrics["phase_s"] = {k: round(v, 2) for k, v in phases.items()}
     metrics["trial_s"] = round(sum(phases.values()), 2)
     # SIGSTOP pauses of this sitting, left out of the phases above (utils/clock.py)
