@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from ferbench.cli import app
 from ferbench.config import DataSpec
 from ferbench.data import load_dataset
-from ferbench.data.identity import face_hashes, seen_faces, trained_on_checkpoint
 from ferbench.data.leaks import leak_report
 from ferbench.models.checkpoint import load_checkpoint, save_checkpoint
 from ferbench.models.factory import model_from_checkpoint
@@ -61,6 +60,8 @@ def test_a_teacher_from_a_split_with_another_seed_is_refused_one_of_the_same_spl
     refused = run(experiment(tmp_path, "student", folder, 0, distill={"teacher": str(other)}),
                   results)  # fmt: skip
     assert refused.exit_code == 1
+    from ferbench.data.identity import face_hashes, seen_faces, trained_on_checkpoint
+
     status = json.loads(next((results / "student").rglob("status.json")).read_text())
     error = status["error"]
     expected = DataSpec(kind="folder", path=str(folder), size=16)
@@ -109,6 +110,10 @@ def test_eval_reports_leaks_only_of_the_faces_the_model_trained_on(tmp_path, che
         assert result.exit_code == 0, result.output
         return json.loads(out.read_text())
 
+    elsewhere = evaluated("elsewhere", None, "0" * 32)  # trained on faces not here
+    assert "leaked" not in elsewhere
+    from ferbench.data.identity import face_hashes
+
     own = evaluated("own", 0, load_dataset(spec).fingerprint())
     assert own["leaked"] == 0 and own["leak_kind"] == "near-duplicates"
     other_seed = load_dataset(spec.replace(seed=1))
@@ -117,8 +122,6 @@ def test_eval_reports_leaks_only_of_the_faces_the_model_trained_on(tmp_path, che
     expected = sum(h in trained for h in face_hashes(load_dataset(spec).split("test")[0]).tolist())
     assert expected > 0 and moved["leaked"] == expected
     assert moved["leak_kind"] == "its training faces, exact copies"
-    elsewhere = evaluated("elsewhere", None, "0" * 32)  # trained on faces not here
-    assert "leaked" not in elsewhere
 
 
 def test_an_onnx_export_keeps_the_zooms_and_evaluates_as_its_checkpoint(tmp_path, checkpoint):

@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ferbench.cli import app
-from ferbench.runs import RunDir, best_run, choose_run
+from ferbench.runs import RunDir, best_run
 from ferbench.utils.fileio import write_json
 
 cli = CliRunner()
@@ -43,6 +43,8 @@ def test_a_real_data_run_beats_a_synthetic_one_and_the_choice_is_said(tmp_path, 
                        "2025-01-01T09:00:00", dataset="FER2013", data_identity="f" * 32,
                        data_fingerprint="4002" * 8)  # fmt: skip
     assert best_run("cnn5", results).path == fer  # not the synthetic run's 99%
+    from ferbench.runs import choose_run
+
     line = choose_run("cnn5", results).line
     assert str(fer) in line and "FER2013" in line and "data 40024002" in line
     assert "val acc 62.0%" in line and "passed over 1 on synthetic faces" in line
@@ -59,6 +61,8 @@ def test_a_real_data_run_beats_a_synthetic_one_and_the_choice_is_said(tmp_path, 
 def test_the_data_given_or_else_the_newest_runs_data_then_the_best_on_validation(
     tmp_path, checkpoint
 ):
+    from ferbench.runs import choose_run
+
     results = tmp_path / "results"
     for name in ("a.csv", "b.csv"):
         (tmp_path / name).write_text("emotion,pixels,Usage\n")
