@@ -141,11 +141,10 @@ def refuse_seen(
     the student, and validation chooses its checkpoint)."""
     seen = seen_faces(model, spec, data, base_dir)
     if seen.verdict == "seen":
-        parts = [f"{seen.counts[s]:,} of its {name} faces" for s, name in
-                 (("test", "test"), ("val", "validation")) if seen.counts.get(s)]  # fmt: skip
+        counts = [f"{seen.counts[s]:,} {s}" for s in ("test", "val") if seen.counts.get(s)]
         why = f" ({seen.reason})" if seen.reason else ""
         raise FerbenchError(
-            f"{key}: {model.name} was trained on {' and '.join(parts)} of this run's data"
+            f"{key}: {model.name} was trained on {' and '.join(counts)} faces of this run"
             f"{why}; use one trained on this run's training split only"
         )
     if seen.verdict == "same":
