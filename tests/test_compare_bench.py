@@ -19,6 +19,9 @@ from ferbench.device import cpu_isa
 from ferbench.report.benchmarks import _hardware_text, _machines
 from ferbench.report.leaderboard import time_to_target_cell
 from ferbench.report.plots import pareto_front
+from ferbench.train import experiment
+from ferbench.train.fit import Reporter
+from ferbench.train.runner import execute_trial
 
 runner = CliRunner()
 
@@ -454,6 +457,75 @@ def test_greedy_selection_uses_validation_only():
 
     sure, hesitant = member([0.99, 0.99, 0.99, 0.05]), member([0.65, 0.65, 0.65, 0.4])
     assert greedy_selection([sure, hesitant], labels) == [1, 2]
+
+
+def test_scrambled_test_probabilities_choose_the_same_members(results, tmp_path):
+    """The claim at the level of `ferbench ensemble`: with every candidate's kept test
+    probabilities replaced (the member that validation ranks last made right on every test
+    face, the others wrong), members and weights stay as they were; only the test figure moves."""
+    from ferbench.data import load_dataset
+
+    grid = tmp_path / "grid"
+    shutil.copytree(results / "grid", grid)
+
+    def build(name: str) -> dict:
+        result = runner.invoke(app, ["ensemble", str(grid), "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / name / "metrics.json").read_text())
+
+    before = build("before")
+    faces = load_dataset({"kind": "synthetic", "n_per_class": 12, "size": 16})
+    (_, val), (_, truth) = faces.split("val"), faces.split("test")
+    kept = {path: dict(np.load(path)) for path in grid.rglob("predictions.npz")}
+    assert len(kept) == 4
+    val_loss = {  # the validation log-loss of each candidate, from its own kept probabilities
+        path: -np.log(probs["val"][np.arange(len(val)), val]).mean() for path, probs in kept.items()
+    }
+    last = max(val_loss, key=val_loss.get)
+    eye = np.eye(kept[last]["test"].shape[1])
+    for path, probs in kept.items():
+        shift = 0 if path == last else 1  # right on every test face, or wrong on every one
+        test = eye[(truth + shift) % len(eye)] * 0.99 + 0.01 / len(eye)
+        np.savez(path, key=probs["key"], val=probs["val"], test=test)
+    after = build("after")
+
+    def chosen(metrics: dict) -> list[tuple]:
+        return [(m["run"], m["weight"], m["temperature"]) for m in metrics["members"]]
+
+    assert chosen(after) == chosen(before) and len(chosen(before)) < 4  # a choice was made
+    assert after["accuracy"] != before["accuracy"]  # the scrambled probabilities were read
+
+
+def test_ensemble_refuses_a_folder_held_by_a_running_trial(tmp_path, results):
+    """`ensemble --out` naming a run folder while its trial trains there is refused (its lock
+    is held), --replace or not; the trial then finishes with its own files."""
+    spec = {
+        "name": "busy",
+        "data": {"kind": "synthetic", "n_per_class": 12, "size": 16},
+        "models": [{"name": "cnn5", "input_size": 16}],
+        "train": {"epochs": 2, "batch_size": 16, "optimizer": "adam", "lr": 1e-3},
+        "eval": {"speed": False},
+    }
+    (tmp_path / "busy.yaml").write_text(yaml.safe_dump(spec))
+    (trial,) = experiment.load(tmp_path / "busy.yaml")
+    folder = tmp_path / "r" / trial.experiment / trial.name
+    attempts = []
+
+    class EnsembleMidway(Reporter):
+        def epoch_done(self, epoch, epochs, row):
+            if epoch == 1:
+                for extra in ([], ["--replace"]):
+                    args = ["ensemble", str(results / "grid"), "--out", str(folder), *extra]
+                    attempts.append(runner.invoke(app, args))
+
+    assert execute_trial(trial, tmp_path / "r", reporter=EnsembleMidway()).status == "done"
+    for attempt in attempts:
+        assert attempt.exit_code == 1, attempt.output
+        assert "held by a running trial" in attempt.output and trial.name in attempt.output
+    assert len(attempts) == 2
+    assert yaml.safe_load((folder / "config.yaml").read_text())["model"]["name"] == "cnn5"
+    assert not (folder / "disagreement.csv").exists()
+    assert len(pd.read_csv(folder / "history.csv")) == 2
 
 
 def test_ensemble_is_a_run_directory_that_compare_lists(results, tmp_path):

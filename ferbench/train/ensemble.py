@@ -262,7 +262,31 @@ SELECTIONS = {
 }
 
 
-def build_ensemble(
+def build_ensemble(roots: list[Path], out: Path, *args, **kwargs) -> dict:
+    """`_build_ensemble` holding `out`'s run lock, as a trial holds its folder's: a trial still
+    training there, or another ensemble writing it, is never written over (--replace or not)."""
+    run = RunDir(out)
+    made = not run.path.exists()
+    try:
+        with run.lock() as free:
+            if not free:
+                status = run.status()
+                holder = (
+                    f"a running trial ({status.get('trial')}, pid {status.get('pid')})"
+                    if status.get("status") == "running"
+                    else "another process writing it"
+                )
+                raise FerbenchError(
+                    f"--out {out} is held by {holder}; wait for it or write to another folder"
+                )
+            return _build_ensemble(roots, out, *args, **kwargs)
+    finally:  # an ensemble that failed in a folder it made leaves no empty folder behind
+        if made and run.path.is_dir() and [p.name for p in run.path.iterdir()] == [".lock"]:
+            run.file(".lock").unlink()
+            run.path.rmdir()
+
+
+def _build_ensemble(
     roots: list[Path],
     out: Path,
     max_members: int = 25,
