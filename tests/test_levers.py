@@ -289,5 +289,5 @@ def test_a_student_can_train_on_what_the_teacher_says_of_each_augmented_batch(tm
     config = yaml.safe_load(next((results / "student").rglob("config.yaml")).read_text())
     assert config["train"]["distill"]["views"] == "student"
     assert config["teacher"]["members"][0]["checkpoint"].endswith("best.pt")
-    bad = run(student, results, "--set", "train.distill.views=clean")
+    bad = run(student, results, "--set", "train.distill.views=mirror")
     assert bad.exit_code == 1 and "train.distill.views" in bad.output
