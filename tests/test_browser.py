@@ -199,12 +199,17 @@ CLIPS = {
 }
 
 
-@pytest.mark.parametrize("clip", CLIPS)
+@pytest.mark.parametrize(
+    ("clip", "host"),
+    [("astronaut", "127.0.0.1"), ("crowd", "127.0.0.1"), ("astronaut", "0.0.0.0")],
+    ids=["astronaut", "crowd", "astronaut-token"],
+)
 def test_browser_camera_end_to_end_in_headless_chromium(
-    clip, tmp_path, checkpoint, astronaut_video, shared_data_optional
+    clip, host, tmp_path, checkpoint, astronaut_video, shared_data_optional
 ):
     """Chromium's fake camera plays a 640×360 clip into the page; the page sends its frames;
-    faces reach the log and the page draws them; Ctrl-C stops the server within 10 s."""
+    faces reach the log and the page draws them; Ctrl-C stops the server within 10 s.  Bound
+    beyond localhost, the printed URL's token becomes a cookie that the page's POSTs carry."""
     binary = find_chromium()
     if binary is None:
         pytest.skip("no headless browser: apt-get install chromium")
@@ -219,14 +224,18 @@ def test_browser_camera_end_to_end_in_headless_chromium(
     command = [
         sys.executable, "-m", "ferbench.cli", "live", "--checkpoint", str(checkpoint),
         "--source", "browser", "--serve", "0", "--log", str(log), "--backend", "torch",
-        "--output", str(tmp_path / "browser.mp4"),
+        "--output", str(tmp_path / "browser.mp4"), "--host", host,
     ]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     chromium, lines = None, []
     try:
         line = _wait_for_line(server, "in the browser whose camera to use", lines)
         url = line.split("open ")[1].split()[0]
-        assert url.startswith("http://127.0.0.1:")  # local only by default
+        if host == "0.0.0.0":  # a token; the camera wants a secure origin: 127.0.0.1 is one
+            assert "/?token=" in url and url.startswith("http://0.0.0.0:")
+            url = url.replace("0.0.0.0", "127.0.0.1")
+        else:
+            assert url.startswith("http://127.0.0.1:") and "token" not in url  # local only
         # the rest of the output is read on a thread, so the server never blocks on its pipe
         reader = threading.Thread(target=lambda: lines.extend(server.stdout), daemon=True)
         reader.start()
