@@ -107,15 +107,6 @@ class AugmentConfig:
         skip = self.BATCH_MIXING + self.CORRUPTION
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
-    @property
-    def corruption_families(self) -> tuple[str, ...]:
-        """The families drawn from in training; none when `corrupt` is 0."""
-        from ferbench.data.corrupt import TRAINED_FAMILIES
-
-        if self.corrupt <= 0:
-            return ()
-        return tuple(self.corrupt_families) or TRAINED_FAMILIES
-
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -489,13 +480,6 @@ def parse_augment(file: str, key: str, value: Any) -> AugmentConfig:
         raise error(file, f"{key}.corrupt", f"{checked['corrupt']} is not a share in [0, 1]")
     if not 1 <= checked.get("corrupt_severity", 5) <= 5:
         raise error(file, f"{key}.corrupt_severity", "a severity from 1 to 5")
-    if checked.get("corrupt_families"):
-        from ferbench.data.corrupt import resolve_families
-
-        try:
-            checked["corrupt_families"] = tuple(resolve_families(checked["corrupt_families"]))
-        except ValueError as exc:
-            raise error(file, f"{key}.corrupt_families", str(exc)) from None
     return dataclasses.replace(AugmentConfig.none(), **checked)
 
 

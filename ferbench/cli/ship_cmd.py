@@ -35,8 +35,10 @@ def ship(
     robustness: bool = typer.Option(
         False,
         "--robustness",
-        help="Also measure the corruption suite and the framing gap on the test split for the "
-        "card and the index (README: Robustness; minutes on a CPU).",
+        help="Measure the corruption suite and the framing gap of the shipped file on the test "
+        "split for the card and the index (README: Robustness; minutes on a CPU).  Without it, "
+        "the run's robustness.json (`ferbench eval DATA --model RUN --corruptions all "
+        "--framing --out RUN/robustness.json`) is used where there is one.",
     ),
 ) -> None:
     """Write a run's best checkpoint into the package as fp16 weights with a measured card.

@@ -260,6 +260,14 @@ def resolve_families(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     return names
 
 
+def training_families(augment) -> tuple[str, ...]:
+    """The families an `AugmentConfig` draws from in training: its `corrupt_families` (names,
+    groups, 'all', 'held-out'), or the robust default's trained ones; none when `corrupt` is 0."""
+    if augment.corrupt <= 0:
+        return ()
+    return tuple(resolve_families(augment.corrupt_families)) or TRAINED_FAMILIES
+
+
 def _parameter(family: Family, severity: torch.Tensor, side: int) -> torch.Tensor:
     levels = torch.tensor(family.levels, dtype=torch.float32)
     p = levels[severity.cpu() - 1]

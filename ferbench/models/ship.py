@@ -114,6 +114,10 @@ def _stage(
         extra["robustness"] = robustness_of(shipped, data, "test", list(FAMILIES), SEVERITIES)
         progress("framing gap on the test split")
         extra["framing"] = framing_of(shipped, data, "test")
+    elif run.file("robustness.json").is_file():  # measured on the run's checkpoint by eval
+        measured = json.loads(run.file("robustness.json").read_text())
+        extra["robustness"], extra["framing"] = measured.get("robustness"), measured.get("framing")
+        extra["robustness_source"] = "the run's best.pt (fp32 weights), robustness.json"
     if sha256_file(path) != sha:
         raise FerbenchError(f"{name}: the staged file changed while it was measured; not shipped")
     siblings = _seed_runs(run)

@@ -137,7 +137,9 @@ def render_card(
             for c, row in zip(classes, test["confusion"])
         ],
         "",
-        *robustness_lines(extra.get("robustness"), extra.get("framing"), test),
+        *robustness_lines(
+            extra.get("robustness"), extra.get("framing"), test, extra.get("robustness_source")
+        ),
         "## Deployment",
         "",
         _int8_line(int8, name),
@@ -170,7 +172,9 @@ def render_card(
     return "\n".join(lines)
 
 
-def robustness_lines(suite: dict | None, framing: dict | None, test: dict) -> list[str]:
+def robustness_lines(
+    suite: dict | None, framing: dict | None, test: dict, source: str | None = None
+) -> list[str]:
     """The card's robustness section: the predicted-class shares against the truth (the drift
     a user would otherwise discover), and where measured, accuracy under the corruption suite
     (families × severities, mCA, held-out families, worst family) and the framing gap."""
@@ -195,7 +199,9 @@ def robustness_lines(suite: dict | None, framing: dict | None, test: dict) -> li
         lines += [
             "Accuracy under common corruptions of the test faces (`ferbench eval DATA "
             "--corruptions all`; one view per face, the clean figure too; held-out families "
-            "were never seen in training):",
+            "were never seen in training"
+            + (f"; measured on {source}" if source else "; measured on the shipped file")
+            + "):",
             "",
             "| family | group | " + " | ".join(f"s{s}" for s in severities) + " | mean |",
             "| --- | --- |" + " ---: |" * (len(severities) + 1),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ferbench.config import TrainConfig
 from ferbench.data.arrays import FaceArrays
 from ferbench.data.augment import mix_batch
-from ferbench.data.corrupt import random_corruptions
+from ferbench.data.corrupt import random_corruptions, training_families
 from ferbench.device import Runtime
 from ferbench.errors import FerbenchError
 from ferbench.infer.batched import predict_logits
@@ -288,7 +288,7 @@ class Trainer:
         order_gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
         aug_gen = torch.Generator().manual_seed(seed * 10007 + epoch)
         corrupt_gen = torch.Generator().manual_seed(seed * 100019 + epoch + 7)
-        corruptions = cfg.augment.corruption_families
+        corruptions = training_families(cfg.augment)
         teach_clean = bool(cfg.distill and cfg.distill.views == "clean")
         order = torch.randperm(len(train), generator=order_gen).to(train.images.device)
         batch_size = cfg.batch_size

@@ -116,13 +116,12 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
     evaluation = EvalConfig(**parse_section(EvalConfig, file, "eval.", raw.get("eval")))
     if zoom_problem(evaluation.scales):
         raise error(file, "eval.scales", zoom_problem(evaluation.scales))
-    if evaluation.corruptions:
-        from ferbench.data.corrupt import resolve_families
-
-        try:
-            resolve_families(evaluation.corruptions)
-        except ValueError as exc:
-            raise error(file, "eval.corruptions", str(exc)) from None
+    _check_corruptions(file, evaluation.corruptions, "eval.corruptions")
+    augments = train.get("augment")
+    for augment in augments if isinstance(augments, list) else [augments]:  # one, or an axis
+        if augment is not None:
+            families = augment.corrupt_families
+            _check_corruptions(file, families, "train.augment.corrupt_families")
     trials = []
     for index, model in enumerate(models):
         for data_index, data in enumerate(datasets):
@@ -138,6 +137,17 @@ def expand(raw: dict, file: str = "<experiment>", base_dir: Path = Path(".")) ->
                 str(base_dir),
             )
     return _unique(trials)
+
+
+def _check_corruptions(file: str, names, key: str) -> None:
+    """Corruption families (names, groups, 'all', 'held-out') must exist: one line naming the
+    key and the choices."""
+    from ferbench.data.corrupt import resolve_families
+
+    try:
+        resolve_families(names)
+    except ValueError as exc:
+        raise error(file, key, str(exc)) from None
 
 
 def _parse_model(file: str, index: int, entry: Any) -> ModelEntry:
