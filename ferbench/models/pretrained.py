@@ -18,7 +18,7 @@ from ferbench.utils.fileio import sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 INDEX = WEIGHTS_DIR / "index.json"
-DEFAULT_TAG = "vggfer_s.fer2013"  # what `live` and `predict` use when given no model
+DEFAULT_TAG = "vggfer_s.fer2013_robust"  # what `live`, `predict` and `eval` use given no model
 
 
 @dataclass(frozen=True)
