@@ -187,6 +187,7 @@ def test_eval_corruptions_and_data_corrupt_cli(tmp_path, checkpoint):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "mCA" in result.output and "defocus_blur (held out)" in result.output
+    assert "predicted share (truth): angry" in result.output
     robustness = json.loads(out.read_text())["robustness"]
     assert len(robustness["conditions"]) == 4 * 2
     bad = runner.invoke(app, ["eval", "synthetic", "--corruptions", "fog"])

@@ -154,6 +154,7 @@ def evaluate(
         f"{metrics['faces']:,} faces)  balanced accuracy {metrics['balanced_accuracy']:.4f}  "
         f"macro-F1 {metrics['macro_f1']:.4f} (classes present)  ECE {metrics['ece']:.4f}"
     )
+    console.print(f"predicted share (truth): {_shares_line(metrics)}", highlight=False)
     if "leaked" in metrics:
         console.print(
             f"{metrics['leaked']:,} of these faces were also trained on ("
@@ -241,3 +242,15 @@ def print_framing(gap: dict) -> None:
         f"({-gap['box']['gap'] * 100:+.1f} points), aligned crops "
         f"{gap['aligned']['accuracy']:.1%} ({-gap['aligned']['gap'] * 100:+.1f} points)"
     )
+
+
+def _shares_line(metrics: dict) -> str:
+    """Each class's share of the predictions against its share of the truth, from the confusion
+    matrix: a model that drifts to one class shows it here."""
+    import numpy as np
+
+    confusion = np.asarray(metrics["confusion"], dtype=float)
+    total = max(confusion.sum(), 1.0)
+    predicted, truth = confusion.sum(0) / total, confusion.sum(1) / total
+    names = metrics["class_names"]
+    return "  ".join(f"{n} {p:.0%} ({t:.0%})" for n, p, t in zip(names, predicted, truth))
