@@ -96,7 +96,7 @@ def test_experiment_fine_tunes_from_shipped_weights_on_a_folder(tmp_path):
     payload = torch.load(run / "best.pt", map_location="cpu", weights_only=True)
     assert sorted(payload["class_names"]) == ["calm", "happy", "sad"]
     config = (run / "config.yaml").read_text()
-    assert f"pretrained: {DEFAULT_TAG}" in config
+    assert "pretrained: vggfer_s.fer2013\n" in config  # the tag named, not the default
     bad = tmp_path / "bad.yaml"
     bad.write_text(experiment.read_text().replace("fer2013", "imagenet"))
     result = runner.invoke(app, ["run", str(bad), "--results", str(results)])

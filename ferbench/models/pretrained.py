@@ -77,10 +77,12 @@ def split_name(name: str) -> tuple[str, str | None]:
 
 
 def resolve_weights(model: str, pretrained: bool | str) -> PretrainedWeights:
-    """The weights ``pretrained`` names for `model`: True (the model's first tag), a tag
-    (``fer2013``) or a full name (``vggfer_s.fer2013``)."""
+    """The weights ``pretrained`` names for `model`: True (the default weights where they are
+    this model's, else its first tag), a tag (``fer2013``) or a full name (``vggfer_s.fer2013``)."""
     index = read_index()
     if pretrained is True:
+        if DEFAULT_TAG in index and index[DEFAULT_TAG].model == model:
+            return index[DEFAULT_TAG]
         tags = [w for w in index.values() if w.model == model]
         if not tags:
             raise FerbenchError(f"no shipped weights for '{model}'; shipped: {_shipped()}")

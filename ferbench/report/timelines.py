@@ -15,6 +15,7 @@ from ferbench.errors import FerbenchError
 from ferbench.utils.fileio import write_text
 
 FIXED = ["frame", "time_s", "face", "x", "y", "w", "h", "label", "probability"]
+NOT_CLASSES = {*FIXED, "landmarks"}  # the log's other columns (landmarks since issue 56)
 
 
 def write_timelines(log: Path, out: Path, min_frames: int = 5) -> dict:
@@ -27,7 +28,7 @@ def write_timelines(log: Path, out: Path, min_frames: int = 5) -> dict:
     faces = pd.read_csv(log)
     if not set(FIXED) <= set(faces.columns):
         raise FerbenchError(f"{log}: not a ferbench live log (columns {', '.join(FIXED)}, ...)")
-    classes = [c for c in faces.columns if c not in FIXED]
+    classes = [c for c in faces.columns if c not in NOT_CLASSES]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, short = [], 0
