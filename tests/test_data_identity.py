@@ -60,7 +60,8 @@ def test_a_teacher_from_a_split_with_another_seed_is_refused_one_of_the_same_spl
     refused = run(experiment(tmp_path, "student", folder, 0, distill={"teacher": str(other)}),
                   results)  # fmt: skip
     assert refused.exit_code == 1
-    from ferbench.data.identity import face_hashes, seen_faces, trained_on_checkpoint
+    from ferbench.data.identity import face_hashes, seen_faces
+    from ferbench.train.distill import trained_on_checkpoint
 
     status = json.loads(next((results / "student").rglob("status.json")).read_text())
     error = status["error"]

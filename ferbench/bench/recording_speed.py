@@ -53,8 +53,7 @@ def _measure(mode: str, video: str, checkpoint: str, backend: str, out: str) -> 
 def bench_recording(video: Path, checkpoint: str, backend: str = "auto") -> list[dict]:
     """Live's loop, then the recording path, on `video`, each in a fresh process; the two face
     tables are compared (the same faces are found)."""
-    from ferbench.cli.predict_videos import concrete_backend
-    from ferbench.infer.backend import predictor_for
+    from ferbench.infer.backend import concrete_backend, predictor_for
 
     predictor, _ = predictor_for(Path(checkpoint), backend)  # measured once, here
     backend = concrete_backend(Path(checkpoint), predictor, backend)

@@ -157,8 +157,8 @@ def compare(
 
 def _paired(paths: list[Path], records: Path, out: Path | None) -> None:
     """Print (and with --out, write as paired.json) the paired comparison of two runs."""
-    from ferbench.report.paired import paired_comparison
     from ferbench.report.stats import BOOTSTRAP_SAMPLES, interval_text
+    from ferbench.train.paired import paired_comparison
     from ferbench.utils.fileio import write_json
 
     if len(paths) != 2:

@@ -77,7 +77,7 @@ def predict_videos(
     align: bool = True,
 ) -> None:
     from ferbench.faces.detect import DETECTORS
-    from ferbench.infer.backend import predictor_for
+    from ferbench.infer.backend import concrete_backend, predictor_for
     from ferbench.infer.facetable import FORMATS
     from ferbench.infer.predictor import resolve_source
     from ferbench.infer.recording_jobs import run_videos
@@ -118,15 +118,3 @@ def predict_videos(
     failed = [j for j in jobs_done if j.status == "failed"]
     if failed:
         console.print(f"[yellow]{len(failed)} of {len(jobs_done)} videos failed[/] (see above)")
-
-
-def concrete_backend(source: Path, predictor, requested: str) -> str:
-    """The backend `auto` chose, named so that workers build it without measuring again."""
-    if requested != "auto" or Path(source).suffix == ".onnx":
-        return requested
-    if predictor.backend == "onnxruntime":
-        return "onnx-int8" if predictor.path.name == "int8.onnx" else "onnx"
-    import torch.ao.nn.quantized.dynamic as qd
-
-    quantized = any(isinstance(m, qd.Linear) for m in predictor.model.modules())
-    return "torch-int8" if quantized else "torch"

@@ -75,27 +75,6 @@ def trained_on(name: str, meta: dict, path: Path | str | None = None) -> Trained
     return TrainedOn(name, fingerprint, int(size) if size else None, spec, dataset)
 
 
-def trained_on_tag(name: str) -> TrainedOn:
-    """A shipped model, as its index records its data."""
-    from ferbench.models.pretrained import read_index
-
-    weights = read_index()[name]
-    return TrainedOn(name, weights.data_fingerprint or None, weights.input_size, None,
-                     weights.dataset)  # fmt: skip
-
-
-def trained_on_checkpoint(name: str, path: Path) -> TrainedOn:
-    """A .pt or .onnx file (its run folder beside it, when it is one)."""
-    path = Path(path)
-    if path.suffix == ".onnx":
-        from ferbench.infer.onnx import read_metadata
-
-        return trained_on(name, read_metadata(path), path)
-    from ferbench.models.checkpoint import load_checkpoint
-
-    return trained_on(name, load_checkpoint(path), path)
-
-
 def seen_faces(
     model: TrainedOn,
     spec: DataSpec,

@@ -142,3 +142,15 @@ def measure_backends(checkpoint: Path, folder: Path, progress=None) -> list[Meas
         measured.append(Measured(backend, speed["latency_batch1_ms"], scores[backend]))
     write_json(record, [asdict(m) for m in measured])
     return measured
+
+
+def concrete_backend(source: Path, predictor, requested: str) -> str:
+    """The backend `auto` chose, named so that workers build it without measuring again."""
+    if requested != "auto" or Path(source).suffix == ".onnx":
+        return requested
+    if predictor.backend == "onnxruntime":
+        return "onnx-int8" if predictor.path.name == "int8.onnx" else "onnx"
+    import torch.ao.nn.quantized.dynamic as qd
+
+    quantized = any(isinstance(m, qd.Linear) for m in predictor.model.modules())
+    return "torch-int8" if quantized else "torch"

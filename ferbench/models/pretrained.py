@@ -96,11 +96,20 @@ def resolve_weights(model: str, pretrained: bool | str) -> PretrainedWeights:
     return index[name]
 
 
+def trained_on_tag(name: str):
+    """A shipped model's data as its index records it (data/identity.py's TrainedOn)."""
+    from ferbench.data.identity import TrainedOn
+
+    weights = read_index()[name]
+    return TrainedOn(name, weights.data_fingerprint or None, weights.input_size, None,
+                     weights.dataset)  # fmt: skip
+
+
 def check_start(name: str, spec, data, base_dir: Path | None = None) -> str:
     """A fine-tuning start checked against the run's splits (data/identity.py): shipped weights
     that trained on the run's validation or test faces are refused in one line (they would
     bring those faces into training, and validation chooses the checkpoint)."""
-    from ferbench.data.identity import refuse_seen, trained_on_tag
+    from ferbench.data.identity import refuse_seen
 
     return refuse_seen(trained_on_tag(name), "model.pretrained", spec, data, base_dir)
 

@@ -89,8 +89,8 @@ def check_teacher(
     """Each member checked against the student's splits (data/identity.py): a teacher that
     trained on the student's validation or test faces is refused in one line, since it would
     teach them; one line per member says what was found."""
-    from ferbench.data.identity import refuse_seen, trained_on_checkpoint, trained_on_tag
-    from ferbench.models.pretrained import read_index
+    from ferbench.data.identity import refuse_seen
+    from ferbench.models.pretrained import read_index, trained_on_tag
 
     tags = {w.path.resolve(): name for name, w in read_index().items()}
     lines = []
@@ -276,3 +276,18 @@ def vote_targets(data: FaceArrays) -> np.ndarray:
         )
     train = votes[data.splits == 0].astype(np.float32)
     return train / np.maximum(train.sum(1, keepdims=True), 1e-8)
+
+
+def trained_on_checkpoint(name: str, path: Path):
+    """A .pt or .onnx file's data as it records it (its run folder beside it, when it is one):
+    data/identity.py's TrainedOn."""
+    from ferbench.data.identity import trained_on
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        from ferbench.infer.onnx import read_metadata
+
+        return trained_on(name, read_metadata(path), path)
+    from ferbench.models.checkpoint import load_checkpoint
+
+    return trained_on(name, load_checkpoint(path), path)
