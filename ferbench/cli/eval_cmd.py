@@ -20,6 +20,7 @@ from ferbench.cli._common import (
     console,
     friendly_errors,
     parse_scales,
+    working,
 )
 from ferbench.errors import FerbenchError
 
@@ -166,25 +167,23 @@ def evaluate(
     if families:
         from ferbench.infer.cross_eval import robustness_of
 
-        with console.status("robustness suite") as status:
+        total, done = 1 + len(families) * len(levels), iter(range(1, 10**6))
+        with working(f"robustness suite: {total} conditions") as update:
             metrics["robustness"] = robustness_of(
                 predictor,
                 spec,
                 metrics["split"],
                 families,
                 levels,
-                progress=lambda text: status.update(f"robustness suite: {text}"),
+                progress=lambda text: update(f"robustness suite: {text} ({next(done)}/{total})"),
             )
         print_robustness(metrics["robustness"])
     if framing:
         from ferbench.infer.cross_eval import framing_of
 
-        with console.status("framing gap") as status:
+        with working("framing gap") as update:
             gap = framing_of(
-                predictor,
-                spec,
-                metrics["split"],
-                progress=lambda text: status.update(f"framing gap: {text}"),
+                predictor, spec, metrics["split"], progress=lambda text: update(f"framing: {text}")
             )
         metrics["framing"] = gap
         print_framing(gap)
