@@ -244,12 +244,8 @@ def print_framing(gap: dict) -> None:
 
 
 def _shares_line(metrics: dict) -> str:
-    """Each class's share of the predictions against its share of the truth, from the confusion
-    matrix: a model that drifts to one class shows it here."""
-    import numpy as np
+    """Each class's share of the predictions against its share of the truth."""
+    from ferbench.report.metrics import class_shares
 
-    confusion = np.asarray(metrics["confusion"], dtype=float)
-    total = max(confusion.sum(), 1.0)
-    predicted, truth = confusion.sum(0) / total, confusion.sum(1) / total
-    names = metrics["class_names"]
-    return "  ".join(f"{n} {p:.0%} ({t:.0%})" for n, p, t in zip(names, predicted, truth))
+    predicted, truth = class_shares(metrics)
+    return "  ".join(f"{n} {p:.0%} ({truth[n]:.0%})" for n, p in predicted.items())

@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ferbench.config import RUNTIME_KEYS, default_settings, is_default, with_zooms
 from ferbench.errors import FerbenchError
+from ferbench.report.metrics import class_shares
 from ferbench.runs import RunDir, iter_runs
 
 # Every metric a run reports, and which way is better (the leaderboard sorts by it).
@@ -156,7 +156,7 @@ def runs_frame(runs: list[Run], target: float | None = None) -> pd.DataFrame:
             row[metric] = run.metrics.get(metric)
         suite = robustness_of_run(run)
         row["accuracy_corrupt"] = suite.get("mca")
-        row["pred_shares"], row["truth_shares"] = prediction_shares(run.metrics)
+        row["pred_shares"], row["truth_shares"] = class_shares(run.metrics)
         row["test_faces"] = test_faces(run.metrics)
         row["val_acc_method"] = run.metrics.get("val_acc_method", "")  # an ensemble's
         # a trained run records its time to eval.target_acc (None: not reached); a run that
@@ -316,17 +316,6 @@ def robustness_of_run(run: Run) -> dict:
         if path.is_file():
             suite = json.loads(path.read_text()).get("robustness")
     return suite or {}
-
-
-def prediction_shares(metrics: dict) -> tuple[dict, dict]:
-    """Each class's share of the test predictions and of the truth, from the confusion matrix
-    (rows true, columns predicted): the drift toward one class shows here."""
-    confusion, names = metrics.get("confusion"), metrics.get("class_names")
-    if not confusion or not names:
-        return {}, {}
-    matrix = np.asarray(confusion, dtype=float)
-    total = max(matrix.sum(), 1.0)
-    return dict(zip(names, matrix.sum(0) / total)), dict(zip(names, matrix.sum(1) / total))
 
 
 def test_faces(metrics: dict) -> int | None:

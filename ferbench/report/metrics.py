@@ -65,6 +65,17 @@ def classification_metrics(
     return metrics
 
 
+def class_shares(metrics: dict) -> tuple[dict, dict]:
+    """Each class's share of the predictions and of the truth, from a metrics dict's confusion
+    matrix (rows true, columns predicted): a drift toward one class shows here."""
+    confusion, names = metrics.get("confusion"), metrics.get("class_names")
+    if not confusion or not names:
+        return {}, {}
+    matrix = np.asarray(confusion, dtype=float)
+    total = max(matrix.sum(), 1.0)
+    return dict(zip(names, matrix.sum(0) / total)), dict(zip(names, matrix.sum(1) / total))
+
+
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
     """How far the top probability is from the accuracy it promises: the support-weighted mean of
     |accuracy - mean confidence| over `bins` equal-width confidence bins (Guo et al. 2017).  The

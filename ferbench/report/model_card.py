@@ -9,8 +9,6 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import numpy as np
-
 from ferbench.models.checkpoint import describe_views
 from ferbench.runs import RunDir
 
@@ -179,19 +177,18 @@ def robustness_lines(
     a user would otherwise discover), and where measured, accuracy under the corruption suite
     (families × severities, mCA, held-out families, worst family) and the framing gap."""
     from ferbench.infer.robustness import family_table, headline
+    from ferbench.report.metrics import class_shares
 
-    classes = list(test["per_class"])
-    confusion = np.asarray(test["confusion"], dtype=float)
-    predicted, truth = confusion.sum(0) / confusion.sum(), confusion.sum(1) / confusion.sum()
+    predicted, truth = class_shares(test)
     lines = [
         "## Robustness",
         "",
         "Share of the test predictions per class against the truth (clean faces):",
         "",
-        "| | " + " | ".join(classes) + " |",
-        "| --- |" + " ---: |" * len(classes),
-        "| predicted | " + " | ".join(f"{v:.1%}" for v in predicted) + " |",
-        "| truth | " + " | ".join(f"{v:.1%}" for v in truth) + " |",
+        "| | " + " | ".join(predicted) + " |",
+        "| --- |" + " ---: |" * len(predicted),
+        "| predicted | " + " | ".join(f"{v:.1%}" for v in predicted.values()) + " |",
+        "| truth | " + " | ".join(f"{v:.1%}" for v in truth.values()) + " |",
         "",
     ]
     if suite:
